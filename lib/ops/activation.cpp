@@ -1,0 +1,81 @@
+// Activations with HF ACT2FN semantics (shared/reference/architectures.md §0), fused with their
+// derivatives. The composites (e.g. gelu_tanh from tanh/mul/add) are the test oracles.
+#include <cmath>
+
+#include "lib/ops/ops.h"
+#include "lib/ops/unary.h"
+
+namespace vlm {
+
+template <typename T>
+TensorT<T> tanh(const TensorT<T>& x) {
+  return detail::unary_op(x, [](T v) { return std::tanh(v); }, [](T, T y) { return T(1) - y * y; });
+}
+
+template <typename T>
+TensorT<T> relu(const TensorT<T>& x) {
+  return detail::unary_op(
+      x, [](T v) { return v > T(0) ? v : T(0); }, [](T v, T) { return v > T(0) ? T(1) : T(0); });
+}
+
+template <typename T>
+TensorT<T> relu2(const TensorT<T>& x) {
+  return detail::unary_op(
+      x, [](T v) { return v > T(0) ? v * v : T(0); }, [](T v, T) { return v > T(0) ? T(2) * v : T(0); });
+}
+
+template <typename T>
+TensorT<T> gelu(const TensorT<T>& x) {
+  static const T kInvSqrt2 = static_cast<T>(0.70710678118654752440);
+  static const T kInvSqrt2Pi = static_cast<T>(0.39894228040143267794);
+  return detail::unary_op(
+      x, [](T v) { return T(0.5) * v * (T(1) + std::erf(v * kInvSqrt2)); },
+      [](T v, T) { return T(0.5) * (T(1) + std::erf(v * kInvSqrt2)) + v * kInvSqrt2Pi * std::exp(T(-0.5) * v * v); });
+}
+
+template <typename T>
+TensorT<T> gelu_tanh(const TensorT<T>& x) {
+  static const T k = static_cast<T>(0.79788456080286535588);  // sqrt(2/pi)
+  static const T c = static_cast<T>(0.044715);
+  return detail::unary_op(
+      x, [](T v) { return T(0.5) * v * (T(1) + std::tanh(k * (v + c * v * v * v))); },
+      [](T v, T) {
+        const T th = std::tanh(k * (v + c * v * v * v));
+        return T(0.5) * (T(1) + th) + T(0.5) * v * (T(1) - th * th) * k * (T(1) + T(3) * c * v * v);
+      });
+}
+
+template <typename T>
+TensorT<T> quick_gelu(const TensorT<T>& x) {
+  static const T a = static_cast<T>(1.702);
+  return detail::unary_op(
+      x, [](T v) { return v / (T(1) + std::exp(-a * v)); },
+      [](T v, T) {
+        const T s = T(1) / (T(1) + std::exp(-a * v));
+        return s + a * v * s * (T(1) - s);
+      });
+}
+
+template <typename T>
+TensorT<T> silu(const TensorT<T>& x) {
+  return detail::unary_op(
+      x, [](T v) { return v / (T(1) + std::exp(-v)); },
+      [](T v, T) {
+        const T s = T(1) / (T(1) + std::exp(-v));
+        return s + v * s * (T(1) - s);
+      });
+}
+
+#define VLM_INSTANTIATE(T)                          \
+  template TensorT<T> tanh(const TensorT<T>&);      \
+  template TensorT<T> relu(const TensorT<T>&);      \
+  template TensorT<T> relu2(const TensorT<T>&);     \
+  template TensorT<T> gelu(const TensorT<T>&);      \
+  template TensorT<T> gelu_tanh(const TensorT<T>&); \
+  template TensorT<T> quick_gelu(const TensorT<T>&); \
+  template TensorT<T> silu(const TensorT<T>&);
+VLM_INSTANTIATE(float)
+VLM_INSTANTIATE(double)
+#undef VLM_INSTANTIATE
+
+}  // namespace vlm

@@ -1,0 +1,19 @@
+// The one GEMM entry point of the core: row-major C = alpha·op(A)·op(B) + beta·C through
+// cblas_{s,d}gemm, split over the core's threads (OpenBLAS itself runs single-threaded, see
+// parallel.h) and counted in the FLOP counter. Every matrix product in lib/ goes through here.
+#pragma once
+
+#include <cstdint>
+
+namespace vlm {
+
+template <typename T>
+void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
+          const T* B, int64_t ldb, T beta, T* C, int64_t ldc);
+
+// The same, on the calling thread only (for callers that already parallelise, e.g. over heads).
+template <typename T>
+void gemm_serial(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
+                 int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc);
+
+}  // namespace vlm

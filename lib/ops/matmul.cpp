@@ -1,0 +1,189 @@
+// Matrix products: gemm (the BLAS entry point), batched matmul and linear, forward and backward.
+#include <cblas.h>
+
+#include <algorithm>
+
+#include "lib/core/parallel.h"
+#include "lib/measure/flops.h"
+#include "lib/ops/gemm.h"
+#include "lib/ops/op_util.h"
+#include "lib/ops/ops.h"
+
+namespace vlm {
+namespace {
+
+void blas_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+               const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+              static_cast<blasint>(M), static_cast<blasint>(N), static_cast<blasint>(K), alpha, A,
+              static_cast<blasint>(lda), B, static_cast<blasint>(ldb), beta, C, static_cast<blasint>(ldc));
+}
+
+void blas_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, const double* A,
+               int64_t lda, const double* B, int64_t ldb, double beta, double* C, int64_t ldc) {
+  cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+              static_cast<blasint>(M), static_cast<blasint>(N), static_cast<blasint>(K), alpha, A,
+              static_cast<blasint>(lda), B, static_cast<blasint>(ldb), beta, C, static_cast<blasint>(ldc));
+}
+
+// Below this much work a split costs more than it gains (sgemm 64³ gains nothing from 2 threads).
+constexpr int64_t kSplitFlops = int64_t{1} << 22;
+constexpr int64_t kMinRowsPerThread = 32;
+
+}  // namespace
+
+template <typename T>
+void gemm_serial(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
+                 int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
+  if (M == 0 || N == 0) return;
+  add_flops(2 * M * N * K);
+  if (K == 0) {  // BLAS would only scale C by beta
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = beta == T(0) ? T(0) : beta * C[i * ldc + j];
+    return;
+  }
+  blas_gemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+template <typename T>
+void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
+          const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
+  const int64_t nt = num_threads();
+  if (nt <= 1 || 2 * M * N * K < kSplitFlops || K == 0) {
+    gemm_serial(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    return;
+  }
+  // Split the rows of C when there are enough of them, else its columns. Each element's K-sum is
+  // computed the same way in either case, and the partition depends only on (M, N, threads).
+  if (M >= kMinRowsPerThread * nt) {
+    parallel_for(M, kMinRowsPerThread, [&](int64_t m0, int64_t m1) {
+      const T* a = trans_a ? A + m0 : A + m0 * lda;
+      gemm_serial(trans_a, trans_b, m1 - m0, N, K, alpha, a, lda, B, ldb, beta, C + m0 * ldc, ldc);
+    });
+  } else {
+    parallel_for(N, 16, [&](int64_t n0, int64_t n1) {
+      const T* b = trans_b ? B + n0 * ldb : B + n0;
+      gemm_serial(trans_a, trans_b, M, n1 - n0, K, alpha, A, lda, b, ldb, beta, C + n0, ldc);
+    });
+  }
+}
+
+template <typename T>
+TensorT<T> matmul(const TensorT<T>& a, const TensorT<T>& b, bool trans_a, bool trans_b) {
+  VLM_CHECK(a.ndim() >= 2 && b.ndim() >= 2, "matmul needs 2-D or more, got " << shape_str(a.shape())
+                                                                              << " and " << shape_str(b.shape()));
+  const int64_t M = trans_a ? a.dim(-1) : a.dim(-2);
+  const int64_t K = trans_a ? a.dim(-2) : a.dim(-1);
+  const int64_t Kb = trans_b ? b.dim(-1) : b.dim(-2);
+  const int64_t N = trans_b ? b.dim(-2) : b.dim(-1);
+  VLM_CHECK(K == Kb, "matmul: inner dimensions differ: " << shape_str(a.shape()) << (trans_a ? "ᵀ" : "")
+                                                         << " x " << shape_str(b.shape()) << (trans_b ? "ᵀ" : ""));
+  const Shape a_batch(a.shape().begin(), a.shape().end() - 2);
+  const Shape b_batch(b.shape().begin(), b.shape().end() - 2);
+  Shape batch = detail::broadcast_shape(a_batch, b_batch);
+  Shape out_shape = batch;
+  out_shape.push_back(M);
+  out_shape.push_back(N);
+  TensorT<T> out = TensorT<T>::empty(out_shape);
+  const int64_t nb = numel_of(batch);
+  const int64_t lda = a.dim(-1), ldb = b.dim(-1);
+  const int64_t a_mat = a.dim(-1) * a.dim(-2), b_mat = b.dim(-1) * b.dim(-2);
+
+  // A shared 2-D right operand with an untransposed left one: one GEMM over all batch rows.
+  const bool fold = b.ndim() == 2 && !trans_a;
+  const std::vector<int64_t> a_off = fold ? std::vector<int64_t>{} : detail::broadcast_offsets(batch, a_batch);
+  const std::vector<int64_t> b_off = fold ? std::vector<int64_t>{} : detail::broadcast_offsets(batch, b_batch);
+  if (fold) {
+    gemm(false, trans_b, nb * M, N, K, T(1), a.data(), lda, b.data(), ldb, T(0), out.data(), N);
+  } else {
+    for (int64_t i = 0; i < nb; ++i) {
+      gemm(trans_a, trans_b, M, N, K, T(1), a.data() + a_off[i] * a_mat, lda, b.data() + b_off[i] * b_mat,
+           ldb, T(0), out.data() + i * M * N, N);
+    }
+  }
+  out.set_backward({a, b}, [=](const TensorT<T>& o) {
+    TensorT<T> ga = o.input(0), gb = o.input(1);
+    const T* g = o.grad().data();
+    if (fold) {
+      // C = A·op(B): dA = dC·op(B)ᵀ; dB (or dBᵀ) = Aᵀ·dC.
+      if (ga.requires_grad())
+        gemm(false, !trans_b, nb * M, K, N, T(1), g, N, gb.data(), ldb, T(1), ga.grad_data(), lda);
+      if (gb.requires_grad()) {
+        if (trans_b)
+          gemm(true, false, N, K, nb * M, T(1), g, N, ga.data(), lda, T(1), gb.grad_data(), ldb);
+        else
+          gemm(true, false, K, N, nb * M, T(1), ga.data(), lda, g, N, T(1), gb.grad_data(), ldb);
+      }
+      return;
+    }
+    for (int64_t i = 0; i < nb; ++i) {  // in batch order: accumulation into shared operands is deterministic
+      const T* gi = g + i * M * N;
+      const T* ai = ga.data() + a_off[i] * a_mat;
+      const T* bi = gb.data() + b_off[i] * b_mat;
+      if (ga.requires_grad()) {
+        T* dai = ga.grad_data() + a_off[i] * a_mat;
+        if (trans_a)  // A stored [K, M]: dA = op(B)·dCᵀ
+          gemm(trans_b, true, K, M, N, T(1), bi, ldb, gi, N, T(1), dai, lda);
+        else
+          gemm(false, !trans_b, M, K, N, T(1), gi, N, bi, ldb, T(1), dai, lda);
+      }
+      if (gb.requires_grad()) {
+        T* dbi = gb.grad_data() + b_off[i] * b_mat;
+        if (trans_b)  // B stored [N, K]: dB = dCᵀ·op(A)
+          gemm(true, trans_a, N, K, M, T(1), gi, N, ai, lda, T(1), dbi, ldb);
+        else
+          gemm(!trans_a, false, K, N, M, T(1), ai, lda, gi, N, T(1), dbi, ldb);
+      }
+    }
+  });
+  return out;
+}
+
+template <typename T>
+TensorT<T> linear(const TensorT<T>& x, const TensorT<T>& weight, const TensorT<T>& bias) {
+  VLM_CHECK(weight.ndim() == 2, "linear: weight must be [out, in], got " << shape_str(weight.shape()));
+  const int64_t in = weight.dim(1), outf = weight.dim(0);
+  VLM_CHECK(x.ndim() >= 1 && x.dim(-1) == in, "linear: input " << shape_str(x.shape()) << " does not end in "
+                                                               << in << " (weight " << shape_str(weight.shape())
+                                                               << ")");
+  VLM_CHECK(!bias.defined() || (bias.ndim() == 1 && bias.dim(0) == outf),
+            "linear: bias must be [" << outf << "], got " << shape_str(bias.shape()));
+  const int64_t M = x.numel() / std::max<int64_t>(in, 1);
+  Shape out_shape = x.shape();
+  out_shape.back() = outf;
+  TensorT<T> out = TensorT<T>::empty(out_shape);
+  T* y = out.data();
+  if (bias.defined()) {
+    const T* bp = bias.data();
+    for (int64_t i = 0; i < M; ++i) std::copy(bp, bp + outf, y + i * outf);
+  }
+  gemm(false, true, M, outf, in, T(1), x.data(), in, weight.data(), in, bias.defined() ? T(1) : T(0), y, outf);
+  std::vector<TensorT<T>> inputs{x, weight};
+  if (bias.defined()) inputs.push_back(bias);
+  out.set_backward(std::move(inputs), [M, in, outf](const TensorT<T>& o) {
+    TensorT<T> xi = o.input(0), w = o.input(1);
+    const T* g = o.grad().data();
+    if (xi.requires_grad()) gemm(false, false, M, in, outf, T(1), g, outf, w.data(), in, T(1), xi.grad_data(), in);
+    if (w.requires_grad()) gemm(true, false, outf, in, M, T(1), g, outf, xi.data(), in, T(1), w.grad_data(), in);
+    if (o.num_inputs() == 3 && o.input(2).requires_grad()) {
+      TensorT<T> b = o.input(2);
+      T* db = b.grad_data();
+      for (int64_t i = 0; i < M; ++i)
+        for (int64_t j = 0; j < outf; ++j) db[j] += g[i * outf + j];
+    }
+  });
+  return out;
+}
+
+#define VLM_INSTANTIATE(T)                                                                              \
+  template void gemm<T>(bool, bool, int64_t, int64_t, int64_t, T, const T*, int64_t, const T*, int64_t, T, T*, \
+                        int64_t);                                                                       \
+  template void gemm_serial<T>(bool, bool, int64_t, int64_t, int64_t, T, const T*, int64_t, const T*, int64_t, \
+                               T, T*, int64_t);                                                         \
+  template TensorT<T> matmul(const TensorT<T>&, const TensorT<T>&, bool, bool);                         \
+  template TensorT<T> linear(const TensorT<T>&, const TensorT<T>&, const TensorT<T>&);
+VLM_INSTANTIATE(float)
+VLM_INSTANTIATE(double)
+#undef VLM_INSTANTIATE
+
+}  // namespace vlm

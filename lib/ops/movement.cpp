@@ -1,0 +1,198 @@
+// Movement ops: reshape shares data (cheap); permute, slice, concat and broadcast_to copy into a
+// new contiguous tensor (every tensor is contiguous, which keeps every kernel simple).
+#include <cstring>
+#include <numeric>
+
+#include "lib/ops/op_util.h"
+#include "lib/ops/ops.h"
+
+namespace vlm {
+
+template <typename T>
+TensorT<T> reshape(const TensorT<T>& x, const Shape& shape) {
+  Shape s = shape;
+  int infer = -1;
+  int64_t known = 1;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == -1) {
+      VLM_CHECK(infer < 0, "reshape: more than one -1 in " << shape_str(shape));
+      infer = static_cast<int>(i);
+    } else {
+      known *= s[i];
+    }
+  }
+  if (infer >= 0) {
+    VLM_CHECK(known > 0 && x.numel() % known == 0,
+              "reshape: cannot infer -1 in " << shape_str(shape) << " for " << x.numel() << " elements");
+    s[static_cast<std::size_t>(infer)] = x.numel() / known;
+  }
+  VLM_CHECK(numel_of(s) == x.numel(),
+            "reshape: " << shape_str(x.shape()) << " has " << x.numel() << " elements, " << shape_str(shape)
+                        << " needs " << numel_of(s));
+  TensorT<T> out = TensorT<T>::view_of(x, s);
+  out.set_backward({x}, [](const TensorT<T>& o) {
+    TensorT<T> in = o.input(0);
+    in.grad_vec() += o.grad().vec();
+  });
+  return out;
+}
+
+template <typename T>
+TensorT<T> permute(const TensorT<T>& x, const std::vector<int>& dims) {
+  const int nd = x.ndim();
+  VLM_CHECK(static_cast<int>(dims.size()) == nd, "permute: " << dims.size() << " dims for a " << nd << "-D tensor");
+  std::vector<int> p(dims.size());
+  std::vector<bool> seen(dims.size(), false);
+  for (std::size_t i = 0; i < dims.size(); ++i) {
+    p[i] = detail::normalize_axis(dims[i], nd);
+    VLM_CHECK(!seen[static_cast<std::size_t>(p[i])], "permute: repeated dim " << dims[i]);
+    seen[static_cast<std::size_t>(p[i])] = true;
+  }
+  const Shape& in_shape = x.shape();
+  Shape out_shape(dims.size());
+  std::vector<int64_t> in_stride(dims.size());
+  {
+    int64_t s = 1;
+    for (int i = nd - 1; i >= 0; --i) {
+      in_stride[static_cast<std::size_t>(i)] = s;
+      s *= in_shape[static_cast<std::size_t>(i)];
+    }
+  }
+  std::vector<int64_t> src_stride(dims.size());  // stride in x for each output dim
+  for (std::size_t i = 0; i < p.size(); ++i) {
+    out_shape[i] = in_shape[static_cast<std::size_t>(p[i])];
+    src_stride[i] = in_stride[static_cast<std::size_t>(p[i])];
+  }
+  // offsets[e] = offset in x of output element e.
+  const int64_t n = x.numel();
+  std::vector<int64_t> offs(static_cast<std::size_t>(n));
+  std::vector<int64_t> idx(dims.size(), 0);
+  int64_t off = 0;
+  for (int64_t e = 0; e < n; ++e) {
+    offs[static_cast<std::size_t>(e)] = off;
+    for (std::size_t d = dims.size(); d-- > 0;) {
+      if (++idx[d] < out_shape[d]) {
+        off += src_stride[d];
+        break;
+      }
+      off -= src_stride[d] * (out_shape[d] - 1);
+      idx[d] = 0;
+    }
+  }
+  TensorT<T> out = TensorT<T>::empty(out_shape);
+  const T* xp = x.data();
+  T* y = out.data();
+  for (int64_t e = 0; e < n; ++e) y[e] = xp[offs[static_cast<std::size_t>(e)]];
+  out.set_backward({x}, [offs](const TensorT<T>& o) {
+    TensorT<T> in = o.input(0);
+    const T* g = o.grad().data();
+    T* dx = in.grad_data();
+    for (std::size_t e = 0; e < offs.size(); ++e) dx[offs[e]] += g[e];
+  });
+  return out;
+}
+
+template <typename T>
+TensorT<T> transpose(const TensorT<T>& x, int a, int b) {
+  std::vector<int> dims(static_cast<std::size_t>(x.ndim()));
+  std::iota(dims.begin(), dims.end(), 0);
+  std::swap(dims[static_cast<std::size_t>(detail::normalize_axis(a, x.ndim()))],
+            dims[static_cast<std::size_t>(detail::normalize_axis(b, x.ndim()))]);
+  return permute(x, dims);
+}
+
+template <typename T>
+TensorT<T> slice(const TensorT<T>& x, int axis, int64_t start, int64_t end) {
+  const detail::AxisView v = detail::axis_view(x.shape(), axis);
+  VLM_CHECK(0 <= start && start <= end && end <= v.n,
+            "slice [" << start << ", " << end << ") out of range for axis " << axis << " of " << shape_str(x.shape()));
+  Shape s = x.shape();
+  s[static_cast<std::size_t>(detail::normalize_axis(axis, x.ndim()))] = end - start;
+  TensorT<T> out = TensorT<T>::empty(s);
+  const int64_t len = (end - start) * v.inner;
+  for (int64_t o = 0; o < v.outer; ++o)
+    std::memcpy(out.data() + o * len, x.data() + (o * v.n + start) * v.inner, static_cast<std::size_t>(len) * sizeof(T));
+  out.set_backward({x}, [v, start, len](const TensorT<T>& o) {
+    TensorT<T> in = o.input(0);
+    const T* g = o.grad().data();
+    T* dx = in.grad_data();
+    for (int64_t a = 0; a < v.outer; ++a) {
+      T* d = dx + (a * v.n + start) * v.inner;
+      const T* s2 = g + a * len;
+      for (int64_t i = 0; i < len; ++i) d[i] += s2[i];
+    }
+  });
+  return out;
+}
+
+template <typename T>
+TensorT<T> concat(const Tensors<T>& xs, int axis) {
+  VLM_CHECK(!xs.empty(), "concat of no tensors");
+  const int nd = xs[0].ndim();
+  const int a = detail::normalize_axis(axis, nd);
+  Shape s = xs[0].shape();
+  int64_t total = 0;
+  for (const auto& t : xs) {
+    Shape ts = t.shape();
+    VLM_CHECK(t.ndim() == nd, "concat: " << shape_str(ts) << " vs " << shape_str(s));
+    total += ts[static_cast<std::size_t>(a)];
+    ts[static_cast<std::size_t>(a)] = s[static_cast<std::size_t>(a)];
+    VLM_CHECK(ts == s, "concat along axis " << axis << ": shapes " << shape_str(t.shape()) << " and "
+                                            << shape_str(xs[0].shape()) << " differ elsewhere");
+  }
+  s[static_cast<std::size_t>(a)] = total;
+  const detail::AxisView v = detail::axis_view(s, a);
+  TensorT<T> out = TensorT<T>::empty(s);
+  std::vector<int64_t> starts;
+  int64_t at = 0;
+  for (const auto& t : xs) {
+    const int64_t n = t.dim(a);
+    starts.push_back(at);
+    for (int64_t o = 0; o < v.outer; ++o)
+      std::memcpy(out.data() + (o * total + at) * v.inner, t.data() + o * n * v.inner,
+                  static_cast<std::size_t>(n * v.inner) * sizeof(T));
+    at += n;
+  }
+  out.set_backward(xs, [v, starts, total, a](const TensorT<T>& o) {
+    const T* g = o.grad().data();
+    for (std::size_t k = 0; k < o.num_inputs(); ++k) {
+      TensorT<T> in = o.input(k);
+      if (!in.requires_grad()) continue;
+      const int64_t n = in.dim(a);
+      T* dx = in.grad_data();
+      for (int64_t q = 0; q < v.outer; ++q) {
+        const T* src = g + (q * total + starts[k]) * v.inner;
+        T* dst = dx + q * n * v.inner;
+        for (int64_t i = 0; i < n * v.inner; ++i) dst[i] += src[i];
+      }
+    }
+  });
+  return out;
+}
+
+template <typename T>
+TensorT<T> broadcast_to(const TensorT<T>& x, const Shape& shape) {
+  const std::vector<int64_t> offs = detail::broadcast_offsets(shape, x.shape());
+  TensorT<T> out = TensorT<T>::empty(shape);
+  for (std::size_t e = 0; e < offs.size(); ++e) out.data()[e] = x.data()[offs[e]];
+  out.set_backward({x}, [offs](const TensorT<T>& o) {
+    TensorT<T> in = o.input(0);
+    const T* g = o.grad().data();
+    T* dx = in.grad_data();
+    for (std::size_t e = 0; e < offs.size(); ++e) dx[offs[e]] += g[e];
+  });
+  return out;
+}
+
+#define VLM_INSTANTIATE(T)                                                    \
+  template TensorT<T> reshape(const TensorT<T>&, const Shape&);               \
+  template TensorT<T> permute(const TensorT<T>&, const std::vector<int>&);    \
+  template TensorT<T> transpose(const TensorT<T>&, int, int);                 \
+  template TensorT<T> slice(const TensorT<T>&, int, int64_t, int64_t);        \
+  template TensorT<T> concat(const Tensors<T>&, int);                         \
+  template TensorT<T> broadcast_to(const TensorT<T>&, const Shape&);
+VLM_INSTANTIATE(float)
+VLM_INSTANTIATE(double)
+#undef VLM_INSTANTIATE
+
+}  // namespace vlm
