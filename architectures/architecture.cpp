@@ -1,0 +1,175 @@
+#include "architectures/architecture.h"
+
+#include <algorithm>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <set>
+
+#include "lib/core/random.h"
+#include "lib/io/weights.h"
+
+namespace vlm {
+
+Inputs Inputs::from_safetensors(const io::Safetensors& st) {
+  Inputs in;
+  in.t_ = st.tensors;
+  return in;
+}
+
+const io::RawTensor& Inputs::at(const std::string& name) const {
+  auto it = t_.find(name);
+  VLM_CHECK(it != t_.end(), "model input \"" << name << "\" is missing");
+  return it->second;
+}
+
+Shape Inputs::shape(const std::string& name) const { return at(name).shape; }
+
+std::vector<int64_t> Inputs::ints(const std::string& name) const {
+  io::Safetensors st;
+  st.source = "inputs";
+  st.tensors.emplace(name, at(name));
+  return st.to_i64(name);
+}
+
+Tensor Inputs::floats(const std::string& name) const {
+  io::Safetensors st;
+  st.source = "inputs";
+  st.tensors.emplace(name, at(name));
+  return Tensor::from(at(name).shape, st.to_f32(name));
+}
+
+void Inputs::set_ints(const std::string& name, const Shape& shape, const std::vector<int64_t>& values) {
+  t_[name] = io::raw_i64(shape, values);
+}
+
+void Inputs::set_floats(const std::string& name, const Tensor& t) {
+  t_[name] = io::raw_f32(t.shape(), std::span<const float>(t.data(), static_cast<std::size_t>(t.numel())));
+}
+
+std::vector<std::string> Inputs::names() const {
+  std::vector<std::string> out;
+  for (const auto& [k, v] : t_) out.push_back(k);
+  return out;
+}
+
+Inputs Architecture::append_tokens(const Inputs& in, const std::vector<int64_t>& tokens) const {
+  Inputs out = in;
+  const Shape s = in.shape("input_ids");
+  VLM_CHECK(s.size() == 2 && static_cast<int64_t>(tokens.size()) == s[0],
+            "append_tokens: " << tokens.size() << " tokens for input_ids of shape " << shape_str(s));
+  auto extend = [&](const std::string& name, const std::vector<int64_t>& fill) {
+    if (!in.has(name)) return;
+    const std::vector<int64_t> v = in.ints(name);
+    std::vector<int64_t> w;
+    for (int64_t b = 0; b < s[0]; ++b) {
+      w.insert(w.end(), v.begin() + b * s[1], v.begin() + (b + 1) * s[1]);
+      w.push_back(fill[static_cast<std::size_t>(b)]);
+    }
+    out.set_ints(name, {s[0], s[1] + 1}, w);
+  };
+  extend("input_ids", tokens);
+  extend("attention_mask", std::vector<int64_t>(tokens.size(), 1));
+  extend("mm_token_type_ids", std::vector<int64_t>(tokens.size(), 0));
+  return out;
+}
+
+const FamilyEntry& family_for_config(const io::HfConfig& config) {
+  const std::string type = config.get_string("model_type", "");
+  std::string known;
+  for (const FamilyEntry& f : families()) {
+    if (f.hf_model_type == type) return f;
+    known += (known.empty() ? "" : ", ") + std::string(f.hf_model_type);
+  }
+  config.fail("model_type", "\"" + type + "\" is not a family vlmlab implements (supported: " + known + ")");
+}
+
+std::unique_ptr<Architecture> make_architecture(const io::HfConfig& config, Rng& rng) {
+  return family_for_config(config).make(config, rng);
+}
+
+void load_weights(Architecture& arch, const io::Safetensors& st) {
+  // Resolve each of our names to a name in the file, trying the family's alias prefixes.
+  const auto aliases = arch.name_aliases();
+  io::Safetensors renamed;
+  renamed.source = st.source;
+  renamed.metadata = st.metadata;
+  std::set<std::string> used;
+  for (auto& [name, t] : named_parameters(arch)) {
+    std::string found = st.contains(name) ? name : "";
+    for (std::size_t i = 0; found.empty() && i < aliases.size(); ++i) {
+      const auto& [ours, theirs] = aliases[i];
+      if (name.rfind(ours, 0) != 0) continue;
+      const std::string alt = theirs + name.substr(ours.size());
+      if (st.contains(alt)) found = alt;
+    }
+    if (found.empty()) continue;  // load_module reports it as missing, with our name
+    renamed.tensors.emplace(name, st.at(found));
+    used.insert(found);
+  }
+  for (const auto& [name, raw] : st.tensors)
+    if (!used.count(name)) renamed.tensors.emplace(name, raw);
+  io::load_module(renamed, arch, "", /*strict=*/true);
+}
+
+std::unique_ptr<Architecture> load_pretrained(const std::string& dir) {
+  const io::HfConfig cfg = io::HfConfig::load(dir + "/config.json");
+  Rng rng(0);
+  std::unique_ptr<Architecture> arch = make_architecture(cfg, rng);
+  load_weights(*arch, io::read_safetensors(dir + "/model.safetensors"));
+  return arch;
+}
+
+void save_pretrained(Architecture& arch, const std::string& dir) {
+  std::filesystem::create_directories(dir);
+  {
+    const std::string tmp = dir + "/config.json.tmp";
+    std::ofstream f(tmp);
+    f << arch.config().json().dump(2) << "\n";
+    f.close();
+    VLM_CHECK(f, "cannot write " << tmp);
+    std::filesystem::rename(tmp, dir + "/config.json");
+  }
+  io::save_module(dir + "/model.safetensors", arch, "", {{"format", "pt"}});
+}
+
+namespace {
+std::vector<int64_t> argmax_last(const Tensor& logits) {  // [B, T, V] -> [B]
+  const int64_t B = logits.dim(0), T = logits.dim(1), V = logits.dim(2);
+  std::vector<int64_t> out;
+  for (int64_t b = 0; b < B; ++b) {
+    const float* row = logits.data() + (b * T + T - 1) * V;
+    out.push_back(std::max_element(row, row + V) - row);  // first maximum, as torch.argmax
+  }
+  return out;
+}
+}  // namespace
+
+std::vector<std::vector<int64_t>> greedy_generate(Architecture& arch, const Inputs& in, int max_new_tokens,
+                                                  bool use_cache) {
+  NoGradGuard no_grad;
+  const int64_t B = in.shape("input_ids")[0];
+  std::vector<std::vector<int64_t>> out(static_cast<std::size_t>(B));
+  auto record = [&](const std::vector<int64_t>& next) {
+    for (int64_t b = 0; b < B; ++b) out[static_cast<std::size_t>(b)].push_back(next[static_cast<std::size_t>(b)]);
+  };
+  if (max_new_tokens <= 0) return out;
+  if (use_cache) {
+    auto [logits, state] = arch.prefill(in);
+    for (int i = 0; i < max_new_tokens; ++i) {
+      const std::vector<int64_t> next = argmax_last(logits);
+      record(next);
+      if (i + 1 < max_new_tokens) logits = arch.decode(*state, next);
+    }
+  } else {
+    Inputs cur = in;
+    for (int i = 0; i < max_new_tokens; ++i) {
+      const std::vector<int64_t> next = argmax_last(arch.forward(cur).logits);
+      record(next);
+      if (i + 1 < max_new_tokens) cur = arch.append_tokens(cur, next);
+    }
+  }
+  return out;
+}
+
+}  // namespace vlm

@@ -1,0 +1,100 @@
+// The one interface every family implements, and what is written once on top of it: loading and
+// saving an HF-format folder, greedy generation with or without the KV cache.
+// A family turns HF processor outputs (named tensors: input_ids, pixel_values, image_grid_thw, ...)
+// into logits; the names and layouts are the HF processors' (see tests/parity/README.md).
+#pragma once
+
+#include <map>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "lib/core/tensor.h"
+#include "lib/io/hf_config.h"
+#include "lib/io/safetensors.h"
+#include "lib/nn/modules.h"
+
+namespace vlm {
+
+// Model inputs by HF processor name.
+class Inputs {
+ public:
+  Inputs() = default;
+  static Inputs from_safetensors(const io::Safetensors& st);  // every tensor of the file
+
+  bool has(const std::string& name) const { return t_.count(name) > 0; }
+  Shape shape(const std::string& name) const;
+  std::vector<int64_t> ints(const std::string& name) const;  // any integer or BOOL tensor
+  Tensor floats(const std::string& name) const;              // F32/F16/BF16/F64 as a float tensor
+  void set_ints(const std::string& name, const Shape& shape, const std::vector<int64_t>& values);
+  void set_floats(const std::string& name, const Tensor& t);
+  void erase(const std::string& name) { t_.erase(name); }
+  std::vector<std::string> names() const;
+
+ private:
+  const io::RawTensor& at(const std::string& name) const;
+  std::map<std::string, io::RawTensor> t_;
+};
+
+struct ForwardOutput {
+  Tensor logits;  // [B, T, V]
+  // Stages a parity check can compare, under the fixture names (image_features, video_features,
+  // vision_hidden_states, inputs_embeds, gated_xattn_out_<j>, ...). Fill what is natural.
+  std::map<std::string, Tensor> stages;
+  std::vector<int64_t> position_ids;  // families with computed positions (M-RoPE: [3, B, T] flat)
+  Shape position_shape;
+};
+
+// Whatever a family keeps between decode steps (KV cache, positions, cross-attention state).
+class DecodeState {
+ public:
+  virtual ~DecodeState() = default;
+};
+
+class Architecture : public Module<float> {
+ public:
+  virtual std::string_view family() const = 0;
+  virtual const io::HfConfig& config() const = 0;  // the HF config it was built from
+
+  // Full forward over the whole sequence, no cache.
+  virtual ForwardOutput forward(const Inputs& in) = 0;
+  // The prompt's logits [B, T, V] and the state to continue from.
+  virtual std::pair<Tensor, std::unique_ptr<DecodeState>> prefill(const Inputs& in) = 0;
+  // One new token per row -> logits [B, 1, V].
+  virtual Tensor decode(DecodeState& state, const std::vector<int64_t>& tokens) = 0;
+  // `in` with one more token per row appended (generation without a cache). The default extends
+  // input_ids, attention_mask (1) and mm_token_type_ids (0); a family with more per-token inputs
+  // overrides it.
+  virtual Inputs append_tokens(const Inputs& in, const std::vector<int64_t>& tokens) const;
+  // Other names transformers accepts for the same weights: (prefix in our names, prefix in the file).
+  virtual std::vector<std::pair<std::string, std::string>> name_aliases() const { return {}; }
+};
+
+using ArchitectureFactory = std::unique_ptr<Architecture> (*)(const io::HfConfig& config, Rng& rng);
+
+struct FamilyEntry {
+  std::string_view name;           // vlmlab's family name
+  std::string_view hf_model_type;  // config.json "model_type"
+  std::string_view hf_class;       // transformers class, for messages
+  ArchitectureFactory make;
+};
+
+std::span<const FamilyEntry> families();  // registry.cpp: the one table
+const FamilyEntry& family_for_config(const io::HfConfig& config);
+
+// Builds the family named by config.json's model_type, with freshly initialised weights.
+std::unique_ptr<Architecture> make_architecture(const io::HfConfig& config, Rng& rng);
+// DIR/config.json + DIR/model.safetensors (names as transformers writes them, or an alias layout).
+std::unique_ptr<Architecture> load_pretrained(const std::string& dir);
+void load_weights(Architecture& arch, const io::Safetensors& st);
+// Writes DIR/config.json and DIR/model.safetensors so transformers (and load_pretrained) open it.
+void save_pretrained(Architecture& arch, const std::string& dir);
+
+// Greedy continuation of max_new_tokens per row: [B][n].
+std::vector<std::vector<int64_t>> greedy_generate(Architecture& arch, const Inputs& in, int max_new_tokens,
+                                                  bool use_cache);
+
+}  // namespace vlm

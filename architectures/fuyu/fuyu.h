@@ -1,0 +1,11 @@
+#pragma once
+
+#include <memory>
+
+#include "architectures/architecture.h"
+
+namespace vlm::fuyu {
+
+std::unique_ptr<Architecture> make(const io::HfConfig& config, Rng& rng);
+
+}  // namespace vlm::fuyu

@@ -1,0 +1,73 @@
+#include "architectures/parity.h"
+
+#include <cmath>
+
+#include "architectures/architecture.h"
+
+namespace vlm {
+
+bool ParityResult::pass() const {
+  if (stages.empty()) return false;
+  for (const auto& s : stages)
+    if (!s.pass) return false;
+  return true;
+}
+
+namespace {
+
+ParityStage compare_floats(const std::string& name, const Tensor& ours, const Tensor& ref, double tol) {
+  ParityStage s{name, false, 0.0, 0, false, ""};
+  if (ours.numel() != ref.numel()) {
+    s.note = "shape " + shape_str(ours.shape()) + " vs reference " + shape_str(ref.shape());
+    s.max_abs_diff = INFINITY;
+    return s;
+  }
+  for (int64_t i = 0; i < ref.numel(); ++i) {
+    const double d = std::abs(static_cast<double>(ours.data()[i]) - ref.data()[i]);
+    if (!(d <= s.max_abs_diff)) s.max_abs_diff = std::isnan(d) ? INFINITY : d;
+  }
+  if (ours.shape() != ref.shape()) s.note = "same size, shape " + shape_str(ours.shape()) + " vs " + shape_str(ref.shape());
+  s.pass = s.max_abs_diff <= tol;
+  return s;
+}
+
+ParityStage compare_ints(const std::string& name, const std::vector<int64_t>& ours, const std::vector<int64_t>& ref) {
+  ParityStage s{name, true, 0.0, 0, false, ""};
+  if (ours.size() != ref.size()) {
+    s.note = std::to_string(ours.size()) + " values vs reference " + std::to_string(ref.size());
+    s.mismatches = static_cast<int64_t>(std::max(ours.size(), ref.size()));
+    return s;
+  }
+  for (std::size_t i = 0; i < ref.size(); ++i) s.mismatches += ours[i] != ref[i];
+  s.pass = s.mismatches == 0;
+  return s;
+}
+
+}  // namespace
+
+ParityResult run_parity(const std::string& dir, double tolerance) {
+  std::unique_ptr<Architecture> arch = load_pretrained(dir);
+  const io::Safetensors io = io::read_safetensors(dir + "/io.safetensors");
+  const Inputs in = Inputs::from_safetensors(io);
+  ParityResult r;
+  r.family = std::string(arch->family());
+  NoGradGuard no_grad;
+  const ForwardOutput out = arch->forward(in);
+  for (const auto& [name, t] : out.stages)
+    if (io.contains(name)) r.stages.push_back(compare_floats(name, t, in.floats(name), tolerance));
+  if (io.contains("position_ids") && !out.position_ids.empty())
+    r.stages.push_back(compare_ints("position_ids", out.position_ids, in.ints("position_ids")));
+  r.stages.push_back(compare_floats("logits", out.logits, in.floats("logits"), tolerance));
+  if (io.contains("generated")) {
+    const Shape gs = in.shape("generated");
+    const int n = static_cast<int>(gs[1]);
+    for (bool cache : {true, false}) {
+      std::vector<int64_t> flat;
+      for (const auto& row : greedy_generate(*arch, in, n, cache)) flat.insert(flat.end(), row.begin(), row.end());
+      r.stages.push_back(compare_ints(cache ? "generated" : "generated (no cache)", flat, in.ints("generated")));
+    }
+  }
+  return r;
+}
+
+}  // namespace vlm

@@ -1,0 +1,23 @@
+// The one table of families. Adding a family: a folder, one include and one row here.
+#include <array>
+
+#include "architectures/architecture.h"
+#include "architectures/flamingo/flamingo.h"
+#include "architectures/fuyu/fuyu.h"
+#include "architectures/llava/llava.h"
+#include "architectures/qwen2vl/qwen2vl.h"
+
+namespace vlm {
+
+namespace {
+constexpr std::array kFamilies = {
+    FamilyEntry{"llava", "llava", "LlavaForConditionalGeneration", &llava::make},
+    FamilyEntry{"flamingo", "idefics", "IdeficsForVisionText2Text", &flamingo::make},
+    FamilyEntry{"fuyu", "fuyu", "FuyuForCausalLM", &fuyu::make},
+    FamilyEntry{"qwen2vl", "qwen2_vl", "Qwen2VLForConditionalGeneration", &qwen2vl::make},
+};
+}  // namespace
+
+std::span<const FamilyEntry> families() { return kFamilies; }
+
+}  // namespace vlm
