@@ -38,6 +38,11 @@ class KvCache {
  public:
   KvCache(int num_layers, int64_t batch, int64_t kv_heads, int64_t head_dim, int64_t v_head_dim,
           int64_t initial_capacity = 64);
+  // Move-only: a copy would share the buffers and silently corrupt both caches.
+  KvCache(const KvCache&) = delete;
+  KvCache& operator=(const KvCache&) = delete;
+  KvCache(KvCache&&) noexcept = default;
+  KvCache& operator=(KvCache&&) noexcept = default;
   int64_t length(int layer = 0) const;  // positions cached in `layer`
   // Appends k_new/v_new [B, Tn, Hkv, D|Dv] to `layer`, then attends q [B, Tn, Hq, D] over every cached
   // key (mask sized for Tk = length after the append).

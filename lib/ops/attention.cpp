@@ -1,0 +1,382 @@
+// Scaled dot-product attention: per (batch, head) two BLAS GEMMs over strided head views, a masked
+// softmax in between, and an explicit backward. One kernel (raw pointers + batch strides) serves
+// both attention() and KvCache::attend(). Threads split the (batch, head) loop, so the GEMMs run
+// serially (gemm_serial), and they count their FLOPs: 2·Tq·Tk·(D + Dv) per head forward, twice
+// that backward.
+#include "lib/ops/attention.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <memory>
+
+#include "lib/core/parallel.h"
+#include "lib/ops/gemm.h"
+
+namespace vlm {
+namespace {
+
+// Sizes and raw views of one attention call. Rows of q/k/v/out are tokens; within a row the heads
+// are contiguous, so head h of batch b is a matrix with leading dimension H·D.
+template <typename T>
+struct AttnProblem {
+  int64_t B = 0, Tq = 0, Tk = 0, Hq = 0, Hkv = 0, D = 0, Dv = 0;
+  const T* q = nullptr;  // [B, Tq, Hq, D], batch stride q_bs
+  const T* k = nullptr;  // [B, Tk, Hkv, D], batch stride k_bs (a cache's stride is cap·Hkv·D)
+  const T* v = nullptr;  // [B, Tk, Hkv, Dv], batch stride v_bs
+  int64_t q_bs = 0, k_bs = 0, v_bs = 0;
+  const AttnMask* mask = nullptr;
+  bool causal = false;
+  T scale = T(1);
+
+  // Causal queries never see a key past i + (Tk - Tq), so their rows are processed in tiles whose
+  // GEMMs stop at the tile's last visible key: about half the work for a square mask.
+  int64_t tile_rows() const { return causal ? kCausalTile : std::max<int64_t>(Tq, 1); }
+  // Keys [0, end) cover every key visible to the rows [0, i_end).
+  int64_t key_end(int64_t i_end) const {
+    return causal ? std::clamp<int64_t>(i_end + Tk - Tq, 0, Tk) : Tk;
+  }
+  static constexpr int64_t kCausalTile = 64;
+};
+
+void check_mask(const AttnMask& mask, int64_t B, int64_t Tq, int64_t Tk) {
+  VLM_CHECK(mask.key_valid.empty() || static_cast<int64_t>(mask.key_valid.size()) == B * Tk,
+            "attention: key_valid has " << mask.key_valid.size() << " entries, expected B*Tk = "
+                                        << B << "*" << Tk << " = " << B * Tk);
+  if (!mask.allowed.empty()) {
+    VLM_CHECK(mask.allowed_batch == 1 || mask.allowed_batch == B,
+              "attention: allowed_batch must be 1 or B = " << B << ", got " << mask.allowed_batch);
+    VLM_CHECK(static_cast<int64_t>(mask.allowed.size()) == mask.allowed_batch * Tq * Tk,
+              "attention: allowed mask has " << mask.allowed.size() << " entries, expected "
+                                             << "allowed_batch*Tq*Tk = " << mask.allowed_batch
+                                             << "*" << Tq << "*" << Tk);
+  }
+}
+
+// Turns one row of scaled scores s[0, Tk) into probabilities in place. Keys at or past key_end
+// (causal) or cleared in key_valid/allowed (either may be null) get exactly 0; a row with no
+// visible key becomes all zeros, so its output and gradients are zero, never NaN.
+template <typename T>
+void masked_softmax_row(T* s, int64_t Tk, int64_t key_end, const uint8_t* key_valid,
+                        const uint8_t* allowed) {
+  typename TensorT<T>::Map row(s, key_end);
+  std::fill(s + key_end, s + Tk, T(0));
+  const bool masked = key_valid != nullptr || allowed != nullptr;
+  auto visible = [&](int64_t j) {
+    return (key_valid == nullptr || key_valid[j] != 0) && (allowed == nullptr || allowed[j] != 0);
+  };
+  T mx = -std::numeric_limits<T>::infinity();
+  if (masked) {
+    for (int64_t j = 0; j < key_end; ++j) {
+      if (visible(j)) mx = std::max(mx, s[j]);
+    }
+  } else if (key_end > 0) {
+    mx = row.maxCoeff();
+  }
+  if (mx == -std::numeric_limits<T>::infinity()) {  // no visible key
+    row.setZero();
+    return;
+  }
+  row = (row - mx).exp();  // vectorised; masked keys are zeroed next (exp never gives exact 0)
+  if (masked) {
+    for (int64_t j = 0; j < key_end; ++j) {
+      if (!visible(j)) s[j] = T(0);
+    }
+  }
+  row *= T(1) / row.sum();
+}
+
+// Forward over every (b, h): out [B, Tq, Hq, Dv] (contiguous). probs [B, Hq, Tq, Tk] is filled when
+// non-null (kept for backward); otherwise each thread works in its own Tq×Tk scratch.
+template <typename T>
+void attention_forward(const AttnProblem<T>& p, T* out, T* probs) {
+  const int64_t rep = p.Hq / p.Hkv;
+  const AttnMask& mask = *p.mask;
+  const uint8_t* key_valid = mask.key_valid.empty() ? nullptr : mask.key_valid.data();
+  const uint8_t* allowed = mask.allowed.empty() ? nullptr : mask.allowed.data();
+  const int64_t ldq = p.Hq * p.D, ldk = p.Hkv * p.D, ldv = p.Hkv * p.Dv, ldo = p.Hq * p.Dv;
+  parallel_for(p.B * p.Hq, 1, [&](int64_t begin, int64_t end) {
+    // Per-thread scores when probabilities are not kept: Tq×Tk, not B·H·Tq·Tk.
+    std::unique_ptr<Buffer<T>> scratch;
+    if (probs == nullptr) {
+      scratch = std::make_unique<Buffer<T>>(p.Tq * p.Tk, MemCat::kActivations, false);
+    }
+    for (int64_t bh = begin; bh < end; ++bh) {
+      const int64_t b = bh / p.Hq, h = bh % p.Hq, g = h / rep;
+      const T* qh = p.q + b * p.q_bs + h * p.D;
+      const T* kh = p.k + b * p.k_bs + g * p.D;
+      const T* vh = p.v + b * p.v_bs + g * p.Dv;
+      T* oh = out + b * p.Tq * ldo + h * p.Dv;
+      T* s = probs != nullptr ? probs + bh * p.Tq * p.Tk : scratch->data();
+      const uint8_t* kv_row = key_valid != nullptr ? key_valid + b * p.Tk : nullptr;
+      const uint8_t* al_b =
+          allowed != nullptr ? allowed + (mask.allowed_batch == 1 ? 0 : b) * p.Tq * p.Tk : nullptr;
+      for (int64_t i0 = 0; i0 < p.Tq; i0 += p.tile_rows()) {
+        const int64_t i1 = std::min(p.Tq, i0 + p.tile_rows()), m = i1 - i0;
+        const int64_t kend = p.key_end(i1);
+        T* st = s + i0 * p.Tk;
+        // S = scale · Q Kᵀ  [m, kend] (row stride Tk)
+        gemm_serial(false, true, m, kend, p.D, p.scale, qh + i0 * ldq, ldq, kh, ldk, T(0), st,
+                    p.Tk);
+        for (int64_t i = i0; i < i1; ++i) {
+          masked_softmax_row(s + i * p.Tk, p.Tk, p.key_end(i + 1), kv_row,
+                             al_b != nullptr ? al_b + i * p.Tk : nullptr);
+        }
+        // O = P V, written straight into out's head slice  [m, Dv]
+        gemm_serial(false, false, m, p.Dv, kend, T(1), st, p.Tk, vh, ldv, T(0), oh + i0 * ldo, ldo);
+      }
+    }
+  });
+}
+
+template <typename T>
+void check_qkv(const TensorT<T>& q, const TensorT<T>& k, const TensorT<T>& v, const char* who) {
+  VLM_CHECK(q.ndim() == 4 && k.ndim() == 4 && v.ndim() == 4,
+            who << ": q, k, v must be [B, T, H, D]; got q " << shape_str(q.shape()) << ", k "
+                << shape_str(k.shape()) << ", v " << shape_str(v.shape()));
+  VLM_CHECK(q.dim(0) == k.dim(0) && k.dim(0) == v.dim(0),
+            who << ": batch sizes differ: q " << shape_str(q.shape()) << ", k "
+                << shape_str(k.shape()) << ", v " << shape_str(v.shape()));
+  VLM_CHECK(k.dim(1) == v.dim(1) && k.dim(2) == v.dim(2),
+            who << ": k and v must have the same length and heads: k " << shape_str(k.shape())
+                << ", v " << shape_str(v.shape()));
+  VLM_CHECK(q.dim(3) == k.dim(3),
+            who << ": q head dim " << q.dim(3) << " != k head dim " << k.dim(3));
+  VLM_CHECK(q.dim(3) > 0 && v.dim(3) > 0, who << ": head dims must be positive");
+  VLM_CHECK(k.dim(2) > 0 && q.dim(2) % k.dim(2) == 0, who << ": query heads (" << q.dim(2)
+                                                          << ") must be a multiple of kv heads ("
+                                                          << k.dim(2) << ")");
+}
+
+}  // namespace
+
+AttnMask block_diagonal_mask(const std::vector<int64_t>& segment_lengths) {
+  int64_t total = 0;
+  for (int64_t len : segment_lengths) {
+    VLM_CHECK(len >= 0, "block_diagonal_mask: negative segment length " << len);
+    total += len;
+  }
+  AttnMask m;
+  m.allowed.assign(static_cast<std::size_t>(total * total), 0);
+  m.allowed_batch = 1;
+  int64_t start = 0;
+  for (int64_t len : segment_lengths) {
+    for (int64_t i = start; i < start + len; ++i) {
+      std::fill_n(m.allowed.begin() + i * total + start, len, uint8_t{1});
+    }
+    start += len;
+  }
+  return m;
+}
+
+template <typename T>
+TensorT<T> attention(const TensorT<T>& q, const TensorT<T>& k, const TensorT<T>& v,
+                     const AttnMask& mask, double scale) {
+  check_qkv(q, k, v, "attention");
+  AttnProblem<T> p;
+  p.B = q.dim(0), p.Tq = q.dim(1), p.Hq = q.dim(2), p.D = q.dim(3);
+  p.Tk = k.dim(1), p.Hkv = k.dim(2), p.Dv = v.dim(3);
+  check_mask(mask, p.B, p.Tq, p.Tk);
+  p.q = q.data(), p.k = k.data(), p.v = v.data();
+  p.q_bs = p.Tq * p.Hq * p.D, p.k_bs = p.Tk * p.Hkv * p.D, p.v_bs = p.Tk * p.Hkv * p.Dv;
+  p.mask = &mask;
+  p.causal = mask.causal;
+  p.scale = static_cast<T>(scale);
+
+  TensorT<T> out = TensorT<T>::empty({p.B, p.Tq, p.Hq, p.Dv});
+  if (p.Tk == 0 || out.numel() == 0) {
+    // Nothing to attend to: every row is fully masked, so output and gradients are zero. The empty
+    // closure keeps `out` in the graph like any other op output.
+    out.vec().setZero();
+    out.set_backward({q, k, v}, [](const TensorT<T>&) {});
+    return out;
+  }
+  const bool keep = grad_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad());
+  TensorT<T> probs;
+  if (keep) probs = TensorT<T>::empty({p.B, p.Hq, p.Tq, p.Tk});
+  attention_forward(p, out.data(), keep ? probs.data() : nullptr);
+  if (!keep) return out;
+
+  p.q = p.k = p.v = nullptr;  // the closure reads its inputs' data, and the mask is not kept
+  p.mask = nullptr;
+  out.set_backward({q, k, v}, [probs, p](const TensorT<T>& o) {
+    TensorT<T> qt = o.input(0), kt = o.input(1), vt = o.input(2);
+    const bool need_q = qt.requires_grad(), need_k = kt.requires_grad(),
+               need_v = vt.requires_grad();
+    const bool need_ds = need_q || need_k;
+    const int64_t rep = p.Hq / p.Hkv;
+    const int64_t Tq = p.Tq, Tk = p.Tk, D = p.D, Dv = p.Dv, Hq = p.Hq, Hkv = p.Hkv;
+    const T sc = p.scale;
+    const T* qd = qt.data();
+    const T* kd = kt.data();
+    const T* vd = vt.data();
+    const TensorT<T> dout_t = o.grad();  // shares the gradient buffer, no copy
+    const T* dout = dout_t.data();
+    const T* pd = probs.data();
+    T* dq = need_q ? qt.grad_data() : nullptr;
+    T* dk = need_k ? kt.grad_data() : nullptr;
+    T* dv = need_v ? vt.grad_data() : nullptr;
+
+    // One task per (b, kv head): it alone writes that kv head's dK/dV, and it visits the query
+    // heads of its group and their row tiles in a fixed order, so the result does not depend on
+    // the thread count.
+    const int64_t ldq = Hq * D, ldk = Hkv * D, ldv = Hkv * Dv, ldo = Hq * Dv;
+    parallel_for(p.B * Hkv, 1, [&](int64_t begin, int64_t end) {
+      std::unique_ptr<Buffer<T>> ds_buf;
+      if (need_ds) ds_buf = std::make_unique<Buffer<T>>(Tq * Tk, MemCat::kActivations, false);
+      for (int64_t bg = begin; bg < end; ++bg) {
+        const int64_t b = bg / Hkv, g = bg % Hkv;
+        const T* kh = kd + b * Tk * ldk + g * D;
+        const T* vh = vd + b * Tk * ldv + g * Dv;
+        for (int64_t h = g * rep; h < (g + 1) * rep; ++h) {
+          const T* qh = qd + b * Tq * ldq + h * D;
+          const T* doh = dout + b * Tq * ldo + h * Dv;
+          const T* ph = pd + (b * Hq + h) * Tq * Tk;
+          for (int64_t i0 = 0; i0 < Tq; i0 += p.tile_rows()) {
+            const int64_t i1 = std::min(Tq, i0 + p.tile_rows()), m = i1 - i0;
+            const int64_t kend = p.key_end(i1);
+            const T* pt = ph + i0 * Tk;      // P tile [m, kend], row stride Tk
+            const T* do_t = doh + i0 * ldo;  // dO tile [m, Dv]
+            if (need_v) {                    // dV += Pᵀ dO  [kend, Dv]
+              gemm_serial(true, false, kend, Dv, m, T(1), pt, Tk, do_t, ldo, T(1),
+                          dv + b * Tk * ldv + g * Dv, ldv);
+            }
+            if (!need_ds) continue;
+            T* ds = ds_buf->data() + i0 * Tk;
+            // dP = dO Vᵀ  [m, kend]
+            gemm_serial(false, true, m, kend, Dv, T(1), do_t, ldo, vh, ldv, T(0), ds, Tk);
+            // dS = P ⊙ (dP − rowsum(dP ⊙ P)): zero wherever P is (masked keys, empty rows)
+            for (int64_t i = 0; i < m; ++i) {
+              typename TensorT<T>::ConstMap pr(pt + i * Tk, kend);
+              typename TensorT<T>::Map dr(ds + i * Tk, kend);
+              const T dot = (dr * pr).sum();
+              dr = pr * (dr - dot);
+            }
+            if (need_q) {  // dQ += scale · dS K  [m, D]
+              gemm_serial(false, false, m, D, kend, sc, ds, Tk, kh, ldk, T(1),
+                          dq + b * Tq * ldq + h * D + i0 * ldq, ldq);
+            }
+            if (need_k) {  // dK += scale · dSᵀ Q  [kend, D]
+              gemm_serial(true, false, kend, D, m, sc, ds, Tk, qh + i0 * ldq, ldq, T(1),
+                          dk + b * Tk * ldk + g * D, ldk);
+            }
+          }
+        }
+      }
+    });
+  });
+  return out;
+}
+
+template <typename T>
+KvCache<T>::KvCache(int num_layers, int64_t batch, int64_t kv_heads, int64_t head_dim,
+                    int64_t v_head_dim, int64_t initial_capacity)
+    : batch_(batch),
+      kv_heads_(kv_heads),
+      head_dim_(head_dim),
+      v_head_dim_(v_head_dim),
+      capacity_(initial_capacity) {
+  VLM_CHECK(num_layers >= 0 && batch > 0 && kv_heads > 0 && head_dim > 0 && v_head_dim > 0,
+            "KvCache: need layers >= 0 and positive batch, kv_heads, head dims; got layers "
+                << num_layers << ", batch " << batch << ", kv_heads " << kv_heads << ", head_dim "
+                << head_dim << ", v_head_dim " << v_head_dim);
+  VLM_CHECK(initial_capacity >= 1,
+            "KvCache: initial capacity must be >= 1, got " << initial_capacity);
+  MemCatScope scope(MemCat::kKvCache);
+  layers_.resize(static_cast<std::size_t>(num_layers));
+  for (Layer& l : layers_) {
+    l.k = TensorT<T>::empty({batch_, capacity_, kv_heads_, head_dim_});
+    l.v = TensorT<T>::empty({batch_, capacity_, kv_heads_, v_head_dim_});
+  }
+}
+
+template <typename T>
+int64_t KvCache<T>::length(int layer) const {
+  VLM_CHECK(layer >= 0 && layer < static_cast<int>(layers_.size()),
+            "KvCache: layer " << layer << " out of range [0, " << layers_.size() << ")");
+  return layers_[static_cast<std::size_t>(layer)].len;
+}
+
+template <typename T>
+void KvCache<T>::reserve(Layer& l, int64_t needed) {
+  const int64_t cap = l.k.dim(1);
+  if (needed <= cap) return;
+  int64_t new_cap = cap;
+  while (new_cap < needed) new_cap *= 2;  // doubling keeps appends amortised O(1)
+  MemCatScope scope(MemCat::kKvCache);
+  auto grow = [&](const TensorT<T>& old, int64_t d) {
+    TensorT<T> t = TensorT<T>::empty({batch_, new_cap, kv_heads_, d});
+    const int64_t row = kv_heads_ * d;
+    for (int64_t b = 0; b < batch_; ++b) {
+      std::memcpy(t.data() + b * new_cap * row, old.data() + b * cap * row,
+                  static_cast<std::size_t>(l.len * row) * sizeof(T));
+    }
+    return t;
+  };
+  TensorT<T> nk = grow(l.k, head_dim_);
+  TensorT<T> nv = grow(l.v, v_head_dim_);
+  l.k = nk;
+  l.v = nv;
+}
+
+template <typename T>
+TensorT<T> KvCache<T>::attend(int layer, const TensorT<T>& q, const TensorT<T>& k_new,
+                              const TensorT<T>& v_new, const AttnMask& mask, double scale) {
+  VLM_CHECK(layer >= 0 && layer < static_cast<int>(layers_.size()),
+            "KvCache::attend: layer " << layer << " out of range [0, " << layers_.size() << ")");
+  VLM_CHECK(
+      !(grad_enabled() && (q.requires_grad() || k_new.requires_grad() || v_new.requires_grad())),
+      "KvCache::attend is inference-only (no gradient flows through the cache): run it "
+      "under NoGradGuard or pass inputs that do not require grad");
+  check_qkv(q, k_new, v_new, "KvCache::attend");
+  VLM_CHECK(k_new.dim(0) == batch_ && k_new.dim(2) == kv_heads_ && k_new.dim(3) == head_dim_ &&
+                v_new.dim(3) == v_head_dim_,
+            "KvCache::attend: cache is [B=" << batch_ << ", T, Hkv=" << kv_heads_
+                                            << ", D=" << head_dim_ << "|Dv=" << v_head_dim_
+                                            << "], got k " << shape_str(k_new.shape()) << ", v "
+                                            << shape_str(v_new.shape()));
+  Layer& l = layers_[static_cast<std::size_t>(layer)];
+  const int64_t tn = k_new.dim(1);
+  check_mask(mask, batch_, q.dim(1), l.len + tn);  // before the append: a bad call changes nothing
+  reserve(l, l.len + tn);
+  const int64_t cap = l.k.dim(1);
+  const int64_t krow = kv_heads_ * head_dim_, vrow = kv_heads_ * v_head_dim_;
+  for (int64_t b = 0; b < batch_; ++b) {  // append: [B, Tn, Hkv, D] -> rows len..len+Tn
+    std::memcpy(l.k.data() + (b * cap + l.len) * krow, k_new.data() + b * tn * krow,
+                static_cast<std::size_t>(tn * krow) * sizeof(T));
+    std::memcpy(l.v.data() + (b * cap + l.len) * vrow, v_new.data() + b * tn * vrow,
+                static_cast<std::size_t>(tn * vrow) * sizeof(T));
+  }
+  l.len += tn;
+
+  AttnProblem<T> p;
+  p.B = batch_, p.Tq = q.dim(1), p.Hq = q.dim(2), p.D = head_dim_;
+  p.Tk = l.len, p.Hkv = kv_heads_, p.Dv = v_head_dim_;
+  p.q = q.data(), p.k = l.k.data(), p.v = l.v.data();
+  p.q_bs = p.Tq * p.Hq * p.D, p.k_bs = cap * krow, p.v_bs = cap * vrow;
+  p.mask = &mask;
+  p.causal = mask.causal;
+  p.scale = static_cast<T>(scale);
+  TensorT<T> out = TensorT<T>::empty({p.B, p.Tq, p.Hq, p.Dv});
+  if (p.Tk == 0 || out.numel() == 0) {
+    out.vec().setZero();
+    return out;
+  }
+  attention_forward(p, out.data(), static_cast<T*>(nullptr));
+  return out;
+}
+
+template <typename T>
+void KvCache<T>::clear() {
+  for (Layer& l : layers_) l.len = 0;  // buffers are kept for the next sequence
+}
+
+template TensorT<float> attention(const TensorT<float>&, const TensorT<float>&,
+                                  const TensorT<float>&, const AttnMask&, double);
+template TensorT<double> attention(const TensorT<double>&, const TensorT<double>&,
+                                   const TensorT<double>&, const AttnMask&, double);
+template class KvCache<float>;
+template class KvCache<double>;
+
+}  // namespace vlm
