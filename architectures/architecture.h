@@ -93,7 +93,19 @@ void load_weights(Architecture& arch, const io::Safetensors& st);
 // Writes DIR/config.json and DIR/model.safetensors so transformers (and load_pretrained) open it.
 void save_pretrained(Architecture& arch, const std::string& dir);
 
-// Greedy continuation of max_new_tokens per row: [B][n].
+// HF generate's greedy semantics: EOS cannot be chosen before min_new_tokens (HF's
+// MinNewTokensLengthLogitsProcessor); a row that emits EOS is finished and then gets pad_token_id.
+struct GenerateOptions {
+  int max_new_tokens = 1;
+  int min_new_tokens = 0;
+  std::vector<int64_t> eos_token_ids;
+  int64_t pad_token_id = 0;
+  bool use_cache = true;
+};
+
+// Greedy continuation per row: [B][max_new_tokens].
+std::vector<std::vector<int64_t>> greedy_generate(Architecture& arch, const Inputs& in, const GenerateOptions& opt);
+// Plain greedy (no EOS handling): [B][n].
 std::vector<std::vector<int64_t>> greedy_generate(Architecture& arch, const Inputs& in, int max_new_tokens,
                                                   bool use_cache);
 

@@ -1,6 +1,9 @@
 #include "architectures/parity.h"
 
+#include <algorithm>
 #include <cmath>
+#include <filesystem>
+#include <sstream>
 
 #include "architectures/architecture.h"
 
@@ -40,6 +43,17 @@ ParityStage compare_ints(const std::string& name, const std::vector<int64_t>& ou
   }
   for (std::size_t i = 0; i < ref.size(); ++i) s.mismatches += ours[i] != ref[i];
   s.pass = s.mismatches == 0;
+  if (!s.pass) {  // show both, so a mismatch can be read at a glance
+    std::ostringstream os;
+    auto list = [&os](const char* label, const std::vector<int64_t>& v) {
+      os << label << " [";
+      for (std::size_t i = 0; i < std::min<std::size_t>(v.size(), 16); ++i) os << (i ? " " : "") << v[i];
+      os << (v.size() > 16 ? " ...]" : "]");
+    };
+    list("ours", ours);
+    list(" reference", ref);
+    s.note = os.str();
+  }
   return s;
 }
 
@@ -60,10 +74,18 @@ ParityResult run_parity(const std::string& dir, double tolerance) {
   r.stages.push_back(compare_floats("logits", out.logits, in.floats("logits"), tolerance));
   if (io.contains("generated")) {
     const Shape gs = in.shape("generated");
-    const int n = static_cast<int>(gs[1]);
+    // The fixtures come from HF generate(max_new_tokens=n, min_new_tokens=n): EOS is masked for all
+    // n steps (tests/parity/make_fixtures.py).
+    GenerateOptions opt;
+    opt.max_new_tokens = opt.min_new_tokens = static_cast<int>(gs[1]);
+    const std::string gen_path = dir + "/generation_config.json";
+    const io::HfConfig gen = std::filesystem::exists(gen_path) ? io::HfConfig::load(gen_path) : arch->config();
+    opt.eos_token_ids = gen.get_int_list("eos_token_id", arch->config().get_int_list("eos_token_id", {}));
+    opt.pad_token_id = gen.get_int("pad_token_id", 0);
     for (bool cache : {true, false}) {
+      opt.use_cache = cache;
       std::vector<int64_t> flat;
-      for (const auto& row : greedy_generate(*arch, in, n, cache)) flat.insert(flat.end(), row.begin(), row.end());
+      for (const auto& row : greedy_generate(*arch, in, opt)) flat.insert(flat.end(), row.begin(), row.end());
       r.stages.push_back(compare_ints(cache ? "generated" : "generated (no cache)", flat, in.ints("generated")));
     }
   }

@@ -1,10 +1,336 @@
-// Placeholder until the family lands.
+// Ref: transformers 5.17 models/fuyu/{modeling,configuration}_fuyu.py,
+// models/persimmon/{modeling,configuration}_persimmon.py. Spec: shared/reference/architectures.md §2.
 #include "architectures/fuyu/fuyu.h"
+
+#include <cmath>
+
+#include "architectures/fuyu/fuyu_model.h"
+#include "lib/ops/ops.h"
 
 namespace vlm::fuyu {
 
-std::unique_ptr<Architecture> make(const io::HfConfig& config, Rng&) {
-  config.fail("model_type", "the fuyu family is not implemented yet");
+namespace {
+
+// The rope dict transformers 5.17 uses: a legacy `rope_scaling` wins over `rope_parameters`
+// (PreTrainedConfig.convert_rope_params_to_dict: `rope_scaling or rope_parameters`).
+std::string rope_dict_key(const io::HfConfig& tc) {
+  return tc.has("rope_scaling") ? "rope_scaling" : "rope_parameters";
+}
+
+// Only the default RoPE is implemented; anything else is a ConfigError naming the key.
+void check_rope_type(const io::HfConfig& tc) {
+  const std::string key = rope_dict_key(tc);
+  const io::HfConfig rp = tc.sub(key);
+  for (const char* type_key : {"rope_type", "type"}) {
+    if (!rp.has(type_key)) continue;
+    const std::string type = rp.get_string(type_key, "default");
+    if (type != "default") rp.fail(type_key, "rope type \"" + type + "\" is not supported (only \"default\")");
+  }
+}
+
+}  // namespace
+
+FuyuSettings read_settings(const io::HfConfig& config) {
+  FuyuSettings s;
+  // FuyuModel builds the LM from config.text_config; without one, FuyuConfig derives it from the
+  // top-level keys (same names).
+  const io::HfConfig tc = config.has("text_config") ? config.sub("text_config") : config;
+  if (config.has("text_config")) {
+    const std::string mt = tc.get_string("model_type", "persimmon");
+    if (mt != "persimmon") tc.fail("model_type", "\"" + mt + "\" is not supported (fuyu's text model is persimmon)");
+  }
+
+  const int64_t D = tc.get_int("hidden_size", 4096);
+  const int64_t H = tc.get_int("num_attention_heads", 64);
+  const int64_t I = tc.get_int("intermediate_size", 16384);
+  const int64_t V = tc.get_int("vocab_size", 262144);
+  const int64_t L = tc.get_int("num_hidden_layers", 36);
+  if (D <= 0) tc.fail("hidden_size", "must be positive, got " + std::to_string(D));
+  if (H <= 0 || D % H != 0)
+    tc.fail("num_attention_heads", std::to_string(H) + " does not divide hidden_size " + std::to_string(D));
+  if (I <= 0) tc.fail("intermediate_size", "must be positive, got " + std::to_string(I));
+  if (V <= 0) tc.fail("vocab_size", "must be positive, got " + std::to_string(V));
+  if (L < 0) tc.fail("num_hidden_layers", "must be >= 0, got " + std::to_string(L));
+  const int64_t head_dim = D / H;
+
+  const std::string act_str = tc.get_string("hidden_act", "relu2");
+  Act act = Act::kRelu2;
+  try {
+    act = parse_act(act_str, tc.key_path("hidden_act"));
+  } catch (const io::ConfigError&) {
+    throw;
+  } catch (const Error& e) {  // parse_act reports a plain vlm::Error: make it a ConfigError
+    throw io::ConfigError(tc.source() + ": " + e.what());
+  }
+  const double eps = tc.get_double("layer_norm_eps", 1e-5);
+  if (!(eps > 0.0)) tc.fail("layer_norm_eps", "must be positive");
+  const bool qk_layernorm = tc.get_bool("qk_layernorm", true);
+  s.init_std = tc.get_double("initializer_range", kDefaultInitStd);
+
+  // RoPE, as transformers 5.17 resolves it (PreTrainedConfig.convert_rope_params_to_dict): the rope
+  // dict (`rope_scaling` if present, else `rope_parameters`) first, then the flat keys, then the
+  // defaults: theta 10000 (PersimmonConfig keeps the mixin's default_theta; FuyuConfig's 25000 is not
+  // passed down) and partial_rotary_factor 0.5. The flat `partial_rotary_factor` may be a stale
+  // back-compat 0.5 next to the real value in rope_parameters: rope_parameters wins (setdefault).
+  // Without a text_config, FuyuConfig builds one from the top-level keys but passes only
+  // rope_parameters, not the flat rope_theta / partial_rotary_factor.
+  check_rope_type(tc);
+  const bool nested = config.has("text_config");
+  const io::HfConfig rp = tc.sub(rope_dict_key(tc));
+  constexpr double kPersimmonDefaultTheta = 10000.0;
+  if (rp.has("rope_theta")) {
+    s.rope_theta = rp.get_double("rope_theta", 0.0);
+    if (!(s.rope_theta > 0.0)) rp.fail("rope_theta", "must be positive");
+  } else {
+    s.rope_theta = nested ? tc.get_double("rope_theta", kPersimmonDefaultTheta) : kPersimmonDefaultTheta;
+    if (!(s.rope_theta > 0.0)) tc.fail("rope_theta", "must be positive");
+  }
+  const bool prf_in_dict = rp.has("partial_rotary_factor");
+  s.partial_rotary_factor = prf_in_dict ? rp.get_double("partial_rotary_factor", 0.5)
+                                        : (nested ? tc.get_double("partial_rotary_factor", 0.5) : 0.5);
+  const io::HfConfig& prf_cfg = prf_in_dict ? rp : tc;
+  if (!(s.partial_rotary_factor >= 0.0 && s.partial_rotary_factor <= 1.0))
+    prf_cfg.fail("partial_rotary_factor", "must be in [0, 1]");
+  // Python int() truncation of head_dim * factor.
+  s.rotary_ndims = static_cast<int64_t>(static_cast<double>(head_dim) * s.partial_rotary_factor);
+  if (s.rotary_ndims % 2 != 0)
+    prf_cfg.fail("partial_rotary_factor", "gives an odd rotary dim " + std::to_string(s.rotary_ndims) + " (head_dim " +
+                                              std::to_string(head_dim) + ")");
+
+  // Top level: the patch embedding and the placeholder id.
+  s.patch_size = config.get_int("patch_size", 30);
+  s.num_channels = config.get_int("num_channels", 3);
+  s.image_token_id = config.get_int("image_token_id", 71011);
+  if (s.patch_size <= 0) config.fail("patch_size", "must be positive");
+  if (s.num_channels <= 0) config.fail("num_channels", "must be positive");
+  // vision_embed_tokens maps to the top-level hidden_size; the scatter needs the text width.
+  const int64_t top_D = config.get_int("hidden_size", D);
+  if (top_D != D)
+    config.fail("hidden_size", std::to_string(top_D) + " differs from text_config.hidden_size " + std::to_string(D) +
+                                   " (the patch embeddings could not be scattered into the text embeddings)");
+  if (s.image_token_id < 0 || s.image_token_id >= V)
+    config.fail("image_token_id",
+                std::to_string(s.image_token_id) + " is outside the vocabulary [0, " + std::to_string(V) + ")");
+
+  DecoderLmConfig& lm = s.lm;
+  lm.vocab_size = V;
+  lm.num_layers = static_cast<int>(L);
+  lm.init_std = s.init_std;
+  lm.final_norm = NormConfig{NormKind::kLayerNorm, eps, true};
+  lm.final_norm_name = "final_layernorm";
+  // FuyuForCausalLM ties lm_head to embed_tokens only when the config asks (default false).
+  lm.tie_word_embeddings = config.get_bool("tie_word_embeddings", tc.get_bool("tie_word_embeddings", false));
+
+  DecoderBlockConfig& b = lm.block;
+  b.norm = NormConfig{NormKind::kLayerNorm, eps, true};
+  AttentionConfig& a = b.attn;
+  a.hidden_size = D;
+  a.num_heads = H;
+  a.num_kv_heads = H;
+  a.head_dim = head_dim;
+  a.q_bias = a.k_bias = a.v_bias = a.o_bias = true;
+  a.qkv_layout = QkvLayout::kFusedPerHead;
+  a.qkv_name = "query_key_value";
+  a.o_name = "dense";
+  if (qk_layernorm) a.qk_norm = NormConfig{NormKind::kLayerNorm, eps, true};
+  a.qk_norm_after_rope = false;
+  a.q_norm_name = "q_layernorm";
+  a.k_norm_name = "k_layernorm";
+  a.init_std = s.init_std;
+  MlpConfig mlp;
+  mlp.hidden_size = D;
+  mlp.intermediate_size = I;
+  mlp.act = act;
+  mlp.bias = true;
+  mlp.fc1_name = "dense_h_to_4h";
+  mlp.fc2_name = "dense_4h_to_h";
+  mlp.init_std = s.init_std;
+  b.mlp = mlp;
+  return s;
+}
+
+FuyuForCausalLM::FuyuForCausalLM(const io::HfConfig& config, Rng& rng)
+    : FuyuForCausalLM(config, read_settings(config), rng) {}
+
+FuyuForCausalLM::FuyuForCausalLM(const io::HfConfig& config, FuyuSettings s, Rng& rng)
+    : language_model(s.lm, rng),
+      vision_embed_tokens(s.patch_size * s.patch_size * s.num_channels, s.lm.block.attn.hidden_size, true, rng,
+                          s.init_std),
+      config_(config),
+      s_(std::move(s)) {}
+
+void FuyuForCausalLM::visit(const std::string& prefix, const ParamVisitor<float>& v) {
+  language_model.visit_parts(prefix + "language_model.model.", prefix + "language_model.lm_head.", v);
+  vision_embed_tokens.visit(prefix + "vision_embed_tokens.", v);
+}
+
+std::vector<std::pair<std::string, std::string>> FuyuForCausalLM::name_aliases() const {
+  return {
+      // transformers >= 4.52 module layout (FuyuForCausalLM.model.*, lm_head at the top).
+      {"language_model.model.", "model.language_model."},
+      {"language_model.lm_head.", "lm_head."},
+      {"vision_embed_tokens.", "model.vision_embed_tokens."},
+  };
+}
+
+Tensor FuyuForCausalLM::image_features(const Tensor& patches) const {
+  const int64_t P = vision_embed_tokens.in_features();
+  VLM_CHECK(patches.ndim() >= 2 && patches.dim(-1) == P,
+            "fuyu: image_patches must be [..., " << P << "] (patch_size² · num_channels = " << s_.patch_size << "² · "
+                                                 << s_.num_channels << "), got " << shape_str(patches.shape()));
+  return vision_embed_tokens.forward(patches);
+}
+
+RopeTables<float> FuyuForCausalLM::rope_for(const std::vector<int64_t>& positions, int64_t Bc, int64_t T) const {
+  return rope_tables_1d<float>(positions, Bc, T, s_.rotary_ndims, s_.rope_theta);
+}
+
+FuyuForCausalLM::Prepared FuyuForCausalLM::prepare(const Inputs& in) const {
+  const Shape ids_shape = in.shape("input_ids");
+  VLM_CHECK(ids_shape.size() == 2 && ids_shape[0] > 0 && ids_shape[1] > 0,
+            "fuyu: input_ids must be [B, T] with B, T > 0, got " << shape_str(ids_shape));
+  const int64_t B = ids_shape[0], T = ids_shape[1], D = language_model.hidden_size();
+  const std::vector<int64_t> ids = in.ints("input_ids");
+  Prepared p;
+  p.embeds = language_model.embed(ids, {B, T});
+
+  if (in.has("image_patches")) {
+    p.features = image_features(in.floats("image_patches"));
+    const int64_t rows = p.features.numel() / D;
+    std::vector<uint8_t> mask(ids.size());
+    int64_t n_tokens = 0;
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+      mask[i] = ids[i] == s_.image_token_id ? 1 : 0;
+      n_tokens += mask[i];
+    }
+    // HF get_placeholder_mask: the placeholder count must equal the number of patch rows.
+    VLM_CHECK(n_tokens == rows, "fuyu: image features and image tokens do not match: "
+                                    << n_tokens << " image tokens (id " << s_.image_token_id << ") in input_ids, "
+                                    << rows << " patch rows in image_patches " << shape_str(in.shape("image_patches")));
+    if (rows > 0)
+      p.embeds = reshape(scatter_rows(reshape(p.embeds, {B * T, D}), mask, reshape(p.features, {rows, D})), {B, T, D});
+  }
+
+  if (in.has("attention_mask")) {
+    const Shape ms = in.shape("attention_mask");
+    VLM_CHECK(ms == ids_shape,
+              "fuyu: attention_mask " << shape_str(ms) << " must match input_ids " << shape_str(ids_shape));
+    const std::vector<int64_t> am = in.ints("attention_mask");
+    bool any_pad = false;
+    for (const int64_t m : am) any_pad = any_pad || m == 0;
+    if (any_pad)
+      for (const int64_t m : am) p.key_valid.push_back(m != 0 ? 1 : 0);
+  }
+
+  if (in.has("position_ids")) {
+    const Shape ps = in.shape("position_ids");
+    VLM_CHECK(ps.size() == 2 && (ps[0] == B || ps[0] == 1) && ps[1] == T,
+              "fuyu: position_ids must be [" << B << ", " << T << "] or [1, " << T << "], got " << shape_str(ps));
+    p.positions = in.ints("position_ids");
+    p.Bc = ps[0];
+  } else {
+    // HF FuyuModel.forward: arange(past, past + T), ignoring the attention mask.
+    for (int64_t t = 0; t < T; ++t) p.positions.push_back(t);
+    p.Bc = 1;
+  }
+  return p;
+}
+
+ForwardOutput FuyuForCausalLM::forward(const Inputs& in) {
+  Prepared p = prepare(in);
+  const int64_t T = p.embeds.dim(1);
+  AttnMask mask;
+  mask.causal = true;
+  mask.key_valid = p.key_valid;
+  ForwardOutput out;
+  if (p.features.defined()) out.stages["image_features"] = p.features;
+  out.stages["inputs_embeds"] = p.embeds;
+  RopeTables<float> rope;
+  if (has_rope()) rope = rope_for(p.positions, p.Bc, T);
+  const Tensor hidden = language_model.forward(p.embeds, has_rope() ? &rope : nullptr, mask);
+  out.logits = language_model.logits(hidden);
+  return out;
+}
+
+namespace {
+
+struct FuyuDecodeState : DecodeState {
+  explicit FuyuDecodeState(KvCache<float> c) : cache(std::move(c)) {}
+  KvCache<float> cache;
+  int64_t batch = 0;
+  int64_t length = 0;                  // tokens cached per row
+  std::vector<uint8_t> key_valid;      // [batch, length], empty while every key is real
+  std::vector<int64_t> next_position;  // per row
+};
+
+}  // namespace
+
+std::pair<Tensor, std::unique_ptr<DecodeState>> FuyuForCausalLM::prefill(const Inputs& in) {
+  Prepared p = prepare(in);
+  const int64_t B = p.embeds.dim(0), T = p.embeds.dim(1);
+  auto state = std::make_unique<FuyuDecodeState>(language_model.make_cache(B));
+  AttnMask mask;
+  mask.causal = true;
+  mask.key_valid = p.key_valid;
+  RopeTables<float> rope;
+  if (has_rope()) rope = rope_for(p.positions, p.Bc, T);
+  const Tensor hidden = language_model.forward(p.embeds, has_rope() ? &rope : nullptr, mask, &state->cache);
+  state->batch = B;
+  state->length = T;
+  state->key_valid = p.key_valid;
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t row = p.Bc == 1 ? 0 : b;
+    state->next_position.push_back(p.positions[static_cast<std::size_t>(row * T + T - 1)] + 1);
+  }
+  return {language_model.logits(hidden), std::move(state)};
+}
+
+Tensor FuyuForCausalLM::decode(DecodeState& base, const std::vector<int64_t>& tokens) {
+  auto* st = dynamic_cast<FuyuDecodeState*>(&base);
+  VLM_CHECK(st != nullptr, "fuyu: decode needs the state returned by fuyu's prefill");
+  const int64_t B = st->batch;
+  VLM_CHECK(static_cast<int64_t>(tokens.size()) == B,
+            "fuyu: decode got " << tokens.size() << " tokens for batch " << B);
+  // A generated image placeholder is an ordinary token here, as in HF generate (no patches after prefill).
+  const Tensor embeds = language_model.embed(tokens, {B, 1});
+  if (!st->key_valid.empty()) {  // append one real key per row
+    std::vector<uint8_t> kv;
+    kv.reserve(static_cast<std::size_t>(B * (st->length + 1)));
+    for (int64_t b = 0; b < B; ++b) {
+      kv.insert(kv.end(), st->key_valid.begin() + b * st->length, st->key_valid.begin() + (b + 1) * st->length);
+      kv.push_back(1);
+    }
+    st->key_valid = std::move(kv);
+  }
+  AttnMask mask;
+  mask.causal = true;
+  mask.key_valid = st->key_valid;
+  RopeTables<float> rope;
+  if (has_rope()) rope = rope_for(st->next_position, B, 1);
+  const Tensor hidden = language_model.forward(embeds, has_rope() ? &rope : nullptr, mask, &st->cache);
+  st->length += 1;
+  for (int64_t& pos : st->next_position) ++pos;
+  return language_model.logits(hidden);
+}
+
+Inputs FuyuForCausalLM::append_tokens(const Inputs& in, const std::vector<int64_t>& tokens) const {
+  Inputs out = Architecture::append_tokens(in, tokens);
+  if (in.has("position_ids")) {
+    const Shape ps = in.shape("position_ids");
+    VLM_CHECK(ps.size() == 2 && ps[1] > 0, "fuyu: position_ids must be [B, T], got " << shape_str(ps));
+    const std::vector<int64_t> v = in.ints("position_ids");
+    std::vector<int64_t> w;
+    for (int64_t b = 0; b < ps[0]; ++b) {
+      w.insert(w.end(), v.begin() + b * ps[1], v.begin() + (b + 1) * ps[1]);
+      w.push_back(v[static_cast<std::size_t>(b * ps[1] + ps[1] - 1)] + 1);
+    }
+    out.set_ints("position_ids", {ps[0], ps[1] + 1}, w);
+  }
+  return out;
+}
+
+std::unique_ptr<Architecture> make(const io::HfConfig& config, Rng& rng) {
+  return std::make_unique<FuyuForCausalLM>(config, rng);
 }
 
 }  // namespace vlm::fuyu

@@ -1,10 +1,327 @@
-// Placeholder until the family lands.
+// LLaVA (HF LlavaForConditionalGeneration): CLIP vision tower -> selected hidden state(s) -> 2-layer
+// projector -> masked_scatter into the placeholder rows of the token embeddings -> Llama LM.
+// Spec: shared/reference/architectures.md §1. Ref: transformers 5.17 models/llava/modeling_llava.py,
+// configuration_llava.py, models/clip/modeling_clip.py, models/llama/modeling_llama.py.
 #include "architectures/llava/llava.h"
+
+#include <algorithm>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "lib/nn/clip_vision.h"
+#include "lib/nn/decoder_lm.h"
+#include "lib/ops/ops.h"
 
 namespace vlm::llava {
 
-std::unique_ptr<Architecture> make(const io::HfConfig& config, Rng&) {
-  config.fail("model_type", "the llava family is not implemented yet");
+namespace {
+
+// parse_act reports an unknown name as vlm::Error; a config value we cannot run is a ConfigError
+// naming the key path.
+Act config_act(const io::HfConfig& c, const std::string& key, const std::string& fallback) {
+  const std::string name = c.get_string(key, fallback);
+  try {
+    return parse_act(name, key);
+  } catch (const io::ConfigError&) {
+    throw;
+  } catch (const Error& e) {
+    std::string what = e.what();
+    if (what.rfind(key + ": ", 0) == 0) what = what.substr(key.size() + 2);
+    c.fail(key, what);
+  }
+}
+
+struct LlavaConfig {
+  ClipVisionConfig vision;
+  DecoderLmConfig text;
+  double rope_theta = 10000.0;
+  std::vector<int> feature_layers;  // indices into the L+1 CLIP hidden states, resolved to >= 0
+  bool keep_cls = false;            // strategy "full"
+  Act projector_act = Act::kGeluErf;
+  bool projector_bias = true;
+  int64_t image_token_id = 32000;
+};
+
+// The RoPE settings of a Llama text config: v5 rope_parameters, or the older rope_theta/rope_scaling.
+double llama_rope_theta(const io::HfConfig& text) {
+  double theta = text.get_double("rope_theta", 10000.0);
+  if (text.has("rope_parameters")) {
+    const io::HfConfig rp = text.sub("rope_parameters");
+    const std::string type = rp.get_string("rope_type", rp.get_string("type", "default"));
+    if (type != "default")
+      rp.fail(rp.has("rope_type") ? "rope_type" : "type",
+              "rope type \"" + type + "\" is not supported (only \"default\")");
+    theta = rp.get_double("rope_theta", theta);
+  }
+  if (text.has("rope_scaling")) {
+    const nlohmann::json& rs = text.json().at("rope_scaling");
+    if (!rs.is_object()) text.fail("rope_scaling", "expected an object or null, got " + rs.dump());
+    const io::HfConfig sc = text.sub("rope_scaling");
+    const std::string type = sc.get_string("rope_type", sc.get_string("type", "default"));
+    if (type != "default")
+      text.fail("rope_scaling", "rope scaling type \"" + type + "\" is not supported (only \"default\")");
+  }
+  return theta;
+}
+
+LlavaConfig parse_config(const io::HfConfig& cfg) {
+  LlavaConfig c;
+
+  // ---- vision tower: CLIPVisionConfig (LlavaConfig's default when vision_config is absent) ----
+  const io::HfConfig v = cfg.sub("vision_config");
+  const bool v_default = !cfg.has("vision_config");
+  const std::string v_type = v.get_string("model_type", "clip_vision_model");
+  if (v_type != "clip_vision_model")
+    v.fail("model_type", "vision tower \"" + v_type + "\" is not supported (only \"clip_vision_model\")");
+  c.vision.hidden_size = v.get_int("hidden_size", v_default ? 1024 : 768);
+  c.vision.intermediate_size = v.get_int("intermediate_size", v_default ? 4096 : 3072);
+  c.vision.num_layers = static_cast<int>(v.get_int("num_hidden_layers", v_default ? 24 : 12));
+  c.vision.num_heads = v.get_int("num_attention_heads", v_default ? 16 : 12);
+  c.vision.patch_size = v.get_int("patch_size", v_default ? 14 : 32);
+  c.vision.image_size = v.get_int("image_size", v_default ? 336 : 224);
+  c.vision.num_channels = v.get_int("num_channels", 3);
+  c.vision.act = config_act(v, "hidden_act", "quick_gelu");
+  c.vision.layer_norm_eps = v.get_double("layer_norm_eps", 1e-5);
+  if (c.vision.hidden_size <= 0 || c.vision.num_heads <= 0 || c.vision.hidden_size % c.vision.num_heads != 0)
+    v.fail("num_attention_heads", "hidden_size " + std::to_string(c.vision.hidden_size) +
+                                      " must be a positive multiple of num_attention_heads " +
+                                      std::to_string(c.vision.num_heads));
+  if (c.vision.patch_size <= 0 || c.vision.image_size < c.vision.patch_size)
+    v.fail("patch_size", "must be positive and at most image_size (" + std::to_string(c.vision.image_size) + ")");
+  if (c.vision.num_layers < 0) v.fail("num_hidden_layers", "must be >= 0");
+
+  // ---- language model: LlamaConfig ----
+  const io::HfConfig t = cfg.sub("text_config");
+  const std::string t_type = t.get_string("model_type", "llama");
+  if (t_type != "llama") t.fail("model_type", "language model \"" + t_type + "\" is not supported (only \"llama\")");
+  const int64_t hidden = t.get_int("hidden_size", 4096);
+  const int64_t heads = t.get_int("num_attention_heads", 32);
+  if (hidden <= 0 || heads <= 0) t.fail("hidden_size", "hidden_size and num_attention_heads must be positive");
+  const int64_t kv_heads = t.get_int("num_key_value_heads", heads);
+  if (kv_heads <= 0 || heads % kv_heads != 0)
+    t.fail("num_key_value_heads", std::to_string(kv_heads) + " does not divide num_attention_heads " +
+                                      std::to_string(heads));
+  if (!t.has("head_dim") && hidden % heads != 0)
+    t.fail("num_attention_heads", "hidden_size " + std::to_string(hidden) + " is not divisible by " +
+                                      std::to_string(heads) + " and there is no head_dim");
+  const int64_t head_dim = t.get_int("head_dim", hidden / heads);
+  if (head_dim <= 0 || head_dim % 2 != 0) t.fail("head_dim", "must be positive and even, got " + std::to_string(head_dim));
+  const bool attn_bias = t.get_bool("attention_bias", false);
+  const double rms_eps = t.get_double("rms_norm_eps", 1e-6);
+
+  c.text.vocab_size = t.get_int("vocab_size", 32000);
+  if (c.text.vocab_size <= 0) t.fail("vocab_size", "must be positive");
+  c.text.num_layers = static_cast<int>(t.get_int("num_hidden_layers", 32));
+  if (c.text.num_layers < 0) t.fail("num_hidden_layers", "must be >= 0");
+  AttentionConfig& a = c.text.block.attn;
+  a.hidden_size = hidden;
+  a.num_heads = heads;
+  a.num_kv_heads = kv_heads;
+  a.head_dim = head_dim;
+  a.q_bias = a.k_bias = a.v_bias = a.o_bias = attn_bias;
+  GatedMlpConfig mlp;
+  mlp.hidden_size = hidden;
+  mlp.intermediate_size = t.get_int("intermediate_size", 11008);
+  if (mlp.intermediate_size <= 0) t.fail("intermediate_size", "must be positive");
+  mlp.act = config_act(t, "hidden_act", "silu");
+  mlp.bias = t.get_bool("mlp_bias", false);
+  c.text.block.mlp = mlp;
+  c.text.block.norm = NormConfig{NormKind::kRmsNorm, rms_eps, false};
+  c.text.final_norm = c.text.block.norm;
+  // LlavaConfig forwards text_config.tie_word_embeddings when its own is false.
+  c.text.tie_word_embeddings = cfg.get_bool("tie_word_embeddings", false) || t.get_bool("tie_word_embeddings", false);
+  c.rope_theta = llama_rope_theta(t);
+  if (t.get_int("pretraining_tp", 1) != 1) t.fail("pretraining_tp", "only 1 is supported");
+
+  // ---- feature selection and projector ----
+  const int64_t n_states = c.vision.num_layers + 1;  // hidden_states[0] = embeddings after pre_layrnorm
+  if (cfg.has("vision_feature_layer") && cfg.json().at("vision_feature_layer").is_array() &&
+      cfg.json().at("vision_feature_layer").empty())
+    cfg.fail("vision_feature_layer", "an empty list selects no features");
+  for (const int64_t layer : cfg.get_int_list("vision_feature_layer", {-2})) {
+    const int64_t idx = layer < 0 ? layer + n_states : layer;
+    if (idx < 0 || idx >= n_states)
+      cfg.fail("vision_feature_layer", "layer " + std::to_string(layer) + " is out of range for " +
+                                           std::to_string(n_states) + " CLIP hidden states");
+    c.feature_layers.push_back(static_cast<int>(idx));
+  }
+  const std::string strategy = cfg.get_string("vision_feature_select_strategy", "default");
+  if (strategy != "default" && strategy != "full")
+    cfg.fail("vision_feature_select_strategy", "\"" + strategy + "\" is not supported (\"default\" or \"full\")");
+  c.keep_cls = strategy == "full";
+  c.projector_act = config_act(cfg, "projector_hidden_act", "gelu");
+  c.projector_bias = cfg.get_bool("multimodal_projector_bias", true);
+  // 5.17 stores image_token_index (image_token_id is its attribute alias).
+  c.image_token_id = cfg.has("image_token_index") ? cfg.get_int("image_token_index", 32000)
+                                                  : cfg.get_int("image_token_id", 32000);
+  return c;
+}
+
+// What prefill leaves for decode: the KV cache and, per row, its key-padding history and next position.
+class LlavaState : public DecodeState {
+ public:
+  LlavaState(KvCache<float> c, int64_t batch) : cache(std::move(c)), key_valid(static_cast<std::size_t>(batch)) {}
+  KvCache<float> cache;
+  std::vector<std::vector<uint8_t>> key_valid;  // [B][cached length]
+  std::vector<int64_t> next_pos;                // [B]
+};
+
+class Llava : public Architecture {
+  io::HfConfig config_;  // first: the modules below are built from c_
+  LlavaConfig c_;
+
+ public:
+  Llava(const io::HfConfig& config, const LlavaConfig& c, Rng& rng)
+      : config_(config),
+        c_(c),
+        vision_tower(c.vision, rng),
+        linear_1(c.vision.hidden_size * static_cast<int64_t>(c.feature_layers.size()), c.text.block.attn.hidden_size,
+                 c.projector_bias, rng),
+        linear_2(c.text.block.attn.hidden_size, c.text.block.attn.hidden_size, c.projector_bias, rng),
+        language_model(c.text, rng) {}
+
+  std::string_view family() const override { return "llava"; }
+  const io::HfConfig& config() const override { return config_; }
+
+  void visit(const std::string& prefix, const ParamVisitor<float>& v) override {
+    // The 5.17 save_pretrained layout (legacy names); name_aliases() covers the others.
+    language_model.visit_parts(prefix + "language_model.model.", prefix + "language_model.lm_head.", v);
+    linear_1.visit(prefix + "multi_modal_projector.linear_1.", v);
+    linear_2.visit(prefix + "multi_modal_projector.linear_2.", v);
+    vision_tower.visit(prefix + "vision_tower.", v);
+  }
+
+  std::vector<std::pair<std::string, std::string>> name_aliases() const override {
+    return {
+        {"language_model.model.", "model.language_model."},
+        {"language_model.lm_head.", "lm_head."},
+        {"multi_modal_projector.", "model.multi_modal_projector."},
+        {"vision_tower.", "model.vision_tower."},
+        {"vision_tower.", "vision_tower.vision_model."},
+        {"vision_tower.", "model.vision_tower.vision_model."},
+    };
+  }
+
+  ForwardOutput forward(const Inputs& in) override { return run(in, nullptr); }
+
+  std::pair<Tensor, std::unique_ptr<DecodeState>> prefill(const Inputs& in) override {
+    const int64_t B = in.shape("input_ids").at(0);
+    auto state = std::make_unique<LlavaState>(language_model.make_cache(B), B);
+    ForwardOutput out = run(in, state.get());
+    return {std::move(out.logits), std::move(state)};
+  }
+
+  Tensor decode(DecodeState& base, const std::vector<int64_t>& tokens) override {
+    auto* st = dynamic_cast<LlavaState*>(&base);
+    VLM_CHECK(st != nullptr, "llava decode: the state does not come from llava prefill");
+    const int64_t B = static_cast<int64_t>(st->key_valid.size());
+    VLM_CHECK(static_cast<int64_t>(tokens.size()) == B, "llava decode: " << tokens.size() << " tokens for a batch of " << B);
+    AttnMask mask;
+    mask.causal = true;
+    for (auto& row : st->key_valid) row.push_back(1);
+    for (const auto& row : st->key_valid) mask.key_valid.insert(mask.key_valid.end(), row.begin(), row.end());
+    const RopeTables<float> rope = rope_tables_1d<float>(st->next_pos, B, 1, head_dim(), c_.rope_theta);
+    for (auto& p : st->next_pos) ++p;
+    const Tensor h = language_model.forward(language_model.embed(tokens, {B, 1}), &rope, mask, &st->cache);
+    return language_model.logits(h);
+  }
+
+  // The projector input for pixel_values [N_img, C, H, W]: [N_img, tokens, Dv * len(layers)].
+  Tensor select_features(const Tensor& pixel_values) const {
+    const int deepest = *std::max_element(c_.feature_layers.begin(), c_.feature_layers.end());
+    const std::vector<Tensor> hs = vision_tower.forward(pixel_values, deepest);
+    Tensors<float> picked;
+    for (const int idx : c_.feature_layers) {
+      const Tensor& h = hs[static_cast<std::size_t>(idx)];
+      picked.push_back(c_.keep_cls ? h : slice(h, 1, 1, h.dim(1)));
+    }
+    return picked.size() == 1 ? picked[0] : concat(picked, 2);
+  }
+
+  Tensor project(const Tensor& selected) const {
+    return linear_2.forward(apply_act(c_.projector_act, linear_1.forward(selected)));
+  }
+
+  int64_t head_dim() const { return c_.text.block.attn.head_dim; }
+
+  ClipVision vision_tower;
+  Linear<float> linear_1, linear_2;  // multi_modal_projector
+  DecoderLm language_model;
+
+ private:
+  ForwardOutput run(const Inputs& in, LlavaState* state) {
+    const Shape s = in.shape("input_ids");
+    VLM_CHECK(s.size() == 2, "llava: input_ids must be [B, T], got " << shape_str(s));
+    const int64_t B = s[0], T = s[1], C = language_model.hidden_size();
+    const std::vector<int64_t> ids = in.ints("input_ids");
+
+    std::vector<uint8_t> valid(static_cast<std::size_t>(B * T), 1);
+    if (in.has("attention_mask")) {
+      VLM_CHECK(in.shape("attention_mask") == s, "llava: attention_mask " << shape_str(in.shape("attention_mask"))
+                                                                          << " does not match input_ids "
+                                                                          << shape_str(s));
+      const std::vector<int64_t> am = in.ints("attention_mask");
+      for (std::size_t i = 0; i < am.size(); ++i) valid[i] = am[i] != 0;
+    }
+
+    ForwardOutput out;
+    Tensor h = language_model.embed(ids, s);  // [B, T, C]
+    if (in.has("pixel_values")) {
+      const Tensor pixels = in.floats("pixel_values");
+      const Tensor selected = select_features(pixels);
+      const Tensor features = project(selected);  // [N_img, tokens, C]
+      out.stages["vision_hidden_states"] = selected;
+      out.stages["image_features"] = features;
+      std::vector<uint8_t> is_image(ids.size(), 0);
+      int64_t n_tokens = 0;
+      for (std::size_t i = 0; i < ids.size(); ++i) {
+        if (ids[i] != c_.image_token_id) continue;
+        is_image[i] = 1;
+        ++n_tokens;
+      }
+      const int64_t n_features = features.dim(0) * features.dim(1);
+      VLM_CHECK(n_tokens == n_features,
+                "llava: image features and image tokens do not match: input_ids hold "
+                    << n_tokens << " image tokens (id " << c_.image_token_id << ") but " << features.dim(0)
+                    << " image(s) give " << features.dim(1) << " features each = " << n_features);
+      h = reshape(scatter_rows(reshape(h, {B * T, C}), is_image, reshape(features, {n_features, C})), {B, T, C});
+    }
+    out.stages["inputs_embeds"] = h;
+
+    // Positions as HF generate() makes them: cumsum(attention_mask) - 1, padding set to 1 (= arange
+    // without padding). Causal mask plus key padding.
+    std::vector<int64_t> pos(static_cast<std::size_t>(B * T));
+    for (int64_t b = 0; b < B; ++b) {
+      int64_t seen = 0;
+      for (int64_t t = 0; t < T; ++t) {
+        const std::size_t i = static_cast<std::size_t>(b * T + t);
+        pos[i] = valid[i] ? seen : 1;
+        seen += valid[i];
+      }
+    }
+    AttnMask mask;
+    mask.causal = true;
+    if (std::find(valid.begin(), valid.end(), 0) != valid.end()) mask.key_valid = valid;
+    const RopeTables<float> rope = rope_tables_1d<float>(pos, B, T, head_dim(), c_.rope_theta);
+    KvCache<float>* cache = state ? &state->cache : nullptr;
+    if (state) {
+      VLM_CHECK(cache->length() == 0, "llava prefill: the cache is not empty");
+      for (int64_t b = 0; b < B; ++b) {
+        auto& row = state->key_valid[static_cast<std::size_t>(b)];
+        row.assign(valid.begin() + b * T, valid.begin() + (b + 1) * T);
+        state->next_pos.push_back(std::count(row.begin(), row.end(), 1));
+      }
+    }
+    out.logits = language_model.logits(language_model.forward(h, &rope, mask, cache));
+    return out;
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Architecture> make(const io::HfConfig& config, Rng& rng) {
+  return std::make_unique<Llava>(config, parse_config(config), rng);
 }
 
 }  // namespace vlm::llava
