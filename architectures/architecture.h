@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "lib/core/tensor.h"
+#include "lib/data/image.h"
 #include "lib/io/hf_config.h"
 #include "lib/io/safetensors.h"
 #include "lib/nn/modules.h"
@@ -75,11 +76,83 @@ class Architecture : public Module<float> {
 
 using ArchitectureFactory = std::unique_ptr<Architecture> (*)(const io::HfConfig& config, Rng& rng);
 
+// ---- From task samples to model inputs (each family's HF processor) ----
+
+// The token ids a vlmlab vocabulary reserves. A family's config (built from sizes) points its own
+// special ids (image_token_id, vision_start_token_id, ...) at these.
+struct SpecialTokens {
+  int64_t pad = 0, bos = 1, eos = 2;
+  int64_t image = 3;         // llava <image>, fuyu |SPEAKER|, qwen2vl <|image_pad|>, idefics <image>
+  int64_t newline = 4;       // fuyu |NEWLINE|
+  int64_t vision_start = 5;  // qwen2vl <|vision_start|>
+  int64_t vision_end = 6;    // qwen2vl <|vision_end|>
+  int64_t image_around = 7;  // idefics <fake_token_around_image>
+  static constexpr int64_t kCount = 8;  // task words start here
+};
+
+// Stands for "the next image" in MultimodalSample::ids.
+inline constexpr int64_t kImageMarker = -1;
+
+// One sample before its family's processor: text token ids (no BOS/EOS; the processor adds what
+// its tokenizer adds) with kImageMarker where each image goes, and the raw RGB images in order.
+struct MultimodalSample {
+  std::vector<int64_t> ids;
+  std::vector<data::Image> images;
+};
+
+// What one image costs: visual tokens (rows the image becomes before the LM: spliced tokens, or the
+// cross-attention context for flamingo) and the LM sequence positions it takes.
+struct ImageCost {
+  int64_t visual_tokens = 0;
+  int64_t lm_tokens = 0;
+  int64_t height = 0, width = 0;  // the size the model sees after preprocessing
+};
+
+// A family's HF processor: image preprocessing from raw RGB and the prompt layout.
+class Processor {
+ public:
+  virtual ~Processor() = default;
+  // Model inputs for a batch (the names and layouts Architecture::forward reads), rows left-padded
+  // with pad ids / attention_mask 0, so every row's last token is in the last column.
+  virtual Inputs make_inputs(const std::vector<MultimodalSample>& batch) const = 0;
+  virtual ImageCost image_cost(int64_t height, int64_t width) const = 0;
+};
+
+// `model_config` is the config the model was built from (patch size, image size, merge size, special
+// ids); `options` holds image-processor settings by their HF preprocessor_config.json names (e.g.
+// qwen2vl min_pixels/max_pixels, fuyu size); an unknown option is a ConfigError naming it.
+using ProcessorFactory = std::unique_ptr<Processor> (*)(const io::HfConfig& model_config,
+                                                        const nlohmann::json& options, const SpecialTokens& tokens);
+
+// ---- Models from shared sizes ----
+
+// The sizes an experiment shares across families ([model.text], [model.vision]); 0 means "the
+// family's default rule" (e.g. num_key_value_heads = num_attention_heads).
+struct ModelSizes {
+  struct Text {
+    int64_t hidden_size = 64, num_hidden_layers = 2, num_attention_heads = 4, num_key_value_heads = 0;
+    int64_t intermediate_size = 0;  // 0: 4 x hidden_size
+  } text;
+  struct Vision {
+    int64_t hidden_size = 64, num_hidden_layers = 2, num_attention_heads = 4, intermediate_size = 0;
+    int64_t patch_size = 15, image_size = 75, num_channels = 3;
+  } vision;
+  int64_t vocab_size = 0;  // special tokens + task words
+  SpecialTokens tokens;
+};
+
+// An HF config.json for the family at these sizes, with `family_keys` (HF key names, e.g.
+// projector_hidden_act, resampler_n_latents, spatial_merge_size) placed where the family's config
+// keeps them. An unknown key is a ConfigError naming it.
+using ConfigBuilder = nlohmann::json (*)(const ModelSizes& sizes, const nlohmann::json& family_keys);
+
 struct FamilyEntry {
   std::string_view name;           // vlmlab's family name
   std::string_view hf_model_type;  // config.json "model_type"
   std::string_view hf_class;       // transformers class, for messages
   ArchitectureFactory make;
+  ProcessorFactory make_processor;
+  ConfigBuilder build_config;
 };
 
 std::span<const FamilyEntry> families();  // registry.cpp: the one table

@@ -11,10 +11,10 @@ namespace vlm {
 
 namespace {
 constexpr std::array kFamilies = {
-    FamilyEntry{"llava", "llava", "LlavaForConditionalGeneration", &llava::make},
-    FamilyEntry{"flamingo", "idefics", "IdeficsForVisionText2Text", &flamingo::make},
-    FamilyEntry{"fuyu", "fuyu", "FuyuForCausalLM", &fuyu::make},
-    FamilyEntry{"qwen2vl", "qwen2_vl", "Qwen2VLForConditionalGeneration", &qwen2vl::make},
+    FamilyEntry{"llava", "llava", "LlavaForConditionalGeneration", &llava::make, &llava::make_processor, &llava::build_config},
+    FamilyEntry{"flamingo", "idefics", "IdeficsForVisionText2Text", &flamingo::make, &flamingo::make_processor, &flamingo::build_config},
+    FamilyEntry{"fuyu", "fuyu", "FuyuForCausalLM", &fuyu::make, &fuyu::make_processor, &fuyu::build_config},
+    FamilyEntry{"qwen2vl", "qwen2_vl", "Qwen2VLForConditionalGeneration", &qwen2vl::make, &qwen2vl::make_processor, &qwen2vl::build_config},
 };
 }  // namespace
 

@@ -7,5 +7,10 @@
 namespace vlm::llava {
 
 std::unique_ptr<Architecture> make(const io::HfConfig& config, Rng& rng);
+// processor.cpp: the HF processor (image preprocessing from raw RGB, prompt layout).
+std::unique_ptr<Processor> make_processor(const io::HfConfig& model_config, const nlohmann::json& options,
+                                          const SpecialTokens& tokens);
+// from_sizes.cpp: an HF config.json from shared sizes and family keys.
+nlohmann::json build_config(const ModelSizes& sizes, const nlohmann::json& family_keys);
 
 }  // namespace vlm::llava

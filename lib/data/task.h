@@ -1,0 +1,72 @@
+// Generated tasks: every sample is a pure function of (seed, split, index), train and eval come
+// from disjoint streams, and every answer can be recomputed from the scene.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "lib/data/image.h"
+
+namespace vlm::data {
+
+enum class Split { kTrain, kEval };
+
+// One question. The prompt is words; the word kImageWord marks where the k-th image goes (a family's
+// processor expands it into its own layout). Answers are one or more tokens (OCR `read`: one per
+// character).
+inline constexpr const char* kImageWord = "<image>";
+
+struct Sample {
+  std::vector<Image> images;
+  std::vector<std::string> prompt;  // e.g. {"<image>", "what", "shape", "is", "the", "red", "object", "?"}
+  std::vector<std::string> answer;  // e.g. {"circle"}
+  std::string subtype;              // e.g. "shape", "closest"
+};
+
+// A task parameter's value as written in a config (TOML integer, float, bool or string).
+using ParamValue = std::variant<int64_t, double, bool, std::string>;
+using Params = std::map<std::string, ParamValue>;
+
+// One knob of a task: its default, allowed range, and what it means. A runner validates a config
+// against these before anything runs.
+struct ParamSpec {
+  std::string key;
+  ParamValue default_value;
+  double min = 0, max = 0;  // inclusive range for numbers (ignored for bool/string)
+  std::vector<std::string> choices;  // allowed strings (empty: any)
+  std::string help;
+};
+
+class Task {
+ public:
+  virtual ~Task() = default;
+  virtual std::string name() const = 0;
+  // Deterministic in (seed, split, index) alone; the two splits never share a scene.
+  virtual Sample sample(Split split, uint64_t index) const = 0;
+  virtual std::vector<std::string> subtypes() const = 0;
+  // Every word a prompt or answer can contain (kImageWord excluded), in a fixed order.
+  virtual std::vector<std::string> vocabulary() const = 0;
+  // Accuracy of uniform guessing among the subtype's possible answers.
+  virtual double chance(const std::string& subtype) const = 0;
+  virtual int max_answer_tokens() const = 0;
+  virtual int max_images() const = 0;
+  // Image sizes this task produces (height, width) at most; for the runner's cost tables.
+  virtual std::pair<int64_t, int64_t> max_image_size() const = 0;
+};
+
+struct TaskInfo {
+  std::string name;
+  std::string summary;
+  std::vector<ParamSpec> params;  // includes "seed"
+};
+
+std::vector<TaskInfo> task_infos();
+// Builds a task; `params` missing keys take their defaults; an unknown key, wrong type or value out of
+// range throws vlm::Error naming the key.
+std::unique_ptr<Task> make_task(const std::string& name, const Params& params);
+
+}  // namespace vlm::data
