@@ -72,7 +72,13 @@ class Architecture : public Module<float> {
   virtual Inputs append_tokens(const Inputs& in, const std::vector<int64_t>& tokens) const;
   // Other names transformers accepts for the same weights: (prefix in our names, prefix in the file).
   virtual std::vector<std::pair<std::string, std::string>> name_aliases() const { return {}; }
+  // (name prefix, component) pairs, first match wins: which parameters are the "vision" encoder and
+  // which the "connector"; every other parameter is "lm". For the parameter budget.
+  virtual std::vector<std::pair<std::string, std::string>> component_prefixes() const = 0;
 };
+
+// "vision", "connector" or "lm" for a parameter name, by the family's component_prefixes().
+std::string component_of(const Architecture& arch, const std::string& param_name);
 
 using ArchitectureFactory = std::unique_ptr<Architecture> (*)(const io::HfConfig& config, Rng& rng);
 
@@ -145,6 +151,15 @@ struct ModelSizes {
 // projector_hidden_act, resampler_n_latents, spatial_merge_size) placed where the family's config
 // keeps them. An unknown key is a ConfigError naming it.
 using ConfigBuilder = nlohmann::json (*)(const ModelSizes& sizes, const nlohmann::json& family_keys);
+
+// For ConfigBuilders: writes each of `keys` over an entry `config` already has (so a builder lists
+// every key its family reads): a top-level key, a dotted path ("vision_config.hidden_act"), or a key
+// found in exactly one sub-config object. The JSON type must match (an integer may fill a float; a
+// list of numbers may fill a number, as vision_feature_layer allows). Otherwise a ConfigError naming
+// the key and the keys the family accepts.
+nlohmann::json apply_family_keys(nlohmann::json config, const nlohmann::json& keys, std::string_view family);
+// Text sizes with the family-independent defaults resolved (kv heads = heads, intermediate = 4 x hidden).
+ModelSizes::Text resolved_text(const ModelSizes& sizes);
 
 struct FamilyEntry {
   std::string_view name;           // vlmlab's family name

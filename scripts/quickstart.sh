@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# The README's main command: installs what is missing, builds, and runs the main job.
-# For now the main job is `vlmlab demo` (the core end to end); the quickstart experiment replaces it
-# once the experiment runner lands.
+# The README's main command: installs what is missing, builds, and runs the quickstart experiment
+# (experiments/quickstart.toml: the four families on Sort-of-CLEVR), writing results/quickstart.h5
+# and printing a summary table. Extra arguments go to `vlmlab run` (e.g. --threads 1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 [ -f build/build.ninja ] || meson setup build -Dbuildtype=release >/dev/null
 ninja -C build
-exec build/experiments/vlmlab demo --threads 2 "$@"
+exec build/experiments/vlmlab run experiments/quickstart.toml --out results/quickstart.h5 --overwrite "$@"

@@ -13,6 +13,7 @@
 
 #include "architectures/flamingo/gated_xattn.h"
 #include "architectures/flamingo/perceiver_resampler.h"
+#include "lib/measure/phase.h"
 #include "lib/nn/clip_vision.h"
 #include "lib/nn/decoder_lm.h"
 #include "lib/ops/ops.h"
@@ -22,18 +23,6 @@ namespace vlm::flamingo {
 namespace {
 
 // ---- config ----
-
-// An activation by HF name; an unknown name is a ConfigError naming the key.
-Act act_from(const io::HfConfig& c, const std::string& key, const std::string& fallback) {
-  const std::string name = c.get_string(key, fallback);
-  try {
-    return parse_act(name, c.key_path(key));
-  } catch (const io::ConfigError&) {
-    throw;
-  } catch (const Error& e) {
-    throw io::ConfigError(c.source() + ": " + e.what());
-  }
-}
 
 // Only the default (unscaled) RoPE: IdeficsRotaryEmbedding supports the ROPE_INIT_FUNCTIONS types,
 // which vlmlab does not implement for this family.
@@ -77,7 +66,7 @@ FlamingoConfig parse_config(const io::HfConfig& c) {
   const int64_t layers = c.get_int("num_hidden_layers", 32);
   const int64_t vocab = c.get_int("vocab_size", 32000);
   const double eps = c.get_double("rms_norm_eps", 1e-6);
-  const Act act = act_from(c, "hidden_act", "silu");
+  const Act act = config_act(c, "hidden_act", "silu");
   if (D <= 0) c.fail("hidden_size", "must be positive");
   if (heads <= 0 || D % heads != 0)
     c.fail("num_attention_heads", "must divide hidden_size (" + std::to_string(D) + ")");
@@ -124,7 +113,7 @@ FlamingoConfig parse_config(const io::HfConfig& c) {
   vc.patch_size = v.get_int("patch_size", 14);
   vc.image_size = v.get_int("image_size", 224);
   vc.num_channels = v.get_int("num_channels", 3);
-  vc.act = act_from(v, "hidden_act", "gelu");
+  vc.act = config_act(v, "hidden_act", "gelu");
   vc.layer_norm_eps = v.get_double("layer_norm_eps", 1e-5);
   vc.init_std = v.get_double("initializer_range", kDefaultInitStd);
   if (vc.hidden_size <= 0) v.fail("embed_dim", "must be positive");
@@ -324,6 +313,12 @@ class Flamingo final : public Architecture {
 
   // IdeficsModel checkpoints (base_model_prefix "model") store the same names without "model.".
   std::vector<std::pair<std::string, std::string>> name_aliases() const override { return {{"model.", ""}}; }
+  // The resampler and the gated cross-attention layers are what joins vision to the LM.
+  std::vector<std::pair<std::string, std::string>> component_prefixes() const override {
+    return {{"model.vision_model.", "vision"},
+            {"model.perceiver_resampler.", "connector"},
+            {"model.gated_cross_attn_layers.", "connector"}};
+  }
 
   void visit(const std::string& prefix, const ParamVisitor<float>& v) override {
     // HF registration order: embed_tokens (+ additional), vision_model, perceiver_resampler,
@@ -376,6 +371,7 @@ class Flamingo final : public Architecture {
                 "flamingo: pixel_values must be [B=" << B << ", N_img, C, H, W], got " << shape_str(px.shape()));
       N = px.dim(1);
       if (N == 0) return Tensor();
+      const PhaseScope phase("vision");
       states = vision_.forward(reshape(px, {B * N, px.dim(2), px.dim(3), px.dim(4)})).back();
     } else {
       const Tensor ie = in.floats("image_encoder_embeddings");
@@ -386,6 +382,7 @@ class Flamingo final : public Architecture {
       if (N == 0) return Tensor();
       states = reshape(ie, {B * N, ie.dim(2), ie.dim(3)});
     }
+    const PhaseScope phase("connector");
     return resampler_ ? resampler_->forward(states) : states;
   }
 

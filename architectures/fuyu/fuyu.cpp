@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "architectures/fuyu/fuyu_model.h"
+#include "lib/measure/phase.h"
 #include "lib/ops/ops.h"
 
 namespace vlm::fuyu {
@@ -53,15 +54,7 @@ FuyuSettings read_settings(const io::HfConfig& config) {
   if (L < 0) tc.fail("num_hidden_layers", "must be >= 0, got " + std::to_string(L));
   const int64_t head_dim = D / H;
 
-  const std::string act_str = tc.get_string("hidden_act", "relu2");
-  Act act = Act::kRelu2;
-  try {
-    act = parse_act(act_str, tc.key_path("hidden_act"));
-  } catch (const io::ConfigError&) {
-    throw;
-  } catch (const Error& e) {  // parse_act reports a plain vlm::Error: make it a ConfigError
-    throw io::ConfigError(tc.source() + ": " + e.what());
-  }
+  const Act act = config_act(tc, "hidden_act", "relu2");
   const double eps = tc.get_double("layer_norm_eps", 1e-5);
   if (!(eps > 0.0)) tc.fail("layer_norm_eps", "must be positive");
   const bool qk_layernorm = tc.get_bool("qk_layernorm", true);
@@ -178,6 +171,7 @@ Tensor FuyuForCausalLM::image_features(const Tensor& patches) const {
   VLM_CHECK(patches.ndim() >= 2 && patches.dim(-1) == P,
             "fuyu: image_patches must be [..., " << P << "] (patch_size² · num_channels = " << s_.patch_size << "² · "
                                                  << s_.num_channels << "), got " << shape_str(patches.shape()));
+  const PhaseScope phase("connector");
   return vision_embed_tokens.forward(patches);
 }
 

@@ -52,6 +52,10 @@ class FuyuForCausalLM : public Architecture {
   // Also extends position_ids (last position + 1) when the inputs carry them.
   Inputs append_tokens(const Inputs& in, const std::vector<int64_t>& tokens) const override;
   std::vector<std::pair<std::string, std::string>> name_aliases() const override;
+  // No vision encoder: the patch embedding is the whole connector.
+  std::vector<std::pair<std::string, std::string>> component_prefixes() const override {
+    return {{"vision_embed_tokens.", "connector"}};
+  }
 
   // Names as transformers 5.17 save_pretrained writes them (legacy layout):
   // language_model.model.*, language_model.lm_head.weight, vision_embed_tokens.{weight,bias}.

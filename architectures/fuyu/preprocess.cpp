@@ -1,116 +1,66 @@
 // Ref: transformers 5.17 models/fuyu/image_processing_fuyu.py (resize, pad, rescale/normalize,
-// patchify_image) and processing_fuyu.py (replace_image_token, left padding).
+// patchify_image) and processing_fuyu.py (replace_image_token, left padding). The resize itself is
+// the shared lib/data one (torchvision's antialiased bilinear on 8-bit values).
 #include "architectures/fuyu/preprocess.h"
 
 #include <algorithm>
 #include <cmath>
 
+#include "lib/data/resize.h"
 #include "lib/ops/ops.h"
 
 namespace vlm::fuyu {
 
-namespace {
-
-// Indices and normalized weights of one output pixel along one axis (torch
-// _compute_indices_min_size_weights_aa with the bilinear "triangle" filter, computed in float).
-struct AaTaps {
-  int64_t xmin = 0;
-  std::vector<float> w;
-};
-
-std::vector<AaTaps> aa_taps(int64_t in_size, int64_t out_size) {
-  const float scale = static_cast<float>(in_size) / static_cast<float>(out_size);
-  const float support = scale >= 1.0f ? 1.0f * scale : 1.0f;  // interp_size 2: (2 / 2) · scale
-  const float invscale = scale >= 1.0f ? 1.0f / scale : 1.0f;
-  std::vector<AaTaps> taps(static_cast<std::size_t>(out_size));
-  for (int64_t i = 0; i < out_size; ++i) {
-    const float center = scale * (static_cast<float>(i) + 0.5f);
-    const int64_t xmin = std::max<int64_t>(static_cast<int64_t>(center - support + 0.5f), 0);
-    const int64_t xsize = std::min<int64_t>(static_cast<int64_t>(center + support + 0.5f), in_size) - xmin;
-    AaTaps& t = taps[static_cast<std::size_t>(i)];
-    t.xmin = xmin;
-    float total = 0.0f;
-    for (int64_t j = 0; j < xsize; ++j) {
-      const float x = std::abs((static_cast<float>(j + xmin) - center + 0.5f) * invscale);
-      const float w = x < 1.0f ? 1.0f - x : 0.0f;
-      t.w.push_back(w);
-      total += w;
-    }
-    for (float& w : t.w) w = total != 0.0f ? w / total : 0.0f;
+ImageGeometry image_geometry(int64_t height, int64_t width, const ImageProcessorOptions& opt) {
+  VLM_CHECK(height > 0 && width > 0, "fuyu preprocess: image size " << height << "x" << width << " must be positive");
+  const int64_t ph = opt.patch_height, pw = opt.patch_width;
+  VLM_CHECK(ph > 0 && pw > 0, "fuyu preprocess: patch size must be positive, got " << ph << "x" << pw);
+  VLM_CHECK(opt.target_height > 0 && opt.target_width > 0, "fuyu preprocess: target size must be positive");
+  ImageGeometry g;
+  g.resized_h = height;
+  g.resized_w = width;
+  if (opt.do_resize && (height > opt.target_height || width > opt.target_width)) {
+    // FuyuImageProcessor.resize: scale = min(th/h, tw/w) in Python floats, int() truncation.
+    const double sh = static_cast<double>(opt.target_height) / static_cast<double>(height);
+    const double sw = static_cast<double>(opt.target_width) / static_cast<double>(width);
+    const double s = std::min(sh, sw);
+    g.resized_h = static_cast<int64_t>(static_cast<double>(height) * s);
+    g.resized_w = static_cast<int64_t>(static_cast<double>(width) * s);
+    VLM_CHECK(g.resized_h > 0 && g.resized_w > 0, "fuyu preprocess: image " << height << "x" << width
+                                                                            << " resizes to nothing in the box "
+                                                                            << opt.target_height << "x"
+                                                                            << opt.target_width);
   }
-  return taps;
-}
-
-}  // namespace
-
-Tensor resize_bilinear_aa(const Tensor& image, int64_t out_h, int64_t out_w) {
-  VLM_CHECK(image.ndim() == 3, "fuyu resize: image must be [H, W, C], got " << shape_str(image.shape()));
-  VLM_CHECK(out_h > 0 && out_w > 0, "fuyu resize: output size must be positive, got " << out_h << "x" << out_w);
-  const int64_t H = image.dim(0), W = image.dim(1), C = image.dim(2);
-  const std::vector<AaTaps> th = aa_taps(H, out_h), tw = aa_taps(W, out_w);
-  const float* src = image.data();
-  // Horizontal pass [H, out_w, C], then vertical [out_h, out_w, C].
-  std::vector<float> tmp(static_cast<std::size_t>(H * out_w * C));
-  for (int64_t y = 0; y < H; ++y)
-    for (int64_t x = 0; x < out_w; ++x) {
-      const AaTaps& t = tw[static_cast<std::size_t>(x)];
-      for (int64_t c = 0; c < C; ++c) {
-        float acc = 0.0f;
-        for (std::size_t j = 0; j < t.w.size(); ++j)
-          acc += t.w[j] * src[(y * W + t.xmin + static_cast<int64_t>(j)) * C + c];
-        tmp[static_cast<std::size_t>((y * out_w + x) * C + c)] = acc;
-      }
-    }
-  std::vector<float> out(static_cast<std::size_t>(out_h * out_w * C));
-  for (int64_t y = 0; y < out_h; ++y) {
-    const AaTaps& t = th[static_cast<std::size_t>(y)];
-    for (int64_t x = 0; x < out_w; ++x)
-      for (int64_t c = 0; c < C; ++c) {
-        float acc = 0.0f;
-        for (std::size_t j = 0; j < t.w.size(); ++j)
-          acc += t.w[j] * tmp[static_cast<std::size_t>(((t.xmin + static_cast<int64_t>(j)) * out_w + x) * C + c)];
-        out[static_cast<std::size_t>((y * out_w + x) * C + c)] = std::clamp(std::nearbyint(acc), 0.0f, 255.0f);
-      }
+  // Pad to the box, then crop to ceil(side / p) · p (capped by the box): pad to that size directly.
+  g.padded_h = g.resized_h;
+  g.padded_w = g.resized_w;
+  if (opt.do_pad) {
+    VLM_CHECK(g.resized_h <= opt.target_height && g.resized_w <= opt.target_width,
+              "fuyu preprocess: image " << g.resized_h << "x" << g.resized_w << " exceeds the pad size "
+                                        << opt.target_height << "x" << opt.target_width << " (enable do_resize)");
+    g.padded_h = std::min(opt.target_height, (g.resized_h + ph - 1) / ph * ph);
+    g.padded_w = std::min(opt.target_width, (g.resized_w + pw - 1) / pw * pw);
   }
-  return Tensor::from({out_h, out_w, C}, out);
+  VLM_CHECK(g.padded_h % ph == 0 && g.padded_w % pw == 0,
+            "fuyu preprocess: image " << g.padded_h << "x" << g.padded_w << " is not divisible by the patch size "
+                                      << ph << "x" << pw);
+  g.grid_h = g.padded_h / ph;
+  g.grid_w = g.padded_w / pw;
+  return g;
 }
 
 ProcessedImage preprocess_image(const Tensor& image, const ImageProcessorOptions& opt) {
   VLM_CHECK(image.ndim() == 3 && image.dim(0) > 0 && image.dim(1) > 0 && image.dim(2) > 0,
             "fuyu preprocess: image must be [H, W, C] with positive sides, got " << shape_str(image.shape()));
-  const int64_t ph = opt.patch_height, pw = opt.patch_width;
-  VLM_CHECK(ph > 0 && pw > 0, "fuyu preprocess: patch size must be positive, got " << ph << "x" << pw);
-  VLM_CHECK(opt.target_height > 0 && opt.target_width > 0, "fuyu preprocess: target size must be positive");
+  const ImageGeometry g = image_geometry(image.dim(0), image.dim(1), opt);
+  const int64_t ph = opt.patch_height, pw = opt.patch_width, C = image.dim(2);
+  const int64_t h = g.resized_h, w = g.resized_w;
+  const Tensor img = (h == image.dim(0) && w == image.dim(1)) ? image : data::resize_bilinear_aa(image, h, w);
   ProcessedImage r;
-  Tensor img = image;
-  int64_t h = image.dim(0), w = image.dim(1);
-  const int64_t C = image.dim(2);
-  if (opt.do_resize && (h > opt.target_height || w > opt.target_width)) {
-    // FuyuImageProcessor.resize: scale = min(th/h, tw/w) in Python floats, int() truncation.
-    const double sh = static_cast<double>(opt.target_height) / static_cast<double>(h);
-    const double sw = static_cast<double>(opt.target_width) / static_cast<double>(w);
-    const double s = std::min(sh, sw);
-    const auto nh = static_cast<int64_t>(static_cast<double>(h) * s);
-    const auto nw = static_cast<int64_t>(static_cast<double>(w) * s);
-    img = resize_bilinear_aa(image, nh, nw);
-    h = nh;
-    w = nw;
-  }
   r.resized_h = h;
   r.resized_w = w;
-  // Pad to the box, then crop to ceil(side / p) · p (capped by the box): pad to that size directly.
-  int64_t H = h, W = w;
-  if (opt.do_pad) {
-    VLM_CHECK(h <= opt.target_height && w <= opt.target_width,
-              "fuyu preprocess: image " << h << "x" << w << " exceeds the pad size " << opt.target_height << "x"
-                                        << opt.target_width << " (enable do_resize)");
-    H = std::min(opt.target_height, (h + ph - 1) / ph * ph);
-    W = std::min(opt.target_width, (w + pw - 1) / pw * pw);
-  }
-  VLM_CHECK(H % ph == 0 && W % pw == 0,
-            "fuyu preprocess: image " << H << "x" << W << " is not divisible by the patch size " << ph << "x" << pw);
-  r.grid_h = H / ph;
-  r.grid_w = W / pw;
+  r.grid_h = g.grid_h;
+  r.grid_w = g.grid_w;
   const float* src = img.data();
   const int64_t row_len = ph * pw * C;
   std::vector<float> out(static_cast<std::size_t>(r.grid_h * r.grid_w * row_len));

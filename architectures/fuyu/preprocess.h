@@ -2,7 +2,7 @@
 // FuyuProcessor do it (models/fuyu/{image_processing,processing}_fuyu.py; spec
 // shared/reference/architectures.md §2.2):
 //   1. resize only if the image is larger than the target box (keep aspect: scale = min(th/h, tw/w),
-//      new side = int(side · scale), antialiased bilinear, result rounded to uint8 values);
+//      new side = int(side · scale), antialiased bilinear on 8-bit values: lib/data/resize.h);
 //   2. pad bottom/right with padding_value (1.0 in raw 0..255 units, before rescale) to the box,
 //      then crop to min(box, ceil(side / p) · p) — the same as padding to the next multiple of p;
 //   3. rescale ×1/255, normalize (x − 0.5) / 0.5 (a padded pixel becomes (1/255 − 0.5)/0.5 = −0.99216);
@@ -35,12 +35,17 @@ struct ProcessedImage {
   int64_t resized_h = 0, resized_w = 0;  // after the (optional) resize, before padding
 };
 
-// image: [H, W, C] raw pixel values (0..255 as floats, HWC).
-ProcessedImage preprocess_image(const Tensor& image, const ImageProcessorOptions& opt = {});
+// The sizes preprocess_image gives an image of height x width, known without its pixels.
+struct ImageGeometry {
+  int64_t resized_h = 0, resized_w = 0;  // after the (optional) resize
+  int64_t padded_h = 0, padded_w = 0;    // after padding / cropping to whole patches
+  int64_t grid_h = 0, grid_w = 0;        // padded / patch size
+};
+ImageGeometry image_geometry(int64_t height, int64_t width, const ImageProcessorOptions& opt = {});
 
-// Antialiased bilinear resize of an [H, W, C] image (torch's _upsample_bilinear2d_aa algorithm,
-// align_corners false, in float; the result rounded and clamped to 0..255 as a uint8 image would be).
-Tensor resize_bilinear_aa(const Tensor& image, int64_t out_h, int64_t out_w);
+// image: [H, W, C] raw pixel values (0..255 as floats, HWC). The resize is data::resize_bilinear_aa
+// (8-bit values in, 8-bit values out, as torchvision resizes a uint8 image).
+ProcessedImage preprocess_image(const Tensor& image, const ImageProcessorOptions& opt = {});
 
 struct PromptTokens {
   int64_t image_token_id = 71011;  // |SPEAKER| (config.image_token_id)

@@ -9,6 +9,7 @@
 #include <utility>
 #include <vector>
 
+#include "lib/measure/phase.h"
 #include "lib/nn/clip_vision.h"
 #include "lib/nn/decoder_lm.h"
 #include "lib/ops/ops.h"
@@ -16,21 +17,6 @@
 namespace vlm::llava {
 
 namespace {
-
-// parse_act reports an unknown name as vlm::Error; a config value we cannot run is a ConfigError
-// naming the key path.
-Act config_act(const io::HfConfig& c, const std::string& key, const std::string& fallback) {
-  const std::string name = c.get_string(key, fallback);
-  try {
-    return parse_act(name, key);
-  } catch (const io::ConfigError&) {
-    throw;
-  } catch (const Error& e) {
-    std::string what = e.what();
-    if (what.rfind(key + ": ", 0) == 0) what = what.substr(key.size() + 2);
-    c.fail(key, what);
-  }
-}
 
 struct LlavaConfig {
   ClipVisionConfig vision;
@@ -203,6 +189,10 @@ class Llava : public Architecture {
     };
   }
 
+  std::vector<std::pair<std::string, std::string>> component_prefixes() const override {
+    return {{"vision_tower.", "vision"}, {"multi_modal_projector.", "connector"}};
+  }
+
   ForwardOutput forward(const Inputs& in) override { return run(in, nullptr); }
 
   std::pair<Tensor, std::unique_ptr<DecodeState>> prefill(const Inputs& in) override {
@@ -230,6 +220,7 @@ class Llava : public Architecture {
   // The projector input for pixel_values [N_img, C, H, W]: [N_img, tokens, Dv * len(layers)].
   Tensor select_features(const Tensor& pixel_values) const {
     const int deepest = *std::max_element(c_.feature_layers.begin(), c_.feature_layers.end());
+    const PhaseScope phase("vision");
     const std::vector<Tensor> hs = vision_tower.forward(pixel_values, deepest);
     Tensors<float> picked;
     for (const int idx : c_.feature_layers) {
@@ -240,6 +231,7 @@ class Llava : public Architecture {
   }
 
   Tensor project(const Tensor& selected) const {
+    const PhaseScope phase("connector");
     return linear_2.forward(apply_act(c_.projector_act, linear_1.forward(selected)));
   }
 

@@ -1,11 +1,182 @@
-// TODO(processor helper): the HF processor for this family.
+// The LLaVA processor as transformers 5.17 LlavaProcessor + CLIPImageProcessor (torchvision backend)
+// make it (spec shared/reference/architectures.md §1.4, §1.7; models/llava/processing_llava.py,
+// models/clip/image_processing_clip.py, image_processing_backends.py):
+//   image: shortest edge to size.shortest_edge (bicubic, antialiased), center crop to crop_size,
+//   rescale 1/255 and normalize with the OpenAI CLIP mean/std -> pixel_values [N_img, 3, H, W];
+//   text: BOS (the Llama tokenizer adds it), then the sample's ids with each image marker expanded to
+//   num_image_tokens = (H/p)·(W/p) + 1 (CLS) − 1 if vision_feature_select_strategy is "default"
+//   copies of the config's image token; rows left-padded with the pad id, attention_mask 0.
+// Defaults come from the model config: shortest_edge = crop = vision_config.image_size.
 #include "architectures/llava/llava.h"
+
+#include <algorithm>
+#include <array>
+#include <sstream>
+
+#include "lib/data/resize.h"
 
 namespace vlm::llava {
 
-std::unique_ptr<Processor> make_processor(const io::HfConfig& model_config, const nlohmann::json&,
-                                          const SpecialTokens&) {
-  model_config.fail("model_type", "no processor yet");
+namespace {
+
+// A per-channel option (HF accepts one number for all channels or a list of one per channel).
+std::vector<double> channel_values(const io::HfConfig& o, const std::string& key, const std::array<double, 3>& fallback) {
+  if (!o.has(key)) return {fallback.begin(), fallback.end()};
+  const nlohmann::json& v = o.json().at(key);
+  if (v.is_number()) return std::vector<double>(3, v.get<double>());
+  if (!v.is_array() || v.size() != 3 || !std::all_of(v.begin(), v.end(), [](const auto& e) { return e.is_number(); }))
+    o.fail(key, "expected a number or a list of 3 numbers (one per RGB channel), got " + v.dump());
+  return {v[0].get<double>(), v[1].get<double>(), v[2].get<double>()};
+}
+
+struct Settings {
+  int64_t shortest_edge = 0, crop_h = 0, crop_w = 0;
+  double rescale_factor = 1.0 / 255.0;
+  std::vector<double> mean, std;
+  int64_t num_image_tokens = 0;
+  int64_t image_token_id = 0;
+  SpecialTokens tokens;
+};
+
+Settings read_settings(const io::HfConfig& cfg, const nlohmann::json& options, const SpecialTokens& tokens) {
+  // The same keys and defaults as llava.cpp's parse_config reads.
+  const io::HfConfig v = cfg.sub("vision_config");
+  const bool v_default = !cfg.has("vision_config");
+  const int64_t image_size = v.get_int("image_size", v_default ? 336 : 224);
+  const int64_t patch = v.get_int("patch_size", v_default ? 14 : 32);
+  if (v.get_int("num_channels", 3) != 3) v.fail("num_channels", "the processor makes RGB images: must be 3");
+  if (patch <= 0 || image_size < patch) v.fail("patch_size", "must be positive and at most image_size");
+  const bool keep_cls = cfg.get_string("vision_feature_select_strategy", "default") == "full";
+
+  Settings s;
+  s.tokens = tokens;
+  s.image_token_id = cfg.has("image_token_index") ? cfg.get_int("image_token_index", 32000)
+                                                  : cfg.get_int("image_token_id", 32000);
+  if (!options.is_null() && !options.is_object())
+    throw io::ConfigError("llava processor options: expected a JSON object, got " + options.dump());
+  const io::HfConfig o(options, "llava processor options");
+  for (const auto& [key, value] : o.json().items()) {
+    static const char* const kKnown[] = {"size", "shortest_edge", "crop_size", "image_mean", "image_std",
+                                         "rescale_factor"};
+    if (std::find(std::begin(kKnown), std::end(kKnown), key) == std::end(kKnown))
+      o.fail(key, "unknown option (known: size, shortest_edge, crop_size, image_mean, image_std, rescale_factor)");
+  }
+  s.shortest_edge = image_size;
+  if (o.has("size")) {
+    const io::HfConfig size = o.sub("size");
+    for (const auto& [key, value] : size.json().items())
+      if (key != "shortest_edge") size.fail(key, "CLIPImageProcessor resizes by shortest_edge only");
+    s.shortest_edge = size.get_int("shortest_edge", s.shortest_edge);
+  }
+  s.shortest_edge = o.get_int("shortest_edge", s.shortest_edge);
+  if (s.shortest_edge <= 0) o.fail("shortest_edge", "must be positive");
+  s.crop_h = s.crop_w = image_size;
+  if (o.has("crop_size")) {
+    if (o.json().at("crop_size").is_number()) {
+      s.crop_h = s.crop_w = o.get_int("crop_size", image_size);
+    } else {
+      const io::HfConfig crop = o.sub("crop_size");
+      for (const auto& [key, value] : crop.json().items())
+        if (key != "height" && key != "width") crop.fail(key, "unknown key (height, width)");
+      s.crop_h = crop.get_int("height", image_size);
+      s.crop_w = crop.get_int("width", image_size);
+    }
+    // The CLIP tower has position embeddings for image_size² pixels only.
+    if (s.crop_h != image_size || s.crop_w != image_size) {
+      std::ostringstream os;
+      os << s.crop_h << "x" << s.crop_w << " differs from vision_config.image_size " << image_size
+         << " (the CLIP tower's position embeddings fix the input size)";
+      o.fail("crop_size", os.str());
+    }
+  }
+  s.rescale_factor = o.get_double("rescale_factor", s.rescale_factor);
+  if (!(s.rescale_factor > 0.0)) o.fail("rescale_factor", "must be positive");
+  s.mean = channel_values(o, "image_mean", data::kOpenAiClipMean);
+  s.std = channel_values(o, "image_std", data::kOpenAiClipStd);
+  for (std::size_t c = 0; c < 3; ++c)
+    if (s.std[c] == 0.0) o.fail("image_std", "must not be 0");
+  s.num_image_tokens = (s.crop_h / patch) * (s.crop_w / patch) + (keep_cls ? 1 : 0);
+  return s;
+}
+
+class LlavaProcessor final : public Processor {
+ public:
+  explicit LlavaProcessor(Settings s) : s_(std::move(s)) {}
+
+  Inputs make_inputs(const std::vector<MultimodalSample>& batch) const override {
+    VLM_CHECK(!batch.empty(), "llava processor: empty batch");
+    std::vector<std::vector<int64_t>> rows;
+    std::vector<float> pixels;
+    int64_t n_images = 0;
+    for (std::size_t b = 0; b < batch.size(); ++b) {
+      const MultimodalSample& sample = batch[b];
+      std::vector<int64_t> row = {s_.tokens.bos};
+      std::size_t k = 0;
+      for (const int64_t id : sample.ids) {
+        if (id == kImageMarker) {
+          VLM_CHECK(k < sample.images.size(), "llava processor: sample " << b << " has more image markers than its "
+                                                                         << sample.images.size() << " image(s)");
+          row.insert(row.end(), static_cast<std::size_t>(s_.num_image_tokens), s_.image_token_id);
+          const Tensor p = pixel_values(sample.images[k++]);
+          pixels.insert(pixels.end(), p.data(), p.data() + p.numel());
+          ++n_images;
+          continue;
+        }
+        VLM_CHECK(id >= 0 && id != s_.image_token_id,
+                  "llava processor: sample " << b << " holds text id " << id
+                                             << (id >= 0 ? " (the image token: mark images with kImageMarker)" : ""));
+        row.push_back(id);
+      }
+      VLM_CHECK(k == sample.images.size(), "llava processor: sample " << b << " has " << sample.images.size()
+                                                                      << " image(s) but " << k << " image marker(s)");
+      rows.push_back(std::move(row));
+    }
+    Inputs in = padded_ids(rows);
+    if (n_images > 0) in.set_floats("pixel_values", Tensor::from({n_images, 3, s_.crop_h, s_.crop_w}, pixels));
+    return in;
+  }
+
+  ImageCost image_cost(int64_t height, int64_t width) const override {
+    VLM_CHECK(height > 0 && width > 0, "llava processor: image size " << height << "x" << width << " must be positive");
+    return {s_.num_image_tokens, s_.num_image_tokens, s_.crop_h, s_.crop_w};
+  }
+
+ private:
+  // CLIPImageProcessor: [3, crop_h, crop_w].
+  Tensor pixel_values(const data::Image& image) const {
+    Tensor t = data::image_to_tensor(image);
+    const auto [h, w] = data::shortest_edge_size(image.height, image.width, s_.shortest_edge);
+    t = data::resize_bicubic_aa(t, h, w);
+    t = data::center_crop(t, s_.crop_h, s_.crop_w);
+    return data::rescale_normalize_chw(t, s_.rescale_factor, s_.mean, s_.std);
+  }
+
+  // input_ids / attention_mask [B, T], each row ending in the last column.
+  Inputs padded_ids(const std::vector<std::vector<int64_t>>& rows) const {
+    std::size_t T = 0;
+    for (const auto& r : rows) T = std::max(T, r.size());
+    std::vector<int64_t> ids, mask;
+    for (const auto& r : rows) {
+      ids.resize(ids.size() + T - r.size(), s_.tokens.pad);
+      mask.resize(mask.size() + T - r.size(), 0);
+      ids.insert(ids.end(), r.begin(), r.end());
+      mask.resize(mask.size() + r.size(), 1);
+    }
+    Inputs in;
+    const Shape shape = {static_cast<int64_t>(rows.size()), static_cast<int64_t>(T)};
+    in.set_ints("input_ids", shape, ids);
+    in.set_ints("attention_mask", shape, mask);
+    return in;
+  }
+
+  Settings s_;
+};
+
+}  // namespace
+
+std::unique_ptr<Processor> make_processor(const io::HfConfig& model_config, const nlohmann::json& options,
+                                          const SpecialTokens& tokens) {
+  return std::make_unique<LlavaProcessor>(read_settings(model_config, options, tokens));
 }
 
 }  // namespace vlm::llava

@@ -25,17 +25,6 @@ struct Config {
   int64_t vision_start_token_id = 151652;
 };
 
-Act config_act(const io::HfConfig& c, const std::string& key, const std::string& fallback) {
-  const std::string name = c.get_string(key, fallback);
-  try {
-    return parse_act(name, c.key_path(key));
-  } catch (const io::ConfigError&) {
-    throw;
-  } catch (const Error&) {
-    c.fail(key, "unsupported activation \"" + name + "\"");
-  }
-}
-
 int64_t positive(const io::HfConfig& c, const std::string& key, int64_t fallback) {
   const int64_t v = c.get_int(key, fallback);
   if (v <= 0) c.fail(key, "must be positive, got " + std::to_string(v));
@@ -178,6 +167,10 @@ class Qwen2Vl : public Architecture {
   void visit(const std::string& prefix, const ParamVisitor<float>& v) override {
     lm.visit_parts(prefix + "model.", prefix + "lm_head.", v);
     visual.visit(prefix + "visual.", v);
+  }
+
+  std::vector<std::pair<std::string, std::string>> component_prefixes() const override {
+    return {{"visual.merger.", "connector"}, {"visual.", "vision"}};
   }
 
   std::vector<std::pair<std::string, std::string>> name_aliases() const override {

@@ -1,5 +1,8 @@
 #include "architectures/qwen2vl/vision.h"
 
+#include <optional>
+
+#include "lib/measure/phase.h"
 #include "lib/ops/ops.h"
 
 namespace vlm::qwen2vl {
@@ -65,6 +68,7 @@ VisionTower::Output VisionTower::forward(const Tensor& pixels, const std::vector
   VLM_CHECK(pixels.dim(0) == N, "qwen2vl vision: " << pixels.dim(0) << " pixel rows, but the grids hold " << N
                                                    << " patches");
 
+  std::optional<PhaseScope> phase(std::in_place, "vision");
   // Conv3d with kernel = stride = the whole patch is one matmul with the weight viewed [E, K].
   Tensor x = reshape(linear(pixels, reshape(patch_weight, {E, K}), Tensor()), {1, N, E});
   const RopeTables<float> rope = vision_rope_tables<float>(hpos, wpos, cfg_.head_dim(), cfg_.rope_theta);
@@ -73,6 +77,8 @@ VisionTower::Output VisionTower::forward(const Tensor& pixels, const std::vector
 
   Output out;
   out.hidden = reshape(x, {N, E});
+  phase.reset();
+  const PhaseScope connector("connector");
   const Tensor windows = reshape(ln_q.forward(out.hidden), {N / (m * m), E * m * m});
   out.merged = merger_fc2.forward(gelu(merger_fc1.forward(windows)));  // nn.GELU(): erf
   return out;

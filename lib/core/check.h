@@ -12,6 +12,13 @@ class Error : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// A configuration vlmlab cannot run (unknown key or activation, unsupported rope type, value out of
+// range): the CLI maps it to exit code 2, every other Error to 1.
+class ConfigError : public Error {
+ public:
+  using Error::Error;
+};
+
 }  // namespace vlm
 
 // VLM_CHECK(cond, "x has " << n << " rows"): throws vlm::Error with the streamed message.

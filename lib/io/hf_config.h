@@ -12,12 +12,7 @@
 
 namespace vlm::io {
 
-// A config value vlmlab cannot run (unknown activation, rope scaling type, ...): callers map it to
-// exit code 2.
-class ConfigError : public Error {
- public:
-  using Error::Error;
-};
+using vlm::ConfigError;
 
 class HfConfig {
  public:

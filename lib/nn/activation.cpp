@@ -37,7 +37,11 @@ Act parse_act(std::string_view hf_name, std::string_view key) {
   std::ostringstream os;
   os << key << ": unknown activation \"" << hf_name << "\"; supported:";
   for (const auto& entry : kActNames) os << ' ' << entry.first;
-  throw Error(os.str());
+  throw ConfigError(os.str());
+}
+
+Act config_act(const io::HfConfig& config, const std::string& key, const std::string& fallback) {
+  return parse_act(config.get_string(key, fallback), config.source() + ": " + config.key_path(key));
 }
 
 std::string_view act_name(Act act) {

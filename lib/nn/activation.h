@@ -2,7 +2,10 @@
 // `hidden_act` / `projector_hidden_act` string maps to exactly the function the reference runs.
 #pragma once
 
+#include <string>
 #include <string_view>
+
+#include "lib/io/hf_config.h"
 
 #include "lib/core/tensor.h"
 
@@ -20,8 +23,10 @@ enum class Act {
 };
 
 // Maps an HF activation name; `key` is the config key it came from (for the error message).
-// Throws vlm::Error naming the key, the value and the supported names if the name is unknown.
+// Throws ConfigError naming the key, the value and the supported names if the name is unknown.
 Act parse_act(std::string_view hf_name, std::string_view key);
+// config[key] (or `fallback` when absent) as an activation; the error names the file and key path.
+Act config_act(const io::HfConfig& config, const std::string& key, const std::string& fallback);
 // The canonical HF name of an activation (the first one parse_act accepts for it).
 std::string_view act_name(Act act);
 

@@ -12,6 +12,7 @@
 #include "architectures/fuyu/fuyu_model.h"
 #include "architectures/fuyu/preprocess.h"
 #include "lib/core/random.h"
+#include "lib/data/resize.h"
 #include "lib/io/safetensors.h"
 #include "lib/ops/ops.h"
 
@@ -125,7 +126,7 @@ TEST_CASE("fuyu: resize only above the box, keeping the aspect ratio", "[fuyu]")
   CHECK(p.grid_w == 2);
   // Interior output column 1 averages input columns 1..4 with the triangle weights 1/8, 3/8, 3/8,
   // 1/8 (antialiased bilinear, scale 2): 25 for channel 0.
-  const Tensor r = vlm::fuyu::resize_bilinear_aa(img, 4, 4);
+  const Tensor r = vlm::data::resize_bilinear_aa(img, 4, 4);
   CHECK(r.data()[(0 * 4 + 1) * 3 + 0] == 25.0f);
   CHECK(r.data()[(3 * 4 + 2) * 3 + 1] == 46.0f);
   // An image inside the box is not resized; 5x7 with patch 2 pads to 6x8.

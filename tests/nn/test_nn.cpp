@@ -312,7 +312,7 @@ TEST_CASE("gelu (erf) and gelu_new (tanh) differ at x = 1 by the known amount", 
 
 TEST_CASE("parse_act rejects an unknown name, naming the key, the value and the options",
           "[nn][act]") {
-  CHECK_THROWS_AS(parse_act("gelu_bogus", "text_config.hidden_act"), Error);
+  CHECK_THROWS_AS(parse_act("gelu_bogus", "text_config.hidden_act"), ConfigError);
   CHECK_THROWS_WITH(parse_act("gelu_bogus", "text_config.hidden_act"),
                     Catch::Contains("text_config.hidden_act") && Catch::Contains("gelu_bogus") &&
                         Catch::Contains("quick_gelu") && Catch::Contains("relu2"));

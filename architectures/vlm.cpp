@@ -1,0 +1,284 @@
+#include "architectures/vlm.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <sstream>
+
+#include "lib/core/random.h"
+#include "lib/measure/flops.h"
+#include "lib/ops/ops.h"
+#include "lib/train/optimizer.h"
+
+namespace vlm {
+
+namespace {
+
+const FamilyEntry& family_named(const std::string& name) {
+  for (const FamilyEntry& f : families())
+    if (f.name == name) return f;
+  std::ostringstream os;
+  os << "unknown family \"" << name << "\"; known:";
+  for (const FamilyEntry& f : families()) os << ' ' << f.name;
+  throw ConfigError(os.str());
+}
+
+// The names of SpecialTokens' ids, in id order.
+std::vector<std::string> special_words() {
+  return {"<pad>", "<s>", "</s>", "<image>", "<newline>", "<vision_start>", "<vision_end>", "<image_around>"};
+}
+
+std::string join(const std::vector<std::string>& words) {
+  std::string out;
+  for (const std::string& w : words) {
+    if (!out.empty()) out += ' ';
+    out += w;
+  }
+  return out;
+}
+
+}  // namespace
+
+data::Vocab task_vocab(const data::Task& task) {
+  static_assert(SpecialTokens::kCount == 8, "special_words() lists every SpecialTokens id");
+  return data::Vocab(special_words(), task.vocabulary());
+}
+
+Vlm::Vlm(const VlmSpec& spec, const data::Task& task) : family_(spec.family), vocab_(task_vocab(task)) {
+  const FamilyEntry& entry = family_named(spec.family);
+  ModelSizes sizes = spec.sizes;
+  sizes.vocab_size = vocab_.size();
+  sizes.tokens = tokens_;
+  hf_config_ = entry.build_config(sizes, spec.family_keys);
+  const io::HfConfig cfg(hf_config_, spec.family + " config");
+  Rng rng(spec.init_seed);
+  model_ = entry.make(cfg, rng);
+  processor_ = entry.make_processor(cfg, spec.processor_options.is_null() ? nlohmann::json::object()
+                                                                          : spec.processor_options,
+                                    tokens_);
+}
+
+ParamCounts Vlm::param_counts() {
+  ParamCounts c;
+  for (const auto& [name, t] : named_parameters(*model_)) {
+    const std::string comp = component_of(*model_, name);
+    (comp == "vision" ? c.vision : comp == "connector" ? c.connector : c.lm) += t.numel();
+  }
+  return c;
+}
+
+MultimodalSample Vlm::prompt(const data::Sample& s) const {
+  MultimodalSample m;
+  int64_t n_markers = 0;
+  for (const std::string& w : s.prompt) {
+    if (w == data::kImageWord) {
+      m.ids.push_back(kImageMarker);
+      ++n_markers;
+    } else {
+      m.ids.push_back(vocab_.id(w));
+    }
+  }
+  VLM_CHECK(n_markers == static_cast<int64_t>(s.images.size()),
+            "sample: the prompt has " << n_markers << " image markers for " << s.images.size() << " images");
+  m.images = s.images;
+  return m;
+}
+
+std::vector<int64_t> Vlm::target(const data::Sample& s) const {
+  std::vector<int64_t> t = vocab_.encode(s.answer);
+  t.push_back(tokens_.eos);
+  return t;
+}
+
+Vlm::TrainBatch Vlm::train_batch(std::span<const data::Sample> samples) const {
+  TrainBatch b;
+  std::vector<MultimodalSample> rows;
+  rows.reserve(samples.size());
+  for (const data::Sample& s : samples) {
+    MultimodalSample m = prompt(s);
+    std::vector<int64_t> t = target(s);
+    for (const int64_t id : t) m.ids.push_back(id);
+    rows.push_back(std::move(m));
+    b.targets.push_back(std::move(t));
+  }
+  b.inputs = processor_->make_inputs(rows);
+  return b;
+}
+
+Tensor Vlm::loss(const TrainBatch& batch) {
+  const Tensor logits = model_->forward(batch.inputs).logits;  // [B, T, V]
+  const int64_t B = logits.dim(0), T = logits.dim(1), V = logits.dim(2);
+  VLM_CHECK(B == static_cast<int64_t>(batch.targets.size()), "loss: " << B << " rows for " << batch.targets.size()
+                                                                       << " targets");
+  // Row b's last n_b tokens are its targets; the logits one position earlier predict them.
+  std::vector<int64_t> rows, ids;
+  std::vector<int64_t> offsets{0};
+  for (int64_t b = 0; b < B; ++b) {
+    const auto& t = batch.targets[static_cast<std::size_t>(b)];
+    const auto n = static_cast<int64_t>(t.size());
+    VLM_CHECK(n >= 1 && n < T, "loss: row " << b << " has " << n << " targets in " << T << " positions");
+    for (int64_t k = 0; k < n; ++k) {
+      rows.push_back(b * T + T - n - 1 + k);
+      ids.push_back(t[static_cast<std::size_t>(k)]);
+    }
+    offsets.push_back(static_cast<int64_t>(rows.size()));
+  }
+  const Tensor picked = gather_rows(reshape(logits, {B * T, V}), rows);  // [N, V]
+  Tensor total;
+  for (int64_t b = 0; b < B; ++b) {
+    const auto lo = offsets[static_cast<std::size_t>(b)], hi = offsets[static_cast<std::size_t>(b + 1)];
+    const std::vector<int64_t> tb(ids.begin() + lo, ids.begin() + hi);
+    const Tensor l = cross_entropy(slice(picked, 0, lo, hi), tb);
+    total = b == 0 ? l : add(total, l);
+  }
+  return scale(total, 1.0 / static_cast<double>(B));
+}
+
+std::vector<std::vector<std::string>> Vlm::answer(std::span<const data::Sample> samples, int max_tokens) {
+  std::vector<MultimodalSample> rows;
+  rows.reserve(samples.size());
+  for (const data::Sample& s : samples) rows.push_back(prompt(s));
+  GenerateOptions opt;
+  opt.max_new_tokens = max_tokens;
+  opt.eos_token_ids = {tokens_.eos};
+  opt.pad_token_id = tokens_.pad;
+  const auto generated = greedy_generate(*model_, processor_->make_inputs(rows), opt);
+  std::vector<std::vector<std::string>> out;
+  for (const auto& g : generated) {
+    std::vector<std::string> words;
+    for (const int64_t id : g) {
+      if (id == tokens_.eos) break;
+      words.push_back(vocab_.word(id));
+    }
+    out.push_back(std::move(words));
+  }
+  return out;
+}
+
+// ---- training ----
+
+std::vector<StepLog> train(Vlm& vlm, const data::Task& task, const TrainOptions& opt,
+                           const std::function<void(const StepLog&)>& on_step) {
+  VLM_CHECK(opt.steps >= 0 && opt.batch_size > 0, "train: steps " << opt.steps << ", batch " << opt.batch_size);
+  AdamW<float> adam(named_parameters(vlm.model()), decay_matrices_only<float>,
+                    AdamWConfig{.lr = opt.lr, .beta1 = opt.beta1, .beta2 = opt.beta2, .weight_decay = opt.weight_decay});
+  const LrSchedule sched{.kind = parse_lr_schedule(opt.schedule, "train.schedule"),
+                         .lr = opt.lr,
+                         .min_lr = opt.min_lr,
+                         .warmup_steps = opt.warmup_steps >= 0 ? opt.warmup_steps : opt.steps / 20,
+                         .total_steps = std::max(1, opt.steps)};
+  std::vector<StepLog> log;
+  std::vector<data::Sample> batch(static_cast<std::size_t>(opt.batch_size));
+  const uint64_t base = opt.data_seed * 0x9E3779B97F4A7C15ULL;
+  for (int step = 0; step < opt.steps; ++step) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const FlopScope flops;
+    for (int i = 0; i < opt.batch_size; ++i)
+      batch[static_cast<std::size_t>(i)] =
+          task.sample(data::Split::kTrain, base + static_cast<uint64_t>(step) * static_cast<uint64_t>(opt.batch_size) +
+                                               static_cast<uint64_t>(i));
+    Tensor loss = vlm.loss(vlm.train_batch(batch));
+    const double loss_v = loss.item();
+    if (!std::isfinite(loss_v)) {
+      std::ostringstream os;
+      os << "training diverged at step " << step << ": the loss is " << loss_v;
+      throw Error(os.str());
+    }
+    loss.backward();
+    const GradNormResult gn = opt.grad_clip > 0 ? clip_grad_norm(adam.tensors(), opt.grad_clip)
+                                                : grad_norm(adam.tensors());
+    if (!gn.finite) {
+      std::ostringstream os;
+      os << "training diverged at step " << step << ": the gradient norm is not finite";
+      throw Error(os.str());
+    }
+    const double lr = sched.lr_at(step);
+    adam.step(lr);
+    adam.zero_grad();
+    StepLog s{.step = step,
+              .loss = loss_v,
+              .lr = lr,
+              .grad_norm = gn.total_norm,
+              .step_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count(),
+              .flops = flops.flops()};
+    log.push_back(s);
+    if (on_step) on_step(s);
+  }
+  return log;
+}
+
+// ---- evaluation ----
+
+EvalResult evaluate(Vlm& vlm, const data::Task& task, int64_t n, int batch_size) {
+  VLM_CHECK(n > 0 && batch_size > 0, "evaluate: n " << n << ", batch " << batch_size);
+  EvalResult r;
+  std::vector<data::Sample> batch;
+  for (int64_t start = 0; start < n; start += batch_size) {
+    batch.clear();
+    for (int64_t i = start; i < std::min<int64_t>(n, start + batch_size); ++i)
+      batch.push_back(task.sample(data::Split::kEval, static_cast<uint64_t>(i)));
+    const auto answers = vlm.answer(batch, task.max_answer_tokens() + 1);
+    for (std::size_t k = 0; k < batch.size(); ++k) {
+      const data::Sample& s = batch[k];
+      EvalItem item{.index = start + static_cast<int64_t>(k),
+                    .subtype = s.subtype,
+                    .question = join(s.prompt),
+                    .answer = join(s.answer),
+                    .prediction = join(answers[k]),
+                    .correct = answers[k] == s.answer};
+      r.items.push_back(std::move(item));
+    }
+  }
+  // Per subtype: accuracy, chance, and the majority answer's share.
+  int64_t all_majority = 0;
+  SubtypeScore all{.subtype = "all"};
+  double chance_sum = 0;
+  for (const std::string& st : task.subtypes()) {
+    SubtypeScore sc{.subtype = st, .chance = task.chance(st)};
+    std::map<std::string, int64_t> freq;
+    for (const EvalItem& it : r.items) {
+      if (it.subtype != st) continue;
+      ++sc.n;
+      sc.correct += it.correct;
+      ++freq[it.answer];
+    }
+    int64_t top = 0;
+    for (const auto& [a, c] : freq) top = std::max(top, c);
+    if (sc.n > 0) {
+      sc.accuracy = static_cast<double>(sc.correct) / static_cast<double>(sc.n);
+      sc.majority = static_cast<double>(top) / static_cast<double>(sc.n);
+    }
+    all.n += sc.n;
+    all.correct += sc.correct;
+    all_majority += top;
+    chance_sum += sc.chance * static_cast<double>(sc.n);
+    r.scores.push_back(sc);
+  }
+  if (all.n > 0) {
+    all.accuracy = static_cast<double>(all.correct) / static_cast<double>(all.n);
+    all.majority = static_cast<double>(all_majority) / static_cast<double>(all.n);
+    all.chance = chance_sum / static_cast<double>(all.n);
+  }
+  r.scores.push_back(all);
+  return r;
+}
+
+// ---- cost ----
+
+InferenceCost inference_cost(Vlm& vlm, const data::Sample& sample) {
+  NoGradGuard no_grad;
+  InferenceCost c;
+  for (const data::Image& im : sample.images) c.visual_tokens += vlm.processor().image_cost(im.height, im.width).visual_tokens;
+  const std::vector<MultimodalSample> rows{vlm.prompt(sample)};
+  const Inputs in = vlm.processor().make_inputs(rows);
+  c.lm_tokens = in.shape("input_ids").at(1);
+  const FlopScope prefill;
+  auto [logits, state] = vlm.model().prefill(in);
+  c.prefill_flops = prefill.flops();
+  const FlopScope decode;
+  vlm.model().decode(*state, {vlm.vocab().id(sample.answer.at(0))});
+  c.decode_flops_per_token = decode.flops();
+  return c;
+}
+
+}  // namespace vlm

@@ -1,0 +1,132 @@
+// A trainable vision-language model for a task: one family's Architecture, its Processor and a
+// word-level vocabulary built from the task. Training, evaluation and cost accounting are written
+// here once, against the Architecture / Processor interfaces, so every family is trained, scored
+// and measured by the same code.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "architectures/architecture.h"
+#include "lib/data/task.h"
+#include "lib/data/vocab.h"
+
+namespace vlm {
+
+// The vocabulary every family shares for a task: SpecialTokens' ids first, then the task's words.
+data::Vocab task_vocab(const data::Task& task);
+
+struct VlmSpec {
+  std::string family;               // registry name: llava, flamingo, fuyu, qwen2vl
+  ModelSizes sizes;                 // vocab_size and tokens are filled from the task
+  nlohmann::json family_keys;       // HF config keys of the family (may be null)
+  nlohmann::json processor_options; // HF preprocessor_config keys (may be null)
+  uint64_t init_seed = 0;
+};
+
+struct ParamCounts {
+  int64_t vision = 0, connector = 0, lm = 0;
+  int64_t total() const { return vision + connector + lm; }
+};
+
+class Vlm {
+ public:
+  Vlm(const VlmSpec& spec, const data::Task& task);
+
+  Architecture& model() { return *model_; }
+  const Processor& processor() const { return *processor_; }
+  const data::Vocab& vocab() const { return vocab_; }
+  const nlohmann::json& hf_config() const { return hf_config_; }
+  const std::string& family() const { return family_; }
+  ParamCounts param_counts();
+
+  // The prompt as its processor sees it: word ids with kImageMarker for each image.
+  MultimodalSample prompt(const data::Sample& s) const;
+  // Answer ids followed by EOS: what training predicts and generation must produce.
+  std::vector<int64_t> target(const data::Sample& s) const;
+
+  // Training inputs: each row is prompt + answer + EOS (left-padded), with the ids to predict.
+  struct TrainBatch {
+    Inputs inputs;
+    std::vector<std::vector<int64_t>> targets;  // per row: answer ids + EOS (the row's last tokens)
+  };
+  TrainBatch train_batch(std::span<const data::Sample> samples) const;
+  // Cross-entropy on the answer tokens only: each sample's mean over its answer tokens (+ EOS), then
+  // the mean over samples, so a batch gives the same loss and gradients as its samples one by one.
+  Tensor loss(const TrainBatch& batch);
+
+  // Greedy answers with the KV cache, stopping at EOS (or after max_tokens): words per sample.
+  std::vector<std::vector<std::string>> answer(std::span<const data::Sample> samples, int max_tokens);
+
+ private:
+  std::string family_;
+  data::Vocab vocab_;
+  SpecialTokens tokens_;
+  nlohmann::json hf_config_;
+  std::unique_ptr<Architecture> model_;
+  std::unique_ptr<Processor> processor_;
+};
+
+// ---- training ----
+
+struct TrainOptions {
+  int steps = 600;
+  int batch_size = 32;
+  double lr = 2e-3;
+  double min_lr = 2e-4;
+  int warmup_steps = -1;  // -1: 5% of steps
+  std::string schedule = "cosine";
+  double weight_decay = 0.01;
+  double beta1 = 0.9, beta2 = 0.999;
+  double grad_clip = 1.0;  // 0: off
+  uint64_t data_seed = 0;  // which train samples: step s uses train indices [s·B, (s+1)·B) shifted by seed
+};
+
+struct StepLog {
+  int step = 0;
+  double loss = 0, lr = 0, grad_norm = 0, step_ms = 0;
+  int64_t flops = 0;
+};
+
+// Trains in place. `on_step` sees every step. A NaN/inf loss or gradient stops with a vlm::Error
+// naming the step (nothing is updated with it).
+std::vector<StepLog> train(Vlm& vlm, const data::Task& task, const TrainOptions& opt,
+                           const std::function<void(const StepLog&)>& on_step = {});
+
+// ---- evaluation ----
+
+struct SubtypeScore {
+  std::string subtype;  // or "all"
+  int64_t n = 0, correct = 0;
+  double accuracy = 0, chance = 0, majority = 0;
+};
+struct EvalItem {
+  int64_t index = 0;
+  std::string subtype, question, answer, prediction;
+  bool correct = false;
+};
+struct EvalResult {
+  std::vector<SubtypeScore> scores;  // the task's subtypes in order, then "all"
+  std::vector<EvalItem> items;       // every eval item in order
+};
+
+// Eval indices [0, n) of the eval stream, greedy answers in batches, exact match. The majority
+// baseline is the most frequent answer's share among the same items, per subtype ("all": the
+// subtype-weighted mean of always answering each subtype's majority).
+EvalResult evaluate(Vlm& vlm, const data::Task& task, int64_t n, int batch_size = 32);
+
+// ---- cost ----
+
+struct InferenceCost {
+  int64_t visual_tokens = 0, lm_tokens = 0;  // of the sample's images / its whole prompt
+  int64_t prefill_flops = 0, decode_flops_per_token = 0;
+};
+// Batch 1 on one sample: prefill, then one decode step.
+InferenceCost inference_cost(Vlm& vlm, const data::Sample& sample);
+
+}  // namespace vlm

@@ -1,0 +1,563 @@
+#include "experiments/config.h"
+
+#include <algorithm>
+#include <charconv>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <set>
+#include <sstream>
+#include <toml++/toml.h>
+
+namespace vlm::exp {
+
+namespace {
+
+std::string location(const std::string& file, const toml::source_region& r) {
+  std::ostringstream os;
+  os << file;
+  if (r.begin.line > 0) os << ':' << r.begin.line << ':' << r.begin.column;
+  return os.str();
+}
+
+[[noreturn]] void fail(const std::string& file, const toml::source_region& r, const std::string& key_path,
+                       const std::string& what) {
+  std::ostringstream os;
+  os << location(file, r) << ": " << key_path << ": " << what;
+  throw ConfigError(os.str());
+}
+
+const char* type_name(const toml::node& n) {
+  switch (n.type()) {
+    case toml::node_type::string: return "a string";
+    case toml::node_type::integer: return "an integer";
+    case toml::node_type::floating_point: return "a float";
+    case toml::node_type::boolean: return "a boolean";
+    case toml::node_type::array: return "an array";
+    case toml::node_type::table: return "a table";
+    default: return "a date/time";
+  }
+}
+
+std::string node_text(const toml::node& n) {
+  if (n.is_floating_point()) {  // shortest text that reads back to the same double (0.003, not 0.0030000000000000001)
+    char buf[64];
+    const auto res = std::to_chars(buf, buf + sizeof buf, n.as_floating_point()->get());
+    return std::string(buf, res.ptr);
+  }
+  std::ostringstream os;
+  n.visit([&](const auto& v) {
+    if constexpr (toml::is_string<decltype(v)>) os << v.get();
+    else os << v;
+  });
+  return os.str();
+}
+
+// One TOML table read key by key: typed getters with ranges, and at the end every key nobody read
+// is an "unknown key" error at its own position.
+class Section {
+ public:
+  Section(const toml::table* t, std::string path, const std::string* file, toml::source_region where)
+      : t_(t), path_(std::move(path)), file_(file), where_(where) {}
+
+  std::string key_path(const std::string& key) const { return path_.empty() ? key : path_ + "." + key; }
+  const toml::node* node(const std::string& key) {
+    known_.insert(key);
+    return t_ ? t_->get(key) : nullptr;
+  }
+  [[noreturn]] void fail_key(const std::string& key, const std::string& what) {
+    const toml::node* n = t_ ? t_->get(key) : nullptr;
+    fail(*file_, n ? n->source() : where_, key_path(key), what);
+  }
+
+  int64_t integer(const std::string& key, int64_t def, int64_t lo, int64_t hi) {
+    const toml::node* n = node(key);
+    if (!n) return def;
+    if (!n->is_integer()) fail_key(key, expected_int(lo, hi) + ", got " + type_name(*n));
+    const int64_t v = n->as_integer()->get();
+    if (v < lo || v > hi) fail_key(key, expected_int(lo, hi) + ", got " + std::to_string(v));
+    return v;
+  }
+  double number(const std::string& key, double def, double lo, double hi) {
+    const toml::node* n = node(key);
+    if (!n) return def;
+    if (!n->is_number()) fail_key(key, expected_num(lo, hi) + ", got " + type_name(*n));
+    const double v = n->is_integer() ? static_cast<double>(n->as_integer()->get()) : n->as_floating_point()->get();
+    if (!(v >= lo && v <= hi)) fail_key(key, expected_num(lo, hi) + ", got " + node_text(*n));
+    return v;
+  }
+  bool boolean(const std::string& key, bool def) {
+    const toml::node* n = node(key);
+    if (!n) return def;
+    if (!n->is_boolean()) fail_key(key, std::string("expected a boolean (true or false), got ") + type_name(*n));
+    return n->as_boolean()->get();
+  }
+  std::string string(const std::string& key, const std::string& def, const std::vector<std::string>& choices,
+                     bool required = false) {
+    const toml::node* n = node(key);
+    if (!n) {
+      if (required) fail_key(key, "is required (" + describe_choices(choices) + ")");
+      return def;
+    }
+    if (!n->is_string()) fail_key(key, "expected a string (" + describe_choices(choices) + "), got " + type_name(*n));
+    const std::string v = n->as_string()->get();
+    if (!choices.empty() && std::find(choices.begin(), choices.end(), v) == choices.end())
+      fail_key(key, "expected " + describe_choices(choices) + ", got \"" + v + "\"");
+    if (required && v.empty()) fail_key(key, "must not be empty");
+    return v;
+  }
+  std::vector<int64_t> int_list(const std::string& key, const std::vector<int64_t>& def, int64_t lo, int64_t hi,
+                                bool non_empty) {
+    const toml::node* n = node(key);
+    if (!n) return def;
+    const std::string want = "expected an array of integers, each " + expected_int(lo, hi).substr(12);
+    if (!n->is_array()) fail_key(key, want + ", got " + type_name(*n));
+    std::vector<int64_t> out;
+    for (const toml::node& e : *n->as_array()) {
+      if (!e.is_integer()) fail(*file_, e.source(), key_path(key), want + ", got " + type_name(e));
+      const int64_t v = e.as_integer()->get();
+      if (v < lo || v > hi) fail(*file_, e.source(), key_path(key), want + ", got " + std::to_string(v));
+      out.push_back(v);
+    }
+    if (non_empty && out.empty()) fail_key(key, "must not be empty");
+    return out;
+  }
+
+  // Every key not read so far is unknown.
+  void done() {
+    if (!t_) return;
+    for (const auto& [k, v] : *t_) {
+      const std::string key(k.str());
+      if (known_.count(key)) continue;
+      std::ostringstream os;
+      os << "unknown key; expected one of:";
+      for (const std::string& kk : known_) os << ' ' << kk;
+      fail(*file_, v.source(), key_path(key), os.str());
+    }
+  }
+  const toml::table* table() const { return t_; }
+  const toml::source_region& where() const { return where_; }
+
+ private:
+  static std::string expected_int(int64_t lo, int64_t hi) {
+    std::ostringstream os;
+    os << "expected an integer in [" << lo << ", " << hi << "]";
+    return os.str();
+  }
+  static std::string expected_num(double lo, double hi) {
+    std::ostringstream os;
+    os << "expected a number in [" << lo << ", " << hi << "]";
+    return os.str();
+  }
+  static std::string describe_choices(const std::vector<std::string>& choices) {
+    if (choices.empty()) return "any text";
+    std::string out = "one of";
+    for (const std::string& c : choices) out += " \"" + c + "\"";
+    return out;
+  }
+
+  const toml::table* t_;
+  std::string path_;
+  const std::string* file_;
+  toml::source_region where_;
+  std::set<std::string> known_;
+};
+
+Section section(const toml::table& root, const std::string& key, const std::string* file, bool required = false) {
+  const toml::node* n = root.get(key);
+  if (!n) {
+    if (required) fail(*file, root.source(), key, "the [" + key + "] table is required");
+    return Section(nullptr, key, file, root.source());
+  }
+  if (!n->is_table()) fail(*file, n->source(), key, std::string("expected a table, got ") + type_name(*n));
+  return Section(n->as_table(), key, file, n->source());
+}
+
+nlohmann::json to_json(const toml::node& n) {
+  if (n.is_table()) {
+    nlohmann::json j = nlohmann::json::object();
+    for (const auto& [k, v] : *n.as_table()) j[std::string(k.str())] = to_json(v);
+    return j;
+  }
+  if (n.is_array()) {
+    nlohmann::json j = nlohmann::json::array();
+    for (const toml::node& e : *n.as_array()) j.push_back(to_json(e));
+    return j;
+  }
+  if (n.is_integer()) return n.as_integer()->get();
+  if (n.is_floating_point()) return n.as_floating_point()->get();
+  if (n.is_boolean()) return n.as_boolean()->get();
+  if (n.is_string()) return n.as_string()->get();
+  return node_text(n);
+}
+
+std::vector<std::string> names_of_tasks() {
+  std::vector<std::string> out;
+  for (const data::TaskInfo& t : data::task_infos()) out.push_back(t.name);
+  return out;
+}
+
+std::vector<std::string> names_of_families() {
+  std::vector<std::string> out;
+  for (const FamilyEntry& f : families()) out.emplace_back(f.name);
+  return out;
+}
+
+// [task]: name plus the task's own parameters, typed and ranged by its ParamSpecs.
+void read_task(const toml::table& root, const std::string* file, Experiment& e) {
+  Section s = section(root, "task", file, true);
+  e.task = s.string("name", "", names_of_tasks(), true);
+  const auto infos = data::task_infos();
+  const auto info = std::find_if(infos.begin(), infos.end(), [&](const data::TaskInfo& t) { return t.name == e.task; });
+  for (const data::ParamSpec& p : info->params) {
+    const toml::node* n = s.node(p.key);
+    if (!n) continue;
+    std::visit(
+        [&](const auto& def) {
+          using V = std::decay_t<decltype(def)>;
+          if constexpr (std::is_same_v<V, int64_t>) {
+            e.task_params[p.key] = s.integer(p.key, def, static_cast<int64_t>(p.min), static_cast<int64_t>(p.max));
+          } else if constexpr (std::is_same_v<V, double>) {
+            e.task_params[p.key] = s.number(p.key, def, p.min, p.max);
+          } else if constexpr (std::is_same_v<V, bool>) {
+            e.task_params[p.key] = s.boolean(p.key, def);
+          } else {
+            e.task_params[p.key] = s.string(p.key, def, p.choices);
+          }
+        },
+        p.default_value);
+  }
+  s.done();
+}
+
+void read_train(const toml::table& root, const std::string* file, TrainOptions& t) {
+  Section s = section(root, "train", file);
+  t.steps = static_cast<int>(s.integer("steps", t.steps, 0, 10'000'000));
+  t.batch_size = static_cast<int>(s.integer("batch_size", t.batch_size, 1, 65536));
+  t.lr = s.number("lr", t.lr, 0.0, 10.0);
+  t.min_lr = s.number("min_lr", t.lr / 10, 0.0, 10.0);
+  t.warmup_steps = static_cast<int>(s.integer("warmup_steps", t.warmup_steps, -1, 10'000'000));
+  t.schedule = s.string("schedule", t.schedule, {"constant", "linear", "cosine"});
+  t.weight_decay = s.number("weight_decay", t.weight_decay, 0.0, 10.0);
+  t.beta1 = s.number("beta1", t.beta1, 0.0, 0.999999);
+  t.beta2 = s.number("beta2", t.beta2, 0.0, 0.999999);
+  t.grad_clip = s.number("grad_clip", t.grad_clip, 0.0, 1e9);
+  s.done();
+  if (t.min_lr > t.lr) {
+    Section again = section(root, "train", file);
+    again.fail_key("min_lr", "must not exceed lr");
+  }
+}
+
+void read_sizes(const toml::table& root, const std::string* file, ModelSizes& m, int64_t task_image) {
+  const toml::node* model = root.get("model");
+  if (model && !model->is_table())
+    fail(*file, model->source(), "model", std::string("expected a table, got ") + type_name(*model));
+  const toml::table empty;
+  const toml::table& mt = model ? *model->as_table() : empty;
+  for (const auto& [k, v] : mt) {
+    const std::string key(k.str());
+    if (key != "text" && key != "vision") fail(*file, v.source(), "model." + key, "unknown key; expected text or vision");
+  }
+  Section t = section(mt, "text", file);
+  Section tt(t.table(), "model.text", file, model ? model->source() : root.source());
+  m.text.hidden_size = tt.integer("hidden_size", m.text.hidden_size, 2, 65536);
+  m.text.num_hidden_layers = tt.integer("num_hidden_layers", m.text.num_hidden_layers, 1, 1024);
+  m.text.num_attention_heads = tt.integer("num_attention_heads", m.text.num_attention_heads, 1, 1024);
+  m.text.num_key_value_heads = tt.integer("num_key_value_heads", m.text.num_attention_heads, 1, 1024);
+  m.text.intermediate_size = tt.integer("intermediate_size", 4 * m.text.hidden_size, 1, 1 << 20);
+  tt.done();
+  if (m.text.hidden_size % m.text.num_attention_heads != 0)
+    tt.fail_key("num_attention_heads", "must divide hidden_size (" + std::to_string(m.text.hidden_size) + ")");
+  if ((m.text.hidden_size / m.text.num_attention_heads) % 2 != 0)
+    tt.fail_key("num_attention_heads", "hidden_size / num_attention_heads must be even (rotary halves)");
+  if (m.text.num_attention_heads % m.text.num_key_value_heads != 0)
+    tt.fail_key("num_key_value_heads",
+                "must divide num_attention_heads (" + std::to_string(m.text.num_attention_heads) + ")");
+
+  Section v0 = section(mt, "vision", file);
+  Section v(v0.table(), "model.vision", file, model ? model->source() : root.source());
+  m.vision.hidden_size = v.integer("hidden_size", m.vision.hidden_size, 2, 65536);
+  m.vision.num_hidden_layers = v.integer("num_hidden_layers", m.vision.num_hidden_layers, 0, 1024);
+  m.vision.num_attention_heads = v.integer("num_attention_heads", m.vision.num_attention_heads, 1, 1024);
+  m.vision.intermediate_size = v.integer("intermediate_size", 4 * m.vision.hidden_size, 1, 1 << 20);
+  m.vision.patch_size = v.integer("patch_size", m.vision.patch_size, 1, 1024);
+  m.vision.image_size = v.integer("image_size", task_image, 1, 16384);
+  v.done();
+  if (m.vision.hidden_size % m.vision.num_attention_heads != 0)
+    v.fail_key("num_attention_heads", "must divide hidden_size (" + std::to_string(m.vision.hidden_size) + ")");
+  if (m.vision.image_size < m.vision.patch_size)
+    v.fail_key(v.table() && v.table()->get("image_size") ? "image_size" : "patch_size",
+               "the image (" + std::to_string(m.vision.image_size) + " px) is smaller than a patch (" +
+                   std::to_string(m.vision.patch_size) + " px)");
+}
+
+// A whole experiment from a (possibly sweep-modified) document.
+Experiment parse(const toml::table& root, const std::string& file) {
+  const std::string* f = &file;
+  Experiment e;
+  e.file = file;
+  for (const auto& [k, v] : root) {
+    static const std::set<std::string> kTop = {"experiment", "task", "train", "eval", "measure", "model", "variant", "sweep"};
+    if (!kTop.count(std::string(k.str())))
+      fail(file, v.source(), std::string(k.str()),
+           "unknown table; expected experiment, task, train, eval, measure, model, variant or sweep");
+  }
+  {
+    Section s = section(root, "experiment", f, true);
+    e.name = s.string("name", "", {}, true);
+    for (const char c : e.name)
+      if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-'))
+        s.fail_key("name", "use letters, digits, '_' and '-' only (it names the results file), got \"" + e.name + "\"");
+    e.description = s.string("description", "", {});
+    e.seeds.clear();
+    for (const int64_t v : s.int_list("seeds", {0}, 0, int64_t{1} << 40, true)) e.seeds.push_back(static_cast<uint64_t>(v));
+    {
+      std::set<uint64_t> uniq(e.seeds.begin(), e.seeds.end());
+      if (uniq.size() != e.seeds.size()) s.fail_key("seeds", "lists a seed twice");
+    }
+    e.threads = static_cast<int>(s.integer("threads", 1, 1, 1024));
+    s.done();
+  }
+  read_task(root, f, e);
+  const std::unique_ptr<data::Task> task = [&] {
+    try {
+      return data::make_task(e.task, e.task_params);
+    } catch (const Error& err) {
+      fail(file, root.get("task")->source(), "task", err.what());
+    }
+  }();
+  read_train(root, f, e.train);
+  {
+    Section s = section(root, "eval", f);
+    e.eval.samples = s.integer("samples", e.eval.samples, 1, int64_t{1} << 32);
+    e.eval.batch_size = static_cast<int>(s.integer("batch_size", e.eval.batch_size, 1, 65536));
+    e.eval.gallery = static_cast<int>(s.integer("gallery", e.eval.gallery, 0, 100000));
+    s.done();
+  }
+  read_sizes(root, f, e.sizes, task->max_image_size().first);
+  {
+    Section s = section(root, "measure", f);
+    e.measure.enabled = s.boolean("enabled", e.measure.enabled);
+    e.measure.resolutions = s.int_list("resolutions", {}, 1, 16384, false);
+    e.measure.warmup = static_cast<int>(s.integer("warmup", e.measure.warmup, 0, 10000));
+    e.measure.repeats = static_cast<int>(s.integer("repeats", e.measure.repeats, 1, 100000));
+    e.measure.decode_tokens = static_cast<int>(s.integer("decode_tokens", e.measure.decode_tokens, 1, 4096));
+    s.done();
+    if (e.measure.resolutions.empty()) e.measure.resolutions = {task->max_image_size().first};
+  }
+  // [[variant]]: family, optional name, optional [variant.processor], every other key a family key.
+  const toml::node* vn = root.get("variant");
+  if (!vn) fail(file, root.source(), "variant", "at least one [[variant]] is required");
+  if (!vn->is_array_of_tables())
+    fail(file, vn->source(), "variant", "expected an array of tables ([[variant]] sections)");
+  std::set<std::string> names;
+  int idx = 0;
+  for (const toml::node& item : *vn->as_array()) {
+    const toml::table& vt = *item.as_table();
+    const std::string path = "variant[" + std::to_string(idx++) + "]";
+    Section s(&vt, path, f, vt.source());
+    Variant v;
+    v.family = s.string("family", "", names_of_families(), true);
+    v.name = s.string("name", v.family, {});
+    for (const char c : v.name)
+      if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-'))
+        s.fail_key("name", "use letters, digits, '_' and '-' only (it names runs), got \"" + v.name + "\"");
+    if (!names.insert(v.name).second)
+      s.fail_key(vt.get("name") ? "name" : "family",
+                 "two variants are named \"" + v.name + "\"; give each a distinct `name`");
+    if (const toml::node* p = s.node("processor")) {
+      if (!p->is_table()) s.fail_key("processor", std::string("expected a table, got ") + type_name(*p));
+      v.processor = to_json(*p);
+    }
+    const FamilyEntry& fam = *std::find_if(families().begin(), families().end(),
+                                           [&](const FamilyEntry& x) { return x.name == v.family; });
+    ModelSizes probe = e.sizes;
+    probe.vocab_size = 64;
+    for (const auto& [k, val] : vt) {
+      const std::string key(k.str());
+      if (key == "family" || key == "name" || key == "processor") continue;
+      nlohmann::json one = nlohmann::json::object();
+      one[key] = to_json(val);
+      try {
+        fam.build_config(probe, one);  // one key at a time, so an error points at its line
+      } catch (const ConfigError& err) {
+        std::string what = err.what();
+        const std::string prefix = v.family + ": ";
+        if (what.rfind(prefix, 0) == 0) what = what.substr(prefix.size());
+        if (what.rfind(key + ": ", 0) == 0) what = what.substr(key.size() + 2);
+        fail(file, val.source(), path + "." + key, what);
+      }
+      v.family_keys[key] = to_json(val);
+    }
+    e.variants.push_back(std::move(v));
+  }
+  return e;
+}
+
+std::string sanitize(const std::string& s) {
+  std::string out;
+  for (const char c : s) out += (std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.' || c == '=') ? c : '_';
+  return out;
+}
+
+// Sets a dotted path ("train.lr", "model.text.hidden_size", "variant.resampler_n_latents") in a copy
+// of the document.
+void set_path(toml::table& root, const std::string& key, const toml::node& value) {
+  std::vector<std::string> parts;
+  std::stringstream ss(key);
+  for (std::string p; std::getline(ss, p, '.');) parts.push_back(p);
+  if (parts.size() >= 2 && parts[0] == "variant") {
+    toml::array* arr = root.get_as<toml::array>("variant");
+    if (!arr) return;
+    for (toml::node& vt : *arr) {
+      toml::table* t = vt.as_table();
+      for (std::size_t i = 1; i + 1 < parts.size(); ++i) {
+        t = t->insert(parts[i], toml::table{}).first->second.as_table();
+      }
+      t->insert_or_assign(parts.back(), value);
+    }
+    return;
+  }
+  toml::table* t = &root;
+  for (std::size_t i = 0; i + 1 < parts.size(); ++i) {
+    toml::node* n = t->get(parts[i]);
+    if (!n) n = &t->insert(parts[i], toml::table{}).first->second;
+    t = n->as_table();
+    if (!t) return;  // parse() reports the wrong type
+  }
+  t->insert_or_assign(parts.back(), value);
+}
+
+}  // namespace
+
+VlmSpec RunSpec::vlm_spec() const {
+  return VlmSpec{.family = variant.family,
+                 .sizes = config.sizes,
+                 .family_keys = variant.family_keys,
+                 .processor_options = variant.processor,
+                 .init_seed = seed};
+}
+
+LoadedExperiment load_experiment(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw ConfigError(path + ": cannot open the experiment file");
+  std::stringstream buf;
+  buf << in.rdbuf();
+  LoadedExperiment out;
+  out.toml_text = buf.str();
+  toml::table doc;
+  try {
+    doc = toml::parse(out.toml_text, path);
+  } catch (const toml::parse_error& err) {
+    fail(path, err.source(), "(syntax)", std::string(err.description()));
+  }
+  out.base = parse(doc, path);
+
+  // Sweep: every combination of the listed values, in file order (the last key varies fastest).
+  std::vector<std::pair<std::string, const toml::array*>> sweep;
+  std::vector<toml::source_region> sweep_where;
+  if (const toml::node* sn = doc.get("sweep")) {
+    if (!sn->is_table()) fail(path, sn->source(), "sweep", std::string("expected a table, got ") + type_name(*sn));
+    for (const auto& [k, v] : *sn->as_table()) {
+      const std::string key(k.str());
+      if (!v.is_array() || v.as_array()->empty())
+        fail(path, v.source(), "sweep." + key, "expected a non-empty array of values");
+      sweep.emplace_back(key, v.as_array());
+      sweep_where.push_back(v.source());
+    }
+  }
+  std::vector<std::size_t> idx(sweep.size(), 0);
+  // Odometer over the sweep values; with no sweep, one point.
+  const auto advance = [&] {
+    for (std::size_t i = sweep.size(); i-- > 0;) {
+      if (++idx[i] < sweep[i].second->size()) return true;
+      idx[i] = 0;
+    }
+    return false;
+  };
+  do {
+    toml::table point_doc = doc;
+    point_doc.erase("sweep");
+    std::vector<std::pair<std::string, std::string>> point;
+    for (std::size_t i = 0; i < sweep.size(); ++i) {
+      const toml::node& val = *sweep[i].second->get(idx[i]);
+      set_path(point_doc, sweep[i].first, val);
+      point.emplace_back(sweep[i].first, node_text(val));
+    }
+    Experiment e;
+    try {
+      e = parse(point_doc, path);
+    } catch (const ConfigError& err) {
+      if (sweep.empty()) throw;
+      std::ostringstream os;
+      os << location(path, sweep_where.front()) << ": sweep point";
+      for (const auto& [k, v] : point) os << ' ' << k << '=' << v;
+      os << ": " << err.what();
+      throw ConfigError(os.str());
+    }
+    for (std::size_t vi = 0; vi < e.variants.size(); ++vi) {
+      for (const uint64_t seed : e.seeds) {
+        RunSpec r;
+        r.variant = e.variants[vi];
+        r.seed = seed;
+        r.sweep_point = point;
+        r.config = e;
+        r.config.variants = {e.variants[vi]};
+        r.config.seeds = {seed};
+        r.config.train.data_seed = seed;
+        std::ostringstream id;
+        id << r.variant.name;
+        for (const auto& [k, v] : point) id << '-' << k.substr(k.rfind('.') + 1) << '=' << v;
+        id << "-s" << seed;
+        r.run_id = sanitize(id.str());
+        toml::table run_doc = point_doc;
+        toml::array variants;
+        variants.push_back(*point_doc.get_as<toml::array>("variant")->get(vi));
+        run_doc.insert_or_assign("variant", std::move(variants));
+        toml::table* ex = run_doc.get_as<toml::table>("experiment");
+        toml::array seeds;
+        seeds.push_back(static_cast<int64_t>(seed));
+        ex->insert_or_assign("seeds", std::move(seeds));
+        std::ostringstream os;
+        os << run_doc;
+        r.resolved_toml = os.str();
+        out.runs.push_back(std::move(r));
+      }
+    }
+  } while (advance());
+
+  // Build each run's model once: an impossible combination (a family rejecting the sizes) stops here.
+  std::map<std::string, bool> checked;
+  const toml::array* variants = doc.get_as<toml::array>("variant");
+  for (const RunSpec& r : out.runs) {
+    std::string key = r.variant.name;
+    for (const auto& [k, v] : r.sweep_point) key += "|" + k + "=" + v;
+    if (checked.count(key)) continue;
+    checked[key] = true;
+    try {
+      const auto task = data::make_task(r.config.task, r.config.task_params);
+      Vlm vlm(r.vlm_spec(), *task);
+    } catch (const Error& err) {
+      std::size_t vi = 0;
+      while (vi < out.base.variants.size() && out.base.variants[vi].name != r.variant.name) ++vi;
+      // Point at the variant's key the error names, if it names one; else at the [[variant]].
+      const toml::table& vt = *variants->get(vi)->as_table();
+      toml::source_region where = vt.source();
+      const std::string msg = err.what();
+      for (const auto& [k, val] : vt) {
+        const std::string vkey(k.str());
+        if (msg.find("." + vkey + ":") != std::string::npos || msg.find(" " + vkey + ":") != std::string::npos)
+          where = val.source();
+      }
+      std::ostringstream os;
+      os << location(path, where) << ": variant[" << vi << "] (" << r.variant.name;
+      for (const auto& [k, v] : r.sweep_point) os << ", " << k << '=' << v;
+      os << "): " << err.what();
+      throw ConfigError(os.str());
+    }
+  }
+  return out;
+}
+
+}  // namespace vlm::exp

@@ -1,0 +1,71 @@
+// Experiment configs (TOML): parsing, validation before anything runs, and expansion into runs.
+// Every error is `file:line:col: key.path: what was expected` (ConfigError, exit code 2).
+// The format is documented in README.md ("Experiment configs") and experiments/quickstart.toml.
+#pragma once
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "architectures/architecture.h"
+#include "architectures/vlm.h"
+#include "lib/data/task.h"
+
+namespace vlm::exp {
+
+struct EvalOptions {
+  int64_t samples = 400;  // eval indices [0, samples) of the task's eval stream
+  int batch_size = 32;
+  int gallery = 16;       // first N eval items kept with their predictions
+};
+
+struct MeasureOptions {
+  bool enabled = true;
+  std::vector<int64_t> resolutions;  // square image sides; empty: the task's image size
+  int warmup = 2, repeats = 10;
+  int decode_tokens = 8;  // decode steps timed per repeat
+};
+
+struct Variant {
+  std::string name, family;
+  nlohmann::json family_keys = nlohmann::json::object();
+  nlohmann::json processor = nlohmann::json::object();
+};
+
+struct Experiment {
+  std::string file;  // for messages
+  std::string name, description;
+  std::vector<uint64_t> seeds{0};
+  int threads = 1;
+  std::string task;
+  data::Params task_params;
+  TrainOptions train;
+  EvalOptions eval;
+  MeasureOptions measure;
+  ModelSizes sizes;
+  std::vector<Variant> variants;
+};
+
+struct RunSpec {
+  std::string run_id;  // variant[-key=value...]-s<seed>: unique in the experiment, safe as an HDF5 name
+  Variant variant;
+  uint64_t seed = 0;
+  std::vector<std::pair<std::string, std::string>> sweep_point;  // (key, value as written)
+  Experiment config;          // this run's resolved config (sweep applied, one variant, one seed)
+  std::string resolved_toml;  // the same, as TOML text
+  VlmSpec vlm_spec() const;
+};
+
+struct LoadedExperiment {
+  Experiment base;
+  std::string toml_text;  // the file as written
+  std::vector<RunSpec> runs;
+};
+
+// Parses and validates the file, expands variants x sweep points x seeds, and builds each run's
+// model once to reject impossible combinations, all before anything runs.
+LoadedExperiment load_experiment(const std::string& path);
+
+}  // namespace vlm::exp

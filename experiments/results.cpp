@@ -1,0 +1,311 @@
+#include "experiments/results.h"
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <cmath>
+#include <ctime>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "version.h"  // generated: experiments/meson.build
+
+namespace vlm::exp {
+
+std::string cpu_model() {
+  std::ifstream in("/proc/cpuinfo");
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("model name", 0) != 0) continue;
+    const auto colon = line.find(':');
+    if (colon != std::string::npos) return line.substr(line.find_first_not_of(' ', colon + 1));
+  }
+  return "unknown";
+}
+
+std::string blas_config() {
+  std::ostringstream os;
+  os << "OpenBLAS " << openblas_get_config();
+  return os.str();
+}
+
+std::string compiler_version() {
+#if defined(__clang__)
+  return std::string("clang ") + __clang_version__;
+#elif defined(__GNUC__)
+  return std::string("gcc ") + __VERSION__;
+#else
+  return "unknown";
+#endif
+}
+
+namespace {
+
+std::string utc_now() {
+  const std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+SummaryRow summary_of(const RunResult& r) {
+  SummaryRow s{.run_id = r.run_id,
+               .family = r.family,
+               .variant = r.variant,
+               .status = r.status,
+               .seed = static_cast<int64_t>(r.seed),
+               .params = r.params.total(),
+               .accuracy = r.eval.scores.empty() ? std::nan("") : r.eval.scores.back().accuracy,
+               .prefill_ms = std::nan(""),
+               .decode_ms_per_token = std::nan(""),
+               .train_step_ms = std::nan("")};
+  // The first configured resolution stands for the run in the summary.
+  if (!r.cost.empty()) s.visual_tokens = r.cost.front().visual_tokens;
+  const int64_t res0 = r.cost.empty() ? 0 : r.cost.front().resolution;
+  for (const LatencyRow& l : r.latency) {
+    if (l.phase == "prefill" && l.resolution == res0) s.prefill_ms = median(l.samples_ms);
+    if (l.phase == "decode" && l.resolution == res0) s.decode_ms_per_token = median(l.samples_ms);
+    if (l.phase == "train_step") s.train_step_ms = median(l.samples_ms);
+  }
+  for (const MemoryRow& m : r.memory) s.peak_bytes = std::max(s.peak_bytes, m.peak);
+  return s;
+}
+
+io::Table summary_table(const std::vector<SummaryRow>& rows) {
+  io::Table t;
+  std::vector<std::string> id, fam, var, status;
+  std::vector<int64_t> seed, params, vt, peak;
+  std::vector<double> acc, pre, dec, step;
+  for (const SummaryRow& r : rows) {
+    id.push_back(r.run_id);
+    fam.push_back(r.family);
+    var.push_back(r.variant);
+    seed.push_back(r.seed);
+    status.push_back(r.status);
+    acc.push_back(r.accuracy);
+    params.push_back(r.params);
+    vt.push_back(r.visual_tokens);
+    pre.push_back(r.prefill_ms);
+    dec.push_back(r.decode_ms_per_token);
+    step.push_back(r.train_step_ms);
+    peak.push_back(r.peak_bytes);
+  }
+  t.add_strings("run_id", id).add_strings("family", fam).add_strings("variant", var).add_ints("seed", seed);
+  t.add_strings("status", status).add_doubles("accuracy", acc).add_ints("params", params);
+  t.add_ints("visual_tokens", vt).add_doubles("prefill_ms", pre).add_doubles("decode_ms_per_token", dec);
+  t.add_doubles("train_step_ms", step).add_ints("peak_bytes", peak);
+  return t;
+}
+
+std::vector<SummaryRow> rows_of(const io::Table& t) {
+  std::vector<SummaryRow> out;
+  for (std::size_t i = 0; i < t.rows(); ++i) {
+    out.push_back(SummaryRow{.run_id = t.at("run_id").strings()[i],
+                             .family = t.at("family").strings()[i],
+                             .variant = t.at("variant").strings()[i],
+                             .status = t.at("status").strings()[i],
+                             .seed = t.at("seed").ints()[i],
+                             .params = t.at("params").ints()[i],
+                             .visual_tokens = t.at("visual_tokens").ints()[i],
+                             .peak_bytes = t.at("peak_bytes").ints()[i],
+                             .accuracy = t.at("accuracy").doubles()[i],
+                             .prefill_ms = t.at("prefill_ms").doubles()[i],
+                             .decode_ms_per_token = t.at("decode_ms_per_token").doubles()[i],
+                             .train_step_ms = t.at("train_step_ms").doubles()[i]});
+  }
+  return out;
+}
+
+void write_run(io::H5File& f, const RunResult& r) {
+  const std::string g = "/runs/" + r.run_id;
+  f.make_groups(g);
+  f.set_attr(g, "family", r.family);
+  f.set_attr(g, "variant", r.variant);
+  f.set_attr(g, "seed", static_cast<int64_t>(r.seed));
+  f.set_attr(g, "status", r.status);
+  f.set_attr(g, "error", r.error);
+  f.set_attr(g, "resolved_config", r.resolved_config);
+  f.set_attr(g, "sweep", r.sweep);
+  f.set_attr(g, "started_utc", r.started_utc);
+  f.set_attr(g, "finished_utc", r.finished_utc);
+  f.set_attr(g, "wall_s", r.wall_s);
+  // The training budget in FLOPs (counted by the ops), beside the per-resolution inference cost table.
+  {
+    double flops = 0;
+    for (const StepLog& s : r.train) flops += static_cast<double>(s.flops);
+    const double per_step = r.train.empty() ? 0.0 : flops / static_cast<double>(r.train.size());
+    f.set_attr(g, "train_flops_per_step", per_step);
+    f.set_attr(g, "train_flops_per_sample", r.batch_size > 0 ? per_step / r.batch_size : 0.0);
+  }
+
+  {
+    io::Table t;
+    t.add_strings("component", {"vision", "connector", "lm", "total"});
+    t.add_ints("count", {r.params.vision, r.params.connector, r.params.lm, r.params.total()});
+    f.write_table(g + "/params", t);
+  }
+  {
+    std::vector<int64_t> step;
+    std::vector<double> loss, lr, gn, ms;
+    for (const StepLog& s : r.train) {
+      step.push_back(s.step);
+      loss.push_back(s.loss);
+      lr.push_back(s.lr);
+      gn.push_back(s.grad_norm);
+      ms.push_back(s.step_ms);
+    }
+    io::Table t;
+    t.add_ints("step", step).add_doubles("loss", loss).add_doubles("lr", lr).add_doubles("grad_norm", gn);
+    t.add_doubles("step_ms", ms);
+    f.write_table(g + "/train", t);
+  }
+  {
+    std::vector<std::string> st;
+    std::vector<int64_t> n, c;
+    std::vector<double> acc, chance, maj;
+    for (const SubtypeScore& s : r.eval.scores) {
+      st.push_back(s.subtype);
+      n.push_back(s.n);
+      c.push_back(s.correct);
+      acc.push_back(s.accuracy);
+      chance.push_back(s.chance);
+      maj.push_back(s.majority);
+    }
+    io::Table t;
+    t.add_strings("subtype", st).add_ints("n", n).add_ints("correct", c).add_doubles("accuracy", acc);
+    t.add_doubles("chance", chance).add_doubles("majority", maj);
+    f.write_table(g + "/eval", t);
+  }
+  {
+    std::vector<std::string> phase;
+    std::vector<int64_t> res, reps;
+    std::vector<double> med, p10, p90;
+    for (const LatencyRow& l : r.latency) {
+      phase.push_back(l.phase);
+      res.push_back(l.resolution);
+      med.push_back(median(l.samples_ms));
+      p10.push_back(percentile(l.samples_ms, 10));
+      p90.push_back(percentile(l.samples_ms, 90));
+      reps.push_back(static_cast<int64_t>(l.samples_ms.size()));
+      std::ostringstream name;
+      name << g << "/latency_samples/" << l.phase << '@' << l.resolution;
+      f.write_doubles(name.str(), l.samples_ms);
+    }
+    io::Table t;
+    t.add_strings("phase", phase).add_ints("resolution", res).add_doubles("median_ms", med);
+    t.add_doubles("p10_ms", p10).add_doubles("p90_ms", p90).add_ints("repeats", reps);
+    f.write_table(g + "/latency", t);
+  }
+  {
+    std::vector<std::string> phase;
+    std::vector<int64_t> pb, gb, ob, ab, kb, peak, rss;
+    for (const MemoryRow& m : r.memory) {
+      phase.push_back(m.phase);
+      pb.push_back(m.params);
+      gb.push_back(m.grads);
+      ob.push_back(m.optimizer);
+      ab.push_back(m.activations);
+      kb.push_back(m.kv_cache);
+      peak.push_back(m.peak);
+      rss.push_back(m.peak_rss);
+    }
+    io::Table t;
+    t.add_strings("phase", phase).add_ints("params_bytes", pb).add_ints("grads_bytes", gb);
+    t.add_ints("optimizer_bytes", ob).add_ints("activations_bytes", ab).add_ints("kv_cache_bytes", kb);
+    t.add_ints("peak_bytes", peak).add_ints("peak_rss_bytes", rss);
+    f.write_table(g + "/memory", t);
+  }
+  {
+    std::vector<int64_t> res, vt, lt, pf, df;
+    for (const CostRow& c : r.cost) {
+      res.push_back(c.resolution);
+      vt.push_back(c.visual_tokens);
+      lt.push_back(c.lm_tokens);
+      pf.push_back(c.prefill_flops);
+      df.push_back(c.decode_flops_per_token);
+    }
+    io::Table t;
+    t.add_ints("resolution", res).add_ints("visual_tokens", vt).add_ints("lm_tokens", lt);
+    t.add_ints("prefill_flops", pf).add_ints("decode_flops_per_token", df);
+    f.write_table(g + "/cost", t);
+  }
+  {
+    const auto& cfg_gallery = r.eval.items;
+    std::vector<std::string> q, a, p;
+    std::vector<int64_t> ok;
+    const std::size_t n = std::min<std::size_t>(cfg_gallery.size(), static_cast<std::size_t>(std::max(0, r.gallery)));
+    for (std::size_t i = 0; i < n; ++i) {
+      q.push_back(cfg_gallery[i].question);
+      a.push_back(cfg_gallery[i].answer);
+      p.push_back(cfg_gallery[i].prediction);
+      ok.push_back(cfg_gallery[i].correct ? 1 : 0);
+    }
+    io::Table t;
+    t.add_strings("question", q).add_strings("answer", a).add_strings("prediction", p).add_ints("correct", ok);
+    f.write_table(g + "/samples", t);
+  }
+}
+
+}  // namespace
+
+ResultsFile::ResultsFile(std::string path, const LoadedExperiment& exp, int threads)
+    : path_(std::move(path)), exp_(exp), threads_(threads) {}
+
+void ResultsFile::load_existing() {
+  const io::H5File f = io::H5File::open_read(path_);
+  const auto text = std::get<std::string>(f.attr("/", "experiment_toml"));
+  if (text != exp_.toml_text)
+    throw ConfigError(path_ + " was written from a different version of " + exp_.base.file +
+                      "; resuming would mix two experiments (use --overwrite to start over)");
+  rows_ = rows_of(f.read_table("/summary"));
+  have_file_ = true;
+}
+
+bool ResultsFile::is_complete(const std::string& run_id) const {
+  return std::any_of(rows_.begin(), rows_.end(),
+                     [&](const SummaryRow& r) { return r.run_id == run_id && r.status == "complete"; });
+}
+
+void ResultsFile::add(const RunResult& r) { rewrite(&r); }
+
+void ResultsFile::add_nothing() {
+  if (!have_file_) rewrite(nullptr);
+}
+
+void ResultsFile::rewrite(const RunResult* r) {
+  std::vector<SummaryRow> rows = rows_;
+  if (r) {
+    rows.erase(std::remove_if(rows.begin(), rows.end(), [&](const SummaryRow& s) { return s.run_id == r->run_id; }),
+               rows.end());
+    rows.push_back(summary_of(*r));
+  }
+  io::write_atomically(path_, [&](io::H5File& f) {
+    f.set_attr("/", "schema_version", kSchemaVersion);
+    f.set_attr("/", "vlmlab_version", std::string(VLMLAB_VERSION));
+    f.set_attr("/", "git_commit", std::string(VLMLAB_GIT_COMMIT));
+    f.set_attr("/", "created_utc", utc_now());
+    f.set_attr("/", "cpu", cpu_model());
+    f.set_attr("/", "cores", static_cast<int64_t>(std::thread::hardware_concurrency()));
+    f.set_attr("/", "threads", static_cast<int64_t>(threads_));
+    f.set_attr("/", "blas", blas_config());
+    f.set_attr("/", "compiler", compiler_version());
+    f.set_attr("/", "experiment_name", exp_.base.name);
+    f.set_attr("/", "experiment_toml", exp_.toml_text);
+    f.make_groups("/runs");
+    if (have_file_) {
+      const io::H5File old = io::H5File::open_read(path_);
+      for (const SummaryRow& s : rows) {
+        if (r && s.run_id == r->run_id) continue;
+        f.copy_from(old, "/runs/" + s.run_id, "/runs/" + s.run_id);
+      }
+    }
+    if (r) write_run(f, *r);
+    f.write_table("/summary", summary_table(rows));
+  });
+  rows_ = std::move(rows);
+  have_file_ = true;
+}
+
+}  // namespace vlm::exp

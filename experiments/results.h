@@ -1,0 +1,49 @@
+// The results file, HDF5 schema 1 (DESIGN.md "The results file"). Each completed run is written
+// durably: the whole file is rewritten into a temporary file (root metadata, every earlier run copied
+// over, the new run, a fresh /summary) and renamed over the old one, so a crash at any moment leaves
+// a file that opens and holds every completed run.
+#pragma once
+
+#include <set>
+#include <string>
+#include <vector>
+
+#include "experiments/config.h"
+#include "experiments/runner.h"
+#include "lib/io/h5.h"
+
+namespace vlm::exp {
+
+inline constexpr int64_t kSchemaVersion = 1;
+
+struct SummaryRow {
+  std::string run_id, family, variant, status;
+  int64_t seed = 0, params = 0, visual_tokens = 0, peak_bytes = 0;
+  double accuracy = 0, prefill_ms = 0, decode_ms_per_token = 0, train_step_ms = 0;
+};
+
+class ResultsFile {
+ public:
+  ResultsFile(std::string path, const LoadedExperiment& exp, int threads);
+  // --resume: takes over the runs already in the file. The file must come from the same experiment
+  // text (else a ConfigError: resuming would mix two experiments).
+  void load_existing();
+  bool is_complete(const std::string& run_id) const;
+  void add(const RunResult& r);  // replaces an earlier (failed) record of the same run
+  void add_nothing();            // writes the metadata and an empty summary if there is no file yet
+
+ private:
+  void rewrite(const RunResult* r);
+  std::string path_;
+  const LoadedExperiment& exp_;
+  int threads_;
+  std::vector<SummaryRow> rows_;  // in the order runs completed
+  bool have_file_ = false;        // path_ holds runs to carry over
+};
+
+// Machine facts recorded with every result.
+std::string cpu_model();
+std::string blas_config();
+std::string compiler_version();
+
+}  // namespace vlm::exp

@@ -1,0 +1,67 @@
+// Running an experiment: per run train, evaluate, measure; every completed run lands durably in the
+// results file (HDF5 schema 1, DESIGN.md) before the next starts.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "architectures/vlm.h"
+#include "experiments/config.h"
+
+namespace vlm::exp {
+
+struct LatencyRow {
+  std::string phase;
+  int64_t resolution = 0;
+  std::vector<double> samples_ms;
+};
+struct MemoryRow {
+  std::string phase;
+  int64_t params = 0, grads = 0, optimizer = 0, activations = 0, kv_cache = 0, peak = 0, peak_rss = 0;
+};
+struct CostRow {
+  int64_t resolution = 0, visual_tokens = 0, lm_tokens = 0, prefill_flops = 0, decode_flops_per_token = 0;
+};
+
+struct RunResult {
+  std::string run_id, family, variant;
+  uint64_t seed = 0;
+  std::string status = "failed", error;
+  std::string resolved_config, sweep, started_utc, finished_utc;
+  double wall_s = 0;
+  ParamCounts params;
+  std::vector<StepLog> train;
+  EvalResult eval;
+  std::vector<LatencyRow> latency;
+  std::vector<MemoryRow> memory;
+  std::vector<CostRow> cost;
+  int gallery = 0;     // eval items kept in /runs/<id>/samples
+  int batch_size = 0;  // training batch
+};
+
+// Phases, in table order. Their definitions (README "Measuring", lib/measure/phase.h): preprocess =
+// the processor from raw RGB to model inputs; vision / connector = the marked regions of a prefill;
+// lm_prefill = the rest of that prefill; prefill = the whole prefill; decode = one generated token
+// with the KV cache; train_step = one training step (forward, backward, clip, AdamW) at the
+// experiment's batch size.
+const std::vector<std::string>& phase_names();
+
+// Runs one spec to completion (never throws for a failure inside the run: it is recorded).
+struct Progress;
+RunResult execute_run(const RunSpec& spec, Progress* progress);
+
+struct RunOptions {
+  std::string out;  // results file
+  int threads = 0;  // 0: the experiment's
+  std::string only; // substring (or glob with *) of run ids
+  bool resume = false, overwrite = false, quiet = false;
+};
+
+// The whole experiment; returns the process exit code (0 all complete, 1 some failed).
+int run_experiment(const LoadedExperiment& exp, const RunOptions& opt);
+
+double median(std::vector<double> v);
+double percentile(std::vector<double> v, double p);  // linear interpolation, p in [0, 100]
+
+}  // namespace vlm::exp

@@ -1,0 +1,47 @@
+// Wall time of the parts of a forward pass, marked where they happen. The phases are defined once,
+// here, and every family marks the same two regions, so a latency table means the same thing for
+// each family:
+//   vision    — pixels (or patches) to the vision encoder's output. Families without an encoder
+//               (fuyu) have none.
+//   connector — encoder output to what the LM consumes: projector (llava), Perceiver resampler
+//               (flamingo), patch merger (qwen2vl), the patch embedding itself (fuyu). Flamingo's
+//               gated cross-attention layers run inside the LM and count as LM time.
+// A runner times a whole prefill and subtracts these to get the LM's share.
+// Marks cost one clock read each and nothing at all when no capture is active.
+#pragma once
+
+#include <chrono>
+#include <map>
+#include <string>
+
+namespace vlm {
+
+class PhaseCapture {
+ public:
+  PhaseCapture();  // starts collecting (one capture at a time, on the calling thread)
+  ~PhaseCapture();
+  PhaseCapture(const PhaseCapture&) = delete;
+  PhaseCapture& operator=(const PhaseCapture&) = delete;
+  const std::map<std::string, double>& ms() const { return ms_; }  // per phase, summed
+  double ms(const std::string& phase) const;                       // 0 when it did not occur
+
+ private:
+  friend class PhaseScope;
+  std::map<std::string, double> ms_;
+  PhaseCapture* previous_;
+};
+
+class PhaseScope {
+ public:
+  explicit PhaseScope(const char* phase);
+  ~PhaseScope();
+  PhaseScope(const PhaseScope&) = delete;
+  PhaseScope& operator=(const PhaseScope&) = delete;
+
+ private:
+  const char* phase_;
+  PhaseCapture* capture_;
+  std::chrono::steady_clock::time_point start_;
+};
+
+}  // namespace vlm

@@ -1,0 +1,329 @@
+"""End-to-end tests of `vlmlab run / check / list` and the results file (HDF5 schema 1).
+
+Run by meson (tests/meson.build) with Debian's /usr/bin/python3 (h5py, pandas):
+    test_cli.py VLMLAB_BINARY
+Prints a Catch2-style summary line ("test cases: N | P passed | F failed") that
+scripts/count_tests.py counts, and exits non-zero if anything failed.
+"""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+import h5py
+import numpy as np
+import pandas as pd
+
+VLMLAB = os.path.abspath(sys.argv[1])
+TMP = tempfile.mkdtemp(prefix="vlmlab_cli_")
+
+# A tiny experiment: 2 families x 2 sweep values x 1 seed = 4 runs of a few steps each.
+TINY = """\
+[experiment]
+name = "tiny"
+seeds = [3]
+threads = 1
+
+[task]
+name = "sort_of_clevr"
+image_size = 30
+
+[train]
+steps = 6
+batch_size = 4
+lr = 2e-3
+
+[eval]
+samples = 12
+batch_size = 6
+gallery = 4
+
+[measure]
+resolutions = [30, 45]
+warmup = 1
+repeats = 2
+decode_tokens = 2
+
+[model.text]
+hidden_size = 32
+num_hidden_layers = 1
+num_attention_heads = 2
+
+[model.vision]
+hidden_size = 32
+num_hidden_layers = 1
+num_attention_heads = 2
+patch_size = 15
+
+[[variant]]
+family = "llava"
+
+[[variant]]
+family = "fuyu"
+
+[sweep]
+"train.lr" = [1e-3, 3e-3]
+"""
+
+# Columns that hold timings (or wall-clock facts) and may differ between two identical runs.
+TIMING_COLUMNS = {"step_ms", "median_ms", "p10_ms", "p90_ms", "prefill_ms", "decode_ms_per_token",
+                  "train_step_ms", "peak_rss_bytes"}
+TIMING_ATTRS = {"created_utc", "started_utc", "finished_utc", "wall_s"}
+
+
+def write(name, text):
+    path = os.path.join(TMP, name)
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def vlmlab(*args, timeout=600):
+    return subprocess.run([VLMLAB, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def numbers(path):
+    """Every non-timing number and string in a results file, keyed by object path."""
+    out = {}
+    with h5py.File(path, "r") as f:
+        for k, v in f.attrs.items():
+            if k not in TIMING_ATTRS:
+                out["/@" + k] = v
+        def visit(name, obj):
+            for k, v in obj.attrs.items():
+                if k not in TIMING_ATTRS:
+                    out[name + "@" + k] = v
+            if isinstance(obj, h5py.Dataset):
+                if "latency_samples" in name:
+                    return
+                data = obj[()]
+                if data.dtype.names:
+                    for col in data.dtype.names:
+                        if col not in TIMING_COLUMNS:
+                            out[name + ":" + col] = data[col].tolist()
+                else:
+                    out[name] = data.tolist()
+        f.visititems(visit)
+    return out
+
+
+def same_numbers(a, b):
+    na, nb = numbers(a), numbers(b)
+    assert na.keys() == nb.keys(), sorted(set(na) ^ set(nb))
+    for k in na:
+        va, vb = na[k], nb[k]
+        if isinstance(va, float) and isinstance(vb, float) and np.isnan(va) and np.isnan(vb):
+            continue
+        assert va == vb, f"{k}: {va!r} != {vb!r}"
+
+
+# ---------------------------------------------------------------------------------------------
+
+def test_config_errors():
+    """Every kind of config error stops with file:line:col: key.path: expected..., exit 2."""
+    # (old, new, the line the error must point at (a snippet of it), expected text after "line:col: ")
+    cases = [
+        ("steps = 6", "steps = 6\nstepz = 3", "stepz = 3", "train.stepz: unknown key; expected one of:"),
+        ("steps = 6", 'steps = "six"', 'steps = "six"', "train.steps: expected an integer in [0, "),
+        ("lr = 2e-3", "lr = -1.0", "lr = -1.0", "train.lr: expected a number in [0, 10], got -1"),
+        ("image_size = 30", "image_size = 2", "image_size = 2", "task.image_size: expected an integer in ["),
+        ('name = "sort_of_clevr"', 'name = "sort_of_clever"', "sort_of_clever", 'task.name: expected one of "sort_of_clevr"'),
+        ('family = "fuyu"', 'family = "fuyuu"', "fuyuu", 'variant[1].family: expected one of "llava"'),
+        ("num_attention_heads = 2\n\n[model.vision]", "num_attention_heads = 3\n\n[model.vision]",
+         "num_attention_heads = 3", "model.text.num_attention_heads: must divide hidden_size (32)"),
+        ("patch_size = 15", "patch_size = 15\nimage_size = 10", "image_size = 10",
+         "model.vision.image_size: the image (10 px) is smaller than a patch (15 px)"),
+        ('family = "llava"', 'family = "llava"\nprojector_hiden_act = "relu"', "projector_hiden_act",
+         'variant[0].projector_hiden_act: unknown key "projector_hiden_act"'),
+        ('family = "llava"', 'family = "llava"\nprojector_hidden_act = 7', "projector_hidden_act = 7",
+         'variant[0].projector_hidden_act: expected a value like "gelu"'),
+        ('family = "llava"', 'family = "llava"\nprojector_hidden_act = "swish2"', "swish2",
+         'variant[0] (llava, train.lr=0.001): llava config: projector_hidden_act: unknown activation "swish2"'),
+        ("[experiment]", "[experimnt]", "[experimnt]", "experimnt: unknown table"),
+        ("seeds = [3]", "seeds = [3, 3]", "seeds = [3, 3]", "experiment.seeds: lists a seed twice"),
+        ('"train.lr" = [1e-3, 3e-3]', '"train.lr" = [1e-3, 30.0]', '"train.lr"',
+         "sweep point train.lr=30: "),
+        ("steps = 6", "steps = = 6", "steps = = 6", "(syntax)"),
+        ('name = "tiny"', 'name = "ti/ny"', 'name = "ti/ny"', "experiment.name: use letters, digits"),
+    ]
+    cases = [(TINY.replace(old, new), locate, expect) for old, new, locate, expect in cases]
+    for text, locate, expect in cases:
+        line = next(i for i, l in enumerate(text.splitlines(), 1) if locate in l)
+        path = write("bad.toml", text)
+        r = vlmlab("check", path)
+        assert r.returncode == 2, (expect, r.returncode, r.stderr)
+        prefix = f"vlmlab check: {path}:{line}:"
+        assert r.stderr.startswith(prefix), f"expected {prefix!r} at the start of: {r.stderr}"
+        col_and_rest = r.stderr[len(prefix):]
+        assert col_and_rest.split(":", 1)[0].isdigit(), r.stderr
+        assert expect in r.stderr, f"expected {expect!r} in: {r.stderr}"
+        r = vlmlab("run", path, "--out", os.path.join(TMP, "never.h5"))
+        assert r.returncode == 2 and expect in r.stderr, r.stderr
+        assert not os.path.exists(os.path.join(TMP, "never.h5"))
+    r = vlmlab("check", os.path.join(TMP, "missing.toml"))
+    assert r.returncode == 2 and "cannot open" in r.stderr, r.stderr
+
+
+def test_check_and_list():
+    path = write("tiny.toml", TINY)
+    r = vlmlab("check", path)
+    assert r.returncode == 0, r.stderr
+    for run in ["llava-lr=0.001-s3", "llava-lr=0.003-s3", "fuyu-lr=0.001-s3", "fuyu-lr=0.003-s3"]:
+        assert run in r.stdout, r.stdout
+    assert "4 run(s)" in r.stdout
+    r = vlmlab("list")
+    assert r.returncode == 0
+    for word in ["llava", "flamingo", "fuyu", "qwen2vl", "sort_of_clevr", "counting", "ocr", "multi_image"]:
+        assert word in r.stdout, word
+    for cmd in ["run", "check", "list"]:
+        r = vlmlab(cmd, "--help")
+        assert r.returncode == 0 and "vlmlab " + cmd in r.stdout, r.stdout
+
+
+def test_results_schema_and_pandas():
+    path = write("tiny.toml", TINY)
+    out = os.path.join(TMP, "a.h5")
+    r = vlmlab("run", path, "--out", out, "--quiet")
+    assert r.returncode == 0, r.stderr
+    with h5py.File(out, "r") as f:
+        for a in ["schema_version", "vlmlab_version", "git_commit", "created_utc", "cpu", "cores", "threads",
+                  "blas", "compiler", "experiment_name", "experiment_toml"]:
+            assert a in f.attrs, a
+        assert f.attrs["schema_version"] == 1
+        assert f.attrs["experiment_toml"] == TINY
+        assert f.attrs["threads"] == 1
+        summary = pd.DataFrame(f["/summary"][()])
+        assert list(summary.columns) == ["run_id", "family", "variant", "seed", "status", "accuracy", "params",
+                                         "visual_tokens", "prefill_ms", "decode_ms_per_token", "train_step_ms",
+                                         "peak_bytes"], list(summary.columns)
+        assert len(summary) == 4
+        ids = [x.decode() for x in summary["run_id"]]
+        assert sorted(ids) == sorted(f["/runs"].keys())
+        assert (summary["status"] == b"complete").all()
+        tables = {
+            "params": ["component", "count"],
+            "train": ["step", "loss", "lr", "grad_norm", "step_ms"],
+            "eval": ["subtype", "n", "correct", "accuracy", "chance", "majority"],
+            "latency": ["phase", "resolution", "median_ms", "p10_ms", "p90_ms", "repeats"],
+            "memory": ["phase", "params_bytes", "grads_bytes", "optimizer_bytes", "activations_bytes",
+                       "kv_cache_bytes", "peak_bytes", "peak_rss_bytes"],
+            "cost": ["resolution", "visual_tokens", "lm_tokens", "prefill_flops", "decode_flops_per_token"],
+            "samples": ["question", "answer", "prediction", "correct"],
+        }
+        for rid in ids:
+            g = f["/runs/" + rid]
+            for a in ["family", "variant", "seed", "status", "error", "resolved_config", "started_utc",
+                      "finished_utc", "wall_s"]:
+                assert a in g.attrs, (rid, a)
+            assert "[[variant]]" in g.attrs["resolved_config"]
+            for name, cols in tables.items():
+                df = pd.DataFrame(g[name][()])
+                assert list(df.columns) == cols, (rid, name, list(df.columns))
+            train = pd.DataFrame(g["train"][()])
+            assert len(train) == 6 and train["step"].tolist() == list(range(6))
+            ev = pd.DataFrame(g["eval"][()])
+            assert ev["subtype"].iloc[-1] == b"all" and ev["n"].iloc[-1] == 12
+            assert ev["correct"].iloc[-1] == ev["correct"].iloc[:-1].sum()
+            params = pd.DataFrame(g["params"][()]).set_index("component")["count"]
+            assert params[b"total"] == params[b"vision"] + params[b"connector"] + params[b"lm"]
+            row = summary[summary["run_id"] == rid.encode()].iloc[0]
+            assert row["params"] == params[b"total"]
+            assert abs(row["accuracy"] - ev["accuracy"].iloc[-1]) < 1e-12
+            lat = pd.DataFrame(g["latency"][()])
+            phases = set(x.decode() for x in lat["phase"])
+            assert {"preprocess", "prefill", "lm_prefill", "connector", "decode", "train_step"} <= phases, phases
+            assert set(lat[lat["phase"] == b"prefill"]["resolution"]) == {30, 45}
+            for _, l in lat.iterrows():
+                samples = g["latency_samples/%s@%d" % (l["phase"].decode(), l["resolution"])][()]
+                assert len(samples) == l["repeats"]
+                assert abs(np.median(samples) - l["median_ms"]) < 1e-9
+            cost = pd.DataFrame(g["cost"][()])
+            assert cost["resolution"].tolist() == [30, 45]
+            if g.attrs["family"] == "fuyu":  # native resolution: more patches at 45 px
+                assert cost["visual_tokens"].tolist() == [4, 9]
+            else:  # llava resizes to its tower's 30 px
+                assert cost["visual_tokens"].tolist() == [4, 4]
+            assert len(pd.DataFrame(g["samples"][()])) == 4
+
+
+def test_reproducible():
+    path = write("tiny.toml", TINY)
+    a, b = os.path.join(TMP, "r1.h5"), os.path.join(TMP, "r2.h5")
+    for out in (a, b):
+        r = vlmlab("run", path, "--out", out, "--quiet", "--only", "llava")
+        assert r.returncode == 0, r.stderr
+    same_numbers(a, b)
+    # An existing file is neither overwritten nor mixed without being asked.
+    r = vlmlab("run", path, "--out", a, "--quiet")
+    assert r.returncode == 2 and "--resume" in r.stderr, r.stderr
+
+
+def test_sigkill_then_resume():
+    path = write("tiny.toml", TINY)
+    full = os.path.join(TMP, "full.h5")
+    r = vlmlab("run", path, "--out", full, "--quiet")
+    assert r.returncode == 0, r.stderr
+    killed = os.path.join(TMP, "killed.h5")
+    p = subprocess.Popen([VLMLAB, "run", path, "--out", killed, "--quiet"])
+    # Wait until at least one run is complete, then kill mid-way through the next.
+    deadline = time.time() + 600
+    done = 0
+    while time.time() < deadline and p.poll() is None:
+        if os.path.exists(killed):
+            try:
+                with h5py.File(killed, "r") as f:
+                    done = len(f["/summary"])
+            except OSError:
+                pass
+            if done >= 1:
+                break
+        time.sleep(0.05)
+    assert p.poll() is None, "the run finished before it could be killed; make TINY slower"
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    with h5py.File(killed, "r") as f:  # opens, and holds every completed run
+        n = len(f["/summary"])
+        assert 1 <= n < 4, n
+        for rid in f["/summary"]["run_id"]:
+            assert "train" in f["/runs/" + rid.decode()]
+    r = vlmlab("run", path, "--out", killed, "--quiet", "--resume")
+    assert r.returncode == 0, r.stderr
+    with h5py.File(killed, "r") as f, h5py.File(full, "r") as g:
+        assert sorted(f["/runs"].keys()) == sorted(g["/runs"].keys())
+        assert len(f["/summary"]) == 4
+    # Same numbers as the uninterrupted run, run by run (summary order may differ).
+    nk, nf = numbers(killed), numbers(full)
+    for k in nf:
+        if k.startswith("summary:"):
+            continue
+        assert nk[k] == nf[k], k
+    # Resuming a finished file does nothing and keeps it.
+    r = vlmlab("run", path, "--out", killed, "--resume")
+    assert r.returncode == 0 and "0 run(s) to do" in r.stderr, r.stderr
+    # Resuming with a changed config is refused.
+    changed = write("changed.toml", TINY.replace("steps = 6", "steps = 7"))
+    r = vlmlab("run", changed, "--out", killed, "--resume")
+    assert r.returncode == 2 and "different version" in r.stderr, r.stderr
+
+
+TESTS = [test_config_errors, test_check_and_list, test_results_schema_and_pandas, test_reproducible,
+         test_sigkill_then_resume]
+
+if __name__ == "__main__":
+    passed = failed = 0
+    for t in TESTS:
+        try:
+            t()
+            passed += 1
+            print(f"PASS {t.__name__}")
+        except Exception:
+            failed += 1
+            print(f"FAIL {t.__name__}")
+            traceback.print_exc(file=sys.stdout)
+    shutil.rmtree(TMP, ignore_errors=True)
+    print(f"test cases: {passed + failed} | {passed} passed | {failed} failed")
+    sys.exit(1 if failed else 0)
