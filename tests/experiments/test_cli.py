@@ -175,6 +175,12 @@ def test_check_and_list():
     for run in ["llava-lr=0.001-s3", "llava-lr=0.003-s3", "fuyu-lr=0.001-s3", "fuyu-lr=0.003-s3"]:
         assert run in r.stdout, r.stdout
     assert "4 run(s)" in r.stdout
+    # The committed experiments are valid.
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    for exp in sorted(os.listdir(os.path.join(root, "experiments"))):
+        if exp.endswith(".toml"):
+            r = vlmlab("check", os.path.join(root, "experiments", exp))
+            assert r.returncode == 0, (exp, r.stderr)
     r = vlmlab("list")
     assert r.returncode == 0
     for word in ["llava", "flamingo", "fuyu", "qwen2vl", "sort_of_clevr", "counting", "ocr", "multi_image"]:
