@@ -39,8 +39,6 @@ std::string compiler_version() {
 #endif
 }
 
-namespace {
-
 std::string utc_now() {
   const std::time_t t = std::time(nullptr);
   std::tm tm{};
@@ -49,6 +47,8 @@ std::string utc_now() {
   std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
   return buf;
 }
+
+namespace {
 
 SummaryRow summary_of(const RunResult& r) {
   SummaryRow s{.run_id = r.run_id,

@@ -45,5 +45,6 @@ class ResultsFile {
 std::string cpu_model();
 std::string blas_config();
 std::string compiler_version();
+std::string utc_now();  // ISO 8601, seconds, UTC
 
 }  // namespace vlm::exp

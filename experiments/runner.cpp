@@ -28,15 +28,6 @@ double ms_between(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double, std::milli>(b - a).count();
 }
 
-std::string utc_now() {
-  const std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
-
 // The sample's images scaled (nearest neighbour) to side x side: the same scene at another
 // resolution, so cost can be read against image size.
 data::Sample at_resolution(data::Sample s, int64_t side) {

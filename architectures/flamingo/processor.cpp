@@ -16,21 +16,12 @@
 #include <array>
 #include <sstream>
 
+#include "architectures/processor_util.h"
 #include "lib/data/resize.h"
 
 namespace vlm::flamingo {
 
 namespace {
-
-// A per-channel option (HF accepts one number for all channels or a list of one per channel).
-std::vector<double> channel_values(const io::HfConfig& o, const std::string& key, const std::array<double, 3>& fallback) {
-  if (!o.has(key)) return {fallback.begin(), fallback.end()};
-  const nlohmann::json& v = o.json().at(key);
-  if (v.is_number()) return std::vector<double>(3, v.get<double>());
-  if (!v.is_array() || v.size() != 3 || !std::all_of(v.begin(), v.end(), [](const auto& e) { return e.is_number(); }))
-    o.fail(key, "expected a number or a list of 3 numbers (one per RGB channel), got " + v.dump());
-  return {v[0].get<double>(), v[1].get<double>(), v[2].get<double>()};
-}
 
 struct Settings {
   int64_t image_size = 224;
@@ -128,15 +119,9 @@ class FlamingoProcessor final : public Processor {
       rows.push_back(std::move(row));
     }
     const auto B = static_cast<int64_t>(rows.size());
-    std::size_t T = 0;
-    for (const auto& r : rows) T = std::max(T, r.size());
-    std::vector<int64_t> ids, mask;
-    for (const auto& r : rows) {
-      ids.resize(ids.size() + T - r.size(), tok.pad);
-      mask.resize(mask.size() + T - r.size(), 0);
-      ids.insert(ids.end(), r.begin(), r.end());
-      mask.resize(mask.size() + r.size(), 1);
-    }
+    Inputs in = left_padded(rows, tok.pad);
+    const auto T = static_cast<std::size_t>(in.shape("input_ids")[1]);
+    const std::vector<int64_t> ids = in.ints("input_ids");
 
     // image_attention_mask_for_packed_input_ids over the padded ids, then incremental_to_binary.
     const auto N = static_cast<int64_t>(n_max);
@@ -162,10 +147,6 @@ class FlamingoProcessor final : public Processor {
       for (std::size_t k = 0; k < images[b].size(); ++k)
         std::copy_n(images[b][k].data(), plane, pixels.begin() + static_cast<int64_t>(b * n_max + k) * plane);
 
-    Inputs in;
-    const Shape shape = {B, static_cast<int64_t>(T)};
-    in.set_ints("input_ids", shape, ids);
-    in.set_ints("attention_mask", shape, mask);
     in.set_floats("pixel_values", Tensor::from({B, N, 3, S, S}, pixels));
     in.set_ints("image_attention_mask", {B, static_cast<int64_t>(T), N}, image_mask);
     return in;

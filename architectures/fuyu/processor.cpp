@@ -15,6 +15,7 @@
 #include <sstream>
 
 #include "architectures/fuyu/preprocess.h"
+#include "architectures/processor_util.h"
 #include "lib/data/resize.h"
 
 namespace vlm::fuyu {
@@ -124,19 +125,7 @@ class FuyuProcessor final : public Processor {
                                                                      << " image(s) but " << k << " image marker(s)");
       rows.push_back(std::move(row));
     }
-    std::size_t T = 0;
-    for (const auto& r : rows) T = std::max(T, r.size());
-    std::vector<int64_t> ids, mask;
-    for (const auto& r : rows) {  // tokenizer.pad(padding_side="left")
-      ids.resize(ids.size() + T - r.size(), s_.tok.pad_id);
-      mask.resize(mask.size() + T - r.size(), 0);
-      ids.insert(ids.end(), r.begin(), r.end());
-      mask.resize(mask.size() + r.size(), 1);
-    }
-    Inputs in;
-    const Shape shape = {static_cast<int64_t>(rows.size()), static_cast<int64_t>(T)};
-    in.set_ints("input_ids", shape, ids);
-    in.set_ints("attention_mask", shape, mask);
+    Inputs in = left_padded(rows, s_.tok.pad_id);
     if (n_patches > 0) {
       const int64_t dim = s_.image.patch_height * s_.image.patch_width * s_.channels;
       in.set_floats("image_patches", Tensor::from({n_patches, dim}, patches));

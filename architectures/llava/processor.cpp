@@ -13,21 +13,12 @@
 #include <array>
 #include <sstream>
 
+#include "architectures/processor_util.h"
 #include "lib/data/resize.h"
 
 namespace vlm::llava {
 
 namespace {
-
-// A per-channel option (HF accepts one number for all channels or a list of one per channel).
-std::vector<double> channel_values(const io::HfConfig& o, const std::string& key, const std::array<double, 3>& fallback) {
-  if (!o.has(key)) return {fallback.begin(), fallback.end()};
-  const nlohmann::json& v = o.json().at(key);
-  if (v.is_number()) return std::vector<double>(3, v.get<double>());
-  if (!v.is_array() || v.size() != 3 || !std::all_of(v.begin(), v.end(), [](const auto& e) { return e.is_number(); }))
-    o.fail(key, "expected a number or a list of 3 numbers (one per RGB channel), got " + v.dump());
-  return {v[0].get<double>(), v[1].get<double>(), v[2].get<double>()};
-}
 
 struct Settings {
   int64_t shortest_edge = 0, crop_h = 0, crop_w = 0;
@@ -131,7 +122,7 @@ class LlavaProcessor final : public Processor {
                                                                       << " image(s) but " << k << " image marker(s)");
       rows.push_back(std::move(row));
     }
-    Inputs in = padded_ids(rows);
+    Inputs in = left_padded(rows, s_.tokens.pad);
     if (n_images > 0) in.set_floats("pixel_values", Tensor::from({n_images, 3, s_.crop_h, s_.crop_w}, pixels));
     return in;
   }
@@ -149,24 +140,6 @@ class LlavaProcessor final : public Processor {
     t = data::resize_bicubic_aa(t, h, w);
     t = data::center_crop(t, s_.crop_h, s_.crop_w);
     return data::rescale_normalize_chw(t, s_.rescale_factor, s_.mean, s_.std);
-  }
-
-  // input_ids / attention_mask [B, T], each row ending in the last column.
-  Inputs padded_ids(const std::vector<std::vector<int64_t>>& rows) const {
-    std::size_t T = 0;
-    for (const auto& r : rows) T = std::max(T, r.size());
-    std::vector<int64_t> ids, mask;
-    for (const auto& r : rows) {
-      ids.resize(ids.size() + T - r.size(), s_.tokens.pad);
-      mask.resize(mask.size() + T - r.size(), 0);
-      ids.insert(ids.end(), r.begin(), r.end());
-      mask.resize(mask.size() + r.size(), 1);
-    }
-    Inputs in;
-    const Shape shape = {static_cast<int64_t>(rows.size()), static_cast<int64_t>(T)};
-    in.set_ints("input_ids", shape, ids);
-    in.set_ints("attention_mask", shape, mask);
-    return in;
   }
 
   Settings s_;

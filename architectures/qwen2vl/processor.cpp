@@ -14,21 +14,12 @@
 #include <cmath>
 #include <sstream>
 
+#include "architectures/processor_util.h"
 #include "lib/data/resize.h"
 
 namespace vlm::qwen2vl {
 
 namespace {
-
-// A per-channel option (HF accepts one number for all channels or a list of one per channel).
-std::vector<double> channel_values(const io::HfConfig& o, const std::string& key, const std::array<double, 3>& fallback) {
-  if (!o.has(key)) return {fallback.begin(), fallback.end()};
-  const nlohmann::json& v = o.json().at(key);
-  if (v.is_number()) return std::vector<double>(3, v.get<double>());
-  if (!v.is_array() || v.size() != 3 || !std::all_of(v.begin(), v.end(), [](const auto& e) { return e.is_number(); }))
-    o.fail(key, "expected a number or a list of 3 numbers (one per RGB channel), got " + v.dump());
-  return {v[0].get<double>(), v[1].get<double>(), v[2].get<double>()};
-}
 
 struct Settings {
   int64_t patch = 14, temporal = 2, merge = 2;
@@ -171,23 +162,7 @@ class Qwen2VlProcessor final : public Processor {
       rows.push_back(std::move(row));
       types.push_back(std::move(type));
     }
-    std::size_t T = 0;
-    for (const auto& r : rows) T = std::max(T, r.size());
-    std::vector<int64_t> ids, mask, mm;
-    for (std::size_t b = 0; b < rows.size(); ++b) {
-      const std::size_t pad = T - rows[b].size();
-      ids.resize(ids.size() + pad, s_.tokens.pad);
-      mask.resize(mask.size() + pad, 0);
-      mm.resize(mm.size() + pad, 0);
-      ids.insert(ids.end(), rows[b].begin(), rows[b].end());
-      mask.resize(mask.size() + rows[b].size(), 1);
-      mm.insert(mm.end(), types[b].begin(), types[b].end());
-    }
-    Inputs in;
-    const Shape shape = {static_cast<int64_t>(rows.size()), static_cast<int64_t>(T)};
-    in.set_ints("input_ids", shape, ids);
-    in.set_ints("attention_mask", shape, mask);
-    in.set_ints("mm_token_type_ids", shape, mm);
+    Inputs in = left_padded(rows, s_.tokens.pad, {{"mm_token_type_ids", &types}});
     if (!grids.empty()) {
       in.set_floats("pixel_values", Tensor::from({n_rows, 3 * s_.temporal * s_.patch * s_.patch}, pixels));
       in.set_ints("image_grid_thw", {static_cast<int64_t>(grids.size() / 3), 3}, grids);
