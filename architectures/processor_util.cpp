@@ -1,6 +1,9 @@
 #include "architectures/processor_util.h"
 
 #include <algorithm>
+#include <sstream>
+
+#include "lib/data/resize.h"
 
 namespace vlm {
 
@@ -11,6 +14,38 @@ std::vector<double> channel_values(const io::HfConfig& o, const std::string& key
   if (!v.is_array() || v.size() != 3 || !std::all_of(v.begin(), v.end(), [](const auto& e) { return e.is_number(); }))
     o.fail(key, "expected a number or a list of 3 numbers (one per RGB channel), got " + v.dump());
   return {v[0].get<double>(), v[1].get<double>(), v[2].get<double>()};
+}
+
+io::HfConfig processor_options(const nlohmann::json& options, const std::string& family,
+                               const std::vector<std::string>& known) {
+  if (!options.is_null() && !options.is_object())
+    throw io::ConfigError(family + " processor options: expected a JSON object, got " + options.dump());
+  const io::HfConfig o(options.is_null() ? nlohmann::json::object() : options, family + " processor options");
+  for (const auto& [key, value] : o.json().items()) {
+    if (std::find(known.begin(), known.end(), key) != known.end()) continue;
+    std::ostringstream os;
+    os << "unknown option (known: ";
+    for (std::size_t i = 0; i < known.size(); ++i) os << (i ? ", " : "") << known[i];
+    os << ')';
+    o.fail(key, os.str());
+  }
+  return o;
+}
+
+Normalization read_normalization(const io::HfConfig& o, const std::array<double, 3>& mean,
+                                 const std::array<double, 3>& std) {
+  Normalization n;
+  n.rescale_factor = o.get_double("rescale_factor", n.rescale_factor);
+  if (!(n.rescale_factor > 0.0)) o.fail("rescale_factor", "must be positive");
+  n.mean = channel_values(o, "image_mean", mean);
+  n.std = channel_values(o, "image_std", std);
+  for (const double s : n.std)
+    if (s == 0.0) o.fail("image_std", "must not be 0");
+  return n;
+}
+
+Tensor normalize_chw(const Tensor& image, const Normalization& n) {
+  return data::rescale_normalize_chw(image, n.rescale_factor, n.mean, n.std);
 }
 
 Inputs left_padded(const std::vector<std::vector<int64_t>>& rows, int64_t pad_id,

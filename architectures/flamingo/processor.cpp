@@ -25,8 +25,7 @@ namespace {
 
 struct Settings {
   int64_t image_size = 224;
-  double rescale_factor = 1.0 / 255.0;
-  std::vector<double> mean, std;
+  Normalization norm;
   int64_t image_states = 0;  // cross-attention keys per image: resampler latents or CLS + patches
   SpecialTokens tokens;
 };
@@ -45,14 +44,9 @@ Settings read_settings(const io::HfConfig& cfg, const nlohmann::json& options, c
                        ? cfg.sub("perceiver_config").get_int("resampler_n_latents", 64)
                        : grid * grid + 1;
 
-  if (!options.is_null() && !options.is_object())
-    throw io::ConfigError("flamingo processor options: expected a JSON object, got " + options.dump());
-  const io::HfConfig o(options, "flamingo processor options");
-  for (const auto& [key, value] : o.json().items()) {
-    static const char* const kKnown[] = {"image_size", "size", "image_mean", "image_std", "rescale_factor"};
-    if (std::find(std::begin(kKnown), std::end(kKnown), key) == std::end(kKnown))
-      o.fail(key, "unknown option (known: image_size, size, image_mean, image_std, rescale_factor)");
-  }
+  const io::HfConfig o = processor_options(
+      options, "flamingo",
+      {"image_size", "size", "image_mean", "image_std", "rescale_factor"});
   // The CLIP tower's position embeddings fix the input size; the options may only repeat it.
   auto check_size = [&](const io::HfConfig& where, const std::string& key, int64_t value) {
     if (value == s.image_size) return;
@@ -69,12 +63,7 @@ Settings read_settings(const io::HfConfig& cfg, const nlohmann::json& options, c
     }
   }
   if (o.has("image_size")) check_size(o, "image_size", o.get_int("image_size", s.image_size));
-  s.rescale_factor = o.get_double("rescale_factor", s.rescale_factor);
-  if (!(s.rescale_factor > 0.0)) o.fail("rescale_factor", "must be positive");
-  s.mean = channel_values(o, "image_mean", data::kOpenAiClipMean);
-  s.std = channel_values(o, "image_std", data::kOpenAiClipStd);
-  for (std::size_t c = 0; c < 3; ++c)
-    if (s.std[c] == 0.0) o.fail("image_std", "must not be 0");
+  s.norm = read_normalization(o, data::kOpenAiClipMean, data::kOpenAiClipStd);
   return s;
 }
 
@@ -163,7 +152,7 @@ class FlamingoProcessor final : public Processor {
   // IdeficsImageProcessor: [3, S, S].
   Tensor pixel_values(const data::Image& image) const {
     const Tensor t = data::resize_bicubic_aa(data::image_to_tensor(image), s_.image_size, s_.image_size);
-    return data::rescale_normalize_chw(t, s_.rescale_factor, s_.mean, s_.std);
+    return normalize_chw(t, s_.norm);
   }
 
   Settings s_;

@@ -52,16 +52,10 @@ Settings read_settings(const io::HfConfig& cfg, const nlohmann::json& options, c
   s.tok.bos_id = tokens.bos;
   s.tok.pad_id = tokens.pad;
 
-  if (!options.is_null() && !options.is_object())
-    throw io::ConfigError("fuyu processor options: expected a JSON object, got " + options.dump());
-  const io::HfConfig o(options, "fuyu processor options");
-  for (const auto& [key, value] : o.json().items()) {
-    static const char* const kKnown[] = {"size",        "do_resize",      "do_pad",     "padding_value",
-                                         "rescale_factor", "image_mean", "image_std",  "patch_size"};
-    if (std::find(std::begin(kKnown), std::end(kKnown), key) == std::end(kKnown))
-      o.fail(key, "unknown option (known: size, do_resize, do_pad, padding_value, rescale_factor, image_mean, "
-                  "image_std, patch_size)");
-  }
+  const io::HfConfig o = processor_options(
+      options, "fuyu",
+      {"size", "do_resize", "do_pad", "padding_value", "rescale_factor", "image_mean", "image_std",
+       "patch_size"});
   if (o.has("size")) {
     const io::HfConfig size = o.sub("size");
     for (const auto& [key, value] : size.json().items())

@@ -22,8 +22,7 @@ namespace {
 
 struct Settings {
   int64_t shortest_edge = 0, crop_h = 0, crop_w = 0;
-  double rescale_factor = 1.0 / 255.0;
-  std::vector<double> mean, std;
+  Normalization norm;
   int64_t num_image_tokens = 0;
   int64_t image_token_id = 0;
   SpecialTokens tokens;
@@ -43,15 +42,9 @@ Settings read_settings(const io::HfConfig& cfg, const nlohmann::json& options, c
   s.tokens = tokens;
   s.image_token_id = cfg.has("image_token_index") ? cfg.get_int("image_token_index", 32000)
                                                   : cfg.get_int("image_token_id", 32000);
-  if (!options.is_null() && !options.is_object())
-    throw io::ConfigError("llava processor options: expected a JSON object, got " + options.dump());
-  const io::HfConfig o(options, "llava processor options");
-  for (const auto& [key, value] : o.json().items()) {
-    static const char* const kKnown[] = {"size", "shortest_edge", "crop_size", "image_mean", "image_std",
-                                         "rescale_factor"};
-    if (std::find(std::begin(kKnown), std::end(kKnown), key) == std::end(kKnown))
-      o.fail(key, "unknown option (known: size, shortest_edge, crop_size, image_mean, image_std, rescale_factor)");
-  }
+  const io::HfConfig o = processor_options(
+      options, "llava",
+      {"size", "shortest_edge", "crop_size", "image_mean", "image_std", "rescale_factor"});
   s.shortest_edge = image_size;
   if (o.has("size")) {
     const io::HfConfig size = o.sub("size");
@@ -80,12 +73,7 @@ Settings read_settings(const io::HfConfig& cfg, const nlohmann::json& options, c
       o.fail("crop_size", os.str());
     }
   }
-  s.rescale_factor = o.get_double("rescale_factor", s.rescale_factor);
-  if (!(s.rescale_factor > 0.0)) o.fail("rescale_factor", "must be positive");
-  s.mean = channel_values(o, "image_mean", data::kOpenAiClipMean);
-  s.std = channel_values(o, "image_std", data::kOpenAiClipStd);
-  for (std::size_t c = 0; c < 3; ++c)
-    if (s.std[c] == 0.0) o.fail("image_std", "must not be 0");
+  s.norm = read_normalization(o, data::kOpenAiClipMean, data::kOpenAiClipStd);
   s.num_image_tokens = (s.crop_h / patch) * (s.crop_w / patch) + (keep_cls ? 1 : 0);
   return s;
 }
@@ -139,7 +127,7 @@ class LlavaProcessor final : public Processor {
     const auto [h, w] = data::shortest_edge_size(image.height, image.width, s_.shortest_edge);
     t = data::resize_bicubic_aa(t, h, w);
     t = data::center_crop(t, s_.crop_h, s_.crop_w);
-    return data::rescale_normalize_chw(t, s_.rescale_factor, s_.mean, s_.std);
+    return normalize_chw(t, s_.norm);
   }
 
   Settings s_;

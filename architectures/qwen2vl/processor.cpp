@@ -24,8 +24,7 @@ namespace {
 struct Settings {
   int64_t patch = 14, temporal = 2, merge = 2;
   int64_t min_pixels = 56 * 56, max_pixels = 28 * 28 * 1280;
-  double rescale_factor = 1.0 / 255.0;
-  std::vector<double> mean, std;
+  Normalization norm;
   int64_t image_token_id = 151655, vision_start_token_id = 151652, vision_end_token_id = 151653;
   SpecialTokens tokens;
 };
@@ -75,16 +74,10 @@ Settings read_settings(const io::HfConfig& cfg, const nlohmann::json& options, c
   s.vision_start_token_id = cfg.get_int("vision_start_token_id", 151652);
   s.vision_end_token_id = cfg.get_int("vision_end_token_id", 151653);
 
-  if (!options.is_null() && !options.is_object())
-    throw io::ConfigError("qwen2vl processor options: expected a JSON object, got " + options.dump());
-  const io::HfConfig o(options, "qwen2vl processor options");
-  for (const auto& [key, value] : o.json().items()) {
-    static const char* const kKnown[] = {"min_pixels", "max_pixels", "size", "image_mean", "image_std",
-                                         "rescale_factor", "patch_size", "temporal_patch_size", "merge_size"};
-    if (std::find(std::begin(kKnown), std::end(kKnown), key) == std::end(kKnown))
-      o.fail(key, "unknown option (known: min_pixels, max_pixels, size, image_mean, image_std, rescale_factor, "
-                  "patch_size, temporal_patch_size, merge_size)");
-  }
+  const io::HfConfig o = processor_options(
+      options, "qwen2vl",
+      {"min_pixels", "max_pixels", "size", "image_mean", "image_std", "rescale_factor", "patch_size",
+       "temporal_patch_size", "merge_size"});
   // 5.17 keeps the bounds in size {shortest_edge, longest_edge} (older files: {min_pixels,
   // max_pixels}); min_pixels / max_pixels given on their own override it.
   if (o.has("size")) {
@@ -108,12 +101,7 @@ Settings read_settings(const io::HfConfig& cfg, const nlohmann::json& options, c
       os << "must equal the model's vision_config value " << value;
       o.fail(key, os.str());
     }
-  s.rescale_factor = o.get_double("rescale_factor", s.rescale_factor);
-  if (!(s.rescale_factor > 0.0)) o.fail("rescale_factor", "must be positive");
-  s.mean = channel_values(o, "image_mean", data::kOpenAiClipMean);
-  s.std = channel_values(o, "image_std", data::kOpenAiClipStd);
-  for (std::size_t c = 0; c < 3; ++c)
-    if (s.std[c] == 0.0) o.fail("image_std", "must not be 0");
+  s.norm = read_normalization(o, data::kOpenAiClipMean, data::kOpenAiClipStd);
   return s;
 }
 
@@ -182,7 +170,7 @@ class Qwen2VlProcessor final : public Processor {
     Tensor t = data::image_to_tensor(image);
     const auto [h, w] = smart_resize(image.height, image.width, s_.patch * s_.merge, s_.min_pixels, s_.max_pixels);
     t = data::resize_bicubic_aa(t, h, w);
-    const Tensor chw = data::rescale_normalize_chw(t, s_.rescale_factor, s_.mean, s_.std);  // [3, h, w]
+    const Tensor chw = normalize_chw(t, s_.norm);  // [3, h, w]
     const int64_t p = s_.patch, m = s_.merge, Tp = s_.temporal, C = 3;
     gh = h / p;
     gw = w / p;

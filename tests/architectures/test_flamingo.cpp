@@ -12,38 +12,24 @@
 #include "lib/core/random.h"
 #include "lib/io/weights.h"
 #include "lib/ops/ops.h"
+#include "tests/architectures/fixtures.h"
 
 namespace fs = std::filesystem;
 
+using vlm::testing::fixture;
+using vlm::testing::fixture_config;
+using vlm::testing::fixture_inputs;
+using vlm::testing::max_abs_diff;
+
 namespace {
-
-fs::path fixture(const std::string& name) {
-  const char* root = std::getenv("VLM_TEST_DATA");
-  return fs::path(root ? root : "tests/data") / "parity" / name;
-}
-
-vlm::Inputs fixture_inputs(const std::string& name) {
-  return vlm::Inputs::from_safetensors(vlm::io::read_safetensors((fixture(name) / "io.safetensors").string()));
-}
 
 std::unique_ptr<vlm::Architecture> fixture_model(const std::string& name) {
   return vlm::load_pretrained(fixture(name).string());
 }
 
-nlohmann::json fixture_config(const std::string& name) {
-  return vlm::io::HfConfig::load((fixture(name) / "config.json").string()).json();
-}
-
 std::unique_ptr<vlm::Architecture> make(const nlohmann::json& j, uint64_t seed = 1) {
   vlm::Rng rng(seed);
   return vlm::make_architecture(vlm::io::HfConfig(j, "config.json"), rng);
-}
-
-double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
-  REQUIRE(a.size() == b.size());
-  double m = 0.0;
-  for (std::size_t i = 0; i < a.size(); ++i) m = std::max(m, std::abs(static_cast<double>(a[i]) - b[i]));
-  return m;
 }
 
 // Token rows [t0, t1) of sample b of a [B, T, C] tensor, flattened.

@@ -15,34 +15,19 @@
 #include "lib/data/resize.h"
 #include "lib/io/safetensors.h"
 #include "lib/ops/ops.h"
+#include "tests/architectures/fixtures.h"
 
 namespace fs = std::filesystem;
 using vlm::Inputs;
 using vlm::Shape;
 using vlm::Tensor;
 
+using vlm::testing::fixture;
+using vlm::testing::fixture_config;
+using vlm::testing::fixture_inputs;
+using vlm::testing::max_abs_diff;
+
 namespace {
-
-fs::path fixture(const std::string& name) {
-  const char* root = std::getenv("VLM_TEST_DATA");
-  return fs::path(root ? root : "tests/data") / "parity" / name;
-}
-
-Inputs fixture_inputs(const std::string& name) {
-  return Inputs::from_safetensors(vlm::io::read_safetensors((fixture(name) / "io.safetensors").string()));
-}
-
-nlohmann::json fixture_config(const std::string& name) {
-  std::ifstream f(fixture(name) / "config.json");
-  return nlohmann::json::parse(f);
-}
-
-double max_abs_diff(const Tensor& a, const Tensor& b) {
-  REQUIRE(a.shape() == b.shape());
-  double m = 0.0;
-  for (int64_t i = 0; i < a.numel(); ++i) m = std::max(m, std::abs(static_cast<double>(a.data()[i]) - b.data()[i]));
-  return m;
-}
 
 std::vector<int64_t> row(const std::vector<int64_t>& v, int64_t b, int64_t T) {
   return {v.begin() + b * T, v.begin() + (b + 1) * T};

@@ -11,20 +11,16 @@
 #include "architectures/architecture.h"
 #include "architectures/qwen2vl/rope_index.h"
 #include "lib/core/random.h"
+#include "tests/architectures/fixtures.h"
 
 namespace fs = std::filesystem;
 using vlm::qwen2vl::Grid;
 
+using vlm::testing::fixture;
+using vlm::testing::fixture_inputs;
+using vlm::testing::max_abs_diff;
+
 namespace {
-
-fs::path fixture(const std::string& name) {
-  const char* root = std::getenv("VLM_TEST_DATA");
-  return fs::path(root ? root : "tests/data") / "parity" / name;
-}
-
-vlm::Inputs fixture_inputs(const std::string& name) {
-  return vlm::Inputs::from_safetensors(vlm::io::read_safetensors((fixture(name) / "io.safetensors").string()));
-}
 
 nlohmann::json read_json(const fs::path& p) {
   std::ifstream f(p);
@@ -42,12 +38,6 @@ vlm::Tensor float_rows(const vlm::Inputs& in, const std::string& name, int64_t b
   const vlm::Tensor t = in.floats(name);
   const int64_t C = t.dim(1);
   return vlm::Tensor::from({end - begin, C}, std::vector<float>(t.data() + begin * C, t.data() + end * C));
-}
-
-double max_abs_diff(const float* a, const float* b, int64_t n) {
-  double m = 0.0;
-  for (int64_t i = 0; i < n; ++i) m = std::max(m, std::abs(static_cast<double>(a[i]) - b[i]));
-  return m;
 }
 
 }  // namespace
