@@ -48,8 +48,6 @@ std::string utc_now() {
   return buf;
 }
 
-namespace {
-
 SummaryRow summary_of(const RunResult& r) {
   SummaryRow s{.run_id = r.run_id,
                .family = r.family,
@@ -72,6 +70,8 @@ SummaryRow summary_of(const RunResult& r) {
   for (const MemoryRow& m : r.memory) s.peak_bytes = std::max(s.peak_bytes, m.peak);
   return s;
 }
+
+namespace {
 
 io::Table summary_table(const std::vector<SummaryRow>& rows) {
   io::Table t;
@@ -131,6 +131,7 @@ void write_run(io::H5File& f, const RunResult& r) {
   f.set_attr(g, "started_utc", r.started_utc);
   f.set_attr(g, "finished_utc", r.finished_utc);
   f.set_attr(g, "wall_s", r.wall_s);
+  f.set_attr(g, "threads", static_cast<int64_t>(r.threads));  // a resumed file may mix thread counts
   // The training budget in FLOPs (counted by the ops), beside the per-resolution inference cost table.
   {
     double flops = 0;
@@ -251,7 +252,13 @@ void write_run(io::H5File& f, const RunResult& r) {
 }  // namespace
 
 ResultsFile::ResultsFile(std::string path, const LoadedExperiment& exp, int threads)
-    : path_(std::move(path)), exp_(exp), threads_(threads) {}
+    : path_(std::move(path)),
+      exp_(exp),
+      threads_(threads),
+      created_utc_(utc_now()),
+      cpu_(cpu_model()),
+      blas_(blas_config()),
+      compiler_(compiler_version()) {}
 
 void ResultsFile::load_existing() {
   const io::H5File f = io::H5File::open_read(path_);
@@ -260,6 +267,7 @@ void ResultsFile::load_existing() {
     throw ConfigError(path_ + " was written from a different version of " + exp_.base.file +
                       "; resuming would mix two experiments (use --overwrite to start over)");
   rows_ = rows_of(f.read_table("/summary"));
+  created_utc_ = std::get<std::string>(f.attr("/", "created_utc"));
   have_file_ = true;
 }
 
@@ -285,12 +293,12 @@ void ResultsFile::rewrite(const RunResult* r) {
     f.set_attr("/", "schema_version", kSchemaVersion);
     f.set_attr("/", "vlmlab_version", std::string(VLMLAB_VERSION));
     f.set_attr("/", "git_commit", std::string(VLMLAB_GIT_COMMIT));
-    f.set_attr("/", "created_utc", utc_now());
-    f.set_attr("/", "cpu", cpu_model());
+    f.set_attr("/", "created_utc", created_utc_);
+    f.set_attr("/", "cpu", cpu_);
     f.set_attr("/", "cores", static_cast<int64_t>(std::thread::hardware_concurrency()));
     f.set_attr("/", "threads", static_cast<int64_t>(threads_));
-    f.set_attr("/", "blas", blas_config());
-    f.set_attr("/", "compiler", compiler_version());
+    f.set_attr("/", "blas", blas_);
+    f.set_attr("/", "compiler", compiler_);
     f.set_attr("/", "experiment_name", exp_.base.name);
     f.set_attr("/", "experiment_toml", exp_.toml_text);
     f.make_groups("/runs");

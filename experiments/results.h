@@ -22,6 +22,10 @@ struct SummaryRow {
   double accuracy = 0, prefill_ms = 0, decode_ms_per_token = 0, train_step_ms = 0;
 };
 
+// The run's /summary row: accuracy overall, parameters, and visual tokens / prefill / decode at the
+// first configured resolution (NaN / 0 where the run was not measured).
+SummaryRow summary_of(const RunResult& r);
+
 class ResultsFile {
  public:
   ResultsFile(std::string path, const LoadedExperiment& exp, int threads);
@@ -38,6 +42,8 @@ class ResultsFile {
   const LoadedExperiment& exp_;
   int threads_;
   std::vector<SummaryRow> rows_;  // in the order runs completed
+  // Root facts, read once; created_utc survives --resume (the file was created then).
+  std::string created_utc_, cpu_, blas_, compiler_;
   bool have_file_ = false;        // path_ holds runs to carry over
 };
 

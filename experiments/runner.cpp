@@ -266,6 +266,7 @@ int run_experiment(const LoadedExperiment& exp, const RunOptions& opt) {
     progress.run_id = todo[i]->run_id;
     progress.run_start = Clock::now();
     RunResult r = execute_run(*todo[i], &progress);
+    r.threads = threads;
     file.add(r);  // durable before the next run starts
     char buf[512];
     double acc = r.eval.scores.empty() ? std::nan("") : r.eval.scores.back().accuracy;
@@ -279,17 +280,13 @@ int run_experiment(const LoadedExperiment& exp, const RunOptions& opt) {
     progress.done(buf);
     failed += r.status != "complete";
     if (r.status == "complete") {
+      // The summary row's own figures (results.h), so the table and /summary cannot disagree.
+      const SummaryRow row = summary_of(r);
       const SubtypeScore& all = r.eval.scores.back();
-      double pre = std::nan(""), dec = std::nan(""), step = std::nan("");
-      for (const LatencyRow& l : r.latency) {
-        if (l.resolution != r.cost.front().resolution && l.phase != "train_step") continue;
-        if (l.phase == "prefill") pre = median(l.samples_ms);
-        if (l.phase == "decode") dec = median(l.samples_ms);
-        if (l.phase == "train_step") step = median(l.samples_ms);
-      }
       std::snprintf(buf, sizeof buf, "  %-28s %8.3f %8.3f %8.3f %10lld %6lld %10.2f %10.3f %10.1f", r.run_id.c_str(),
-                    all.accuracy, all.majority, all.chance, static_cast<long long>(r.params.total()),
-                    static_cast<long long>(r.cost.front().visual_tokens), pre, dec, step);
+                    row.accuracy, all.majority, all.chance, static_cast<long long>(row.params),
+                    static_cast<long long>(row.visual_tokens), row.prefill_ms, row.decode_ms_per_token,
+                    row.train_step_ms);
       table.emplace_back(buf);
     }
   }
@@ -298,9 +295,8 @@ int run_experiment(const LoadedExperiment& exp, const RunOptions& opt) {
     std::printf("  %-28s %8s %8s %8s %10s %6s %10s %10s %10s\n", "run", "accuracy", "majority", "chance", "params",
                 "vis.tok", "prefill_ms", "decode_ms", "step_ms");
     for (const std::string& line : table) std::printf("%s\n", line.c_str());
-    std::printf("(latency at batch 1 and %lld px, median of %d repeats; step_ms at batch %d)\n",
-                static_cast<long long>(exp.base.measure.resolutions.front()), exp.base.measure.repeats,
-                exp.base.train.batch_size);
+    std::printf("(vis.tok, prefill and decode at batch 1 and each run's first resolution; step_ms at its training "
+                "batch; medians; nan where measuring is off)\n");
   }
   if (todo.empty()) file.add_nothing();  // still writes the root metadata for a fresh file
   return failed > 0 ? 1 : 0;

@@ -38,6 +38,7 @@ struct RunResult {
   std::vector<CostRow> cost;
   int gallery = 0;     // eval items kept in /runs/<id>/samples
   int batch_size = 0;  // training batch
+  int threads = 0;     // the thread count it ran with
 };
 
 // Phases, in table order. Their definitions (README "Measuring", lib/measure/phase.h): preprocess =

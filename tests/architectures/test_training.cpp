@@ -73,8 +73,6 @@ ModelSizes tiny_sizes() {
 VlmSpec tiny_spec(const std::string& family, uint64_t seed = 1) {
   VlmSpec spec{.family = family, .sizes = tiny_sizes(), .family_keys = nlohmann::json::object(),
                .processor_options = nlohmann::json::object(), .init_seed = seed};
-  // IDEFICS initialises its tanh gates at 0 to keep a pretrained LM intact at the start; trained from
-  // scratch, open gates learn in a fraction of the steps (alpha_initializer is an IdeficsConfig key).
   if (family == "flamingo")
     spec.family_keys = {{"resampler_n_latents", 4}, {"resampler_depth", 1}};
   if (family == "qwen2vl") spec.processor_options = {{"min_pixels", 256}, {"max_pixels", 1024}};
@@ -300,10 +298,21 @@ TEST_CASE("Cost: visual tokens, prompt length and FLOPs per phase", "[training][
     Vlm vlm(tiny_spec(family), task);
     const data::Sample s = task.sample(data::Split::kEval, 0);
     const InferenceCost c = inference_cost(vlm, s);
-    CHECK(c.visual_tokens > 0);
-    CHECK(c.lm_tokens > static_cast<int64_t>(s.prompt.size()) - 1);
+    const ImageCost per_image = vlm.processor().image_cost(16, 16);
+    CHECK(c.visual_tokens == per_image.visual_tokens);
+    CHECK(per_image.visual_tokens > 0);
+    // The prompt holds the image's LM positions and every text word (BOS aside).
+    const auto text_words = static_cast<int64_t>(s.prompt.size()) - 1;
+    CHECK(c.lm_tokens >= per_image.lm_tokens + text_words);
+    // Spliced families put every visual token in the LM sequence; flamingo keeps them as context.
+    if (family != "flamingo") CHECK(per_image.lm_tokens >= per_image.visual_tokens);
     CHECK(c.prefill_flops > c.decode_flops_per_token);
     CHECK(c.decode_flops_per_token > 0);
+    // Two images cost twice the visual tokens.
+    data::Sample two = s;
+    two.images.push_back(s.images[0]);
+    two.prompt.insert(two.prompt.begin(), data::kImageWord);
+    CHECK(inference_cost(vlm, two).visual_tokens == 2 * per_image.visual_tokens);
   }
 }
 

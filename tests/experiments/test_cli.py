@@ -223,7 +223,7 @@ def test_results_schema_and_pandas():
         for rid in ids:
             g = f["/runs/" + rid]
             for a in ["family", "variant", "seed", "status", "error", "resolved_config", "started_utc",
-                      "finished_utc", "wall_s"]:
+                      "finished_utc", "wall_s", "threads", "train_flops_per_step", "train_flops_per_sample"]:
                 assert a in g.attrs, (rid, a)
             assert "[[variant]]" in g.attrs["resolved_config"]
             for name, cols in tables.items():
@@ -294,10 +294,19 @@ def test_sigkill_then_resume():
     with h5py.File(killed, "r") as f:  # opens, and holds every completed run
         n = len(f["/summary"])
         assert 1 <= n < 4, n
+        before = {}
         for rid in f["/summary"]["run_id"]:
             assert "train" in f["/runs/" + rid.decode()]
-    r = vlmlab("run", path, "--out", killed, "--quiet", "--resume")
+            before[rid.decode()] = f["/runs/" + rid.decode()].attrs["started_utc"]
+        created = f.attrs["created_utc"]
+    time.sleep(1.1)  # so a re-run would carry a later started_utc
+    r = vlmlab("run", path, "--out", killed, "--resume")
     assert r.returncode == 0, r.stderr
+    assert f"{4 - n} run(s) to do" in r.stderr, r.stderr  # the completed runs are not run again
+    with h5py.File(killed, "r") as f:
+        for rid, started in before.items():
+            assert f["/runs/" + rid].attrs["started_utc"] == started, rid
+        assert f.attrs["created_utc"] == created  # the file's creation time survives --resume
     with h5py.File(killed, "r") as f, h5py.File(full, "r") as g:
         assert sorted(f["/runs"].keys()) == sorted(g["/runs"].keys())
         assert len(f["/summary"]) == 4
@@ -307,9 +316,13 @@ def test_sigkill_then_resume():
         if k.startswith("summary:"):
             continue
         assert nk[k] == nf[k], k
-    # Resuming a finished file does nothing and keeps it.
+    # Resuming a finished file does nothing and keeps it byte for byte.
+    with open(killed, "rb") as fh:
+        content = fh.read()
     r = vlmlab("run", path, "--out", killed, "--resume")
     assert r.returncode == 0 and "0 run(s) to do" in r.stderr, r.stderr
+    with open(killed, "rb") as fh:
+        assert fh.read() == content
     # Resuming with a changed config is refused.
     changed = write("changed.toml", TINY.replace("steps = 6", "steps = 7"))
     r = vlmlab("run", changed, "--out", killed, "--resume")
