@@ -169,18 +169,22 @@ std::vector<std::vector<int64_t>> greedy_generate(Architecture& arch, const Inpu
     }
     return next;
   };
+  // HF generate stops once every row has emitted EOS; so does this (rows are then shorter).
+  auto all_finished = [&] { return std::all_of(finished.begin(), finished.end(), [](bool f) { return f; }); };
   if (opt.max_new_tokens <= 0) return out;
   if (opt.use_cache) {
     auto [logits, state] = arch.prefill(in);
     for (int i = 0; i < opt.max_new_tokens; ++i) {
       const std::vector<int64_t> next = step(logits, i);
-      if (i + 1 < opt.max_new_tokens) logits = arch.decode(*state, next);
+      if (i + 1 < opt.max_new_tokens && !all_finished()) logits = arch.decode(*state, next);
+      else break;
     }
   } else {
     Inputs cur = in;
     for (int i = 0; i < opt.max_new_tokens; ++i) {
       const std::vector<int64_t> next = step(arch.forward(cur).logits, i);
-      if (i + 1 < opt.max_new_tokens) cur = arch.append_tokens(cur, next);
+      if (i + 1 < opt.max_new_tokens && !all_finished()) cur = arch.append_tokens(cur, next);
+      else break;
     }
   }
   return out;
@@ -265,6 +269,12 @@ std::string component_of(const Architecture& arch, const std::string& param_name
   for (const auto& [prefix, component] : arch.component_prefixes())
     if (param_name.rfind(prefix, 0) == 0) return component;
   return "lm";
+}
+
+ModelSizes::Vision resolved_vision(const ModelSizes& sizes) {
+  ModelSizes::Vision v = sizes.vision;
+  if (v.intermediate_size == 0) v.intermediate_size = 4 * v.hidden_size;
+  return v;
 }
 
 ModelSizes::Text resolved_text(const ModelSizes& sizes) {

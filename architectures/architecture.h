@@ -160,6 +160,8 @@ using ConfigBuilder = nlohmann::json (*)(const ModelSizes& sizes, const nlohmann
 nlohmann::json apply_family_keys(nlohmann::json config, const nlohmann::json& keys, std::string_view family);
 // Text sizes with the family-independent defaults resolved (kv heads = heads, intermediate = 4 x hidden).
 ModelSizes::Text resolved_text(const ModelSizes& sizes);
+// Vision sizes with intermediate_size 0 resolved to 4 x hidden_size.
+ModelSizes::Vision resolved_vision(const ModelSizes& sizes);
 
 struct FamilyEntry {
   std::string_view name;           // vlmlab's family name
@@ -191,7 +193,8 @@ struct GenerateOptions {
   bool use_cache = true;
 };
 
-// Greedy continuation per row: [B][max_new_tokens].
+// Greedy continuation per row: [B][n], n = max_new_tokens, or fewer when every row has emitted EOS
+// (HF generate stops there too).
 std::vector<std::vector<int64_t>> greedy_generate(Architecture& arch, const Inputs& in, const GenerateOptions& opt);
 // Plain greedy (no EOS handling): [B][n].
 std::vector<std::vector<int64_t>> greedy_generate(Architecture& arch, const Inputs& in, int max_new_tokens,

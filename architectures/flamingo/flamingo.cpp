@@ -382,6 +382,7 @@ class Flamingo final : public Architecture {
       if (N == 0) return Tensor();
       states = reshape(ie, {B * N, ie.dim(2), ie.dim(3)});
     }
+    // The resampler; the gated cross-attention layers run inside the LM and count as LM time.
     const PhaseScope phase("connector");
     return resampler_ ? resampler_->forward(states) : states;
   }

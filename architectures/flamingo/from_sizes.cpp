@@ -7,7 +7,7 @@ namespace vlm::flamingo {
 
 nlohmann::json build_config(const ModelSizes& sizes, const nlohmann::json& family_keys) {
   const ModelSizes::Text t = resolved_text(sizes);
-  const ModelSizes::Vision& v = sizes.vision;
+  const ModelSizes::Vision v = resolved_vision(sizes);
   const SpecialTokens& tok = sizes.tokens;
   if (t.num_key_value_heads != t.num_attention_heads)
     throw ConfigError("flamingo: IDEFICS has no grouped-query attention: model.text.num_key_value_heads (" +
@@ -15,7 +15,7 @@ nlohmann::json build_config(const ModelSizes& sizes, const nlohmann::json& famil
                       std::to_string(t.num_attention_heads) + ")");
   nlohmann::json vision = {
       {"embed_dim", v.hidden_size},
-      {"intermediate_size", v.intermediate_size > 0 ? v.intermediate_size : 4 * v.hidden_size},
+      {"intermediate_size", v.intermediate_size},
       {"num_hidden_layers", v.num_hidden_layers},
       {"num_attention_heads", v.num_attention_heads},
       {"patch_size", v.patch_size},

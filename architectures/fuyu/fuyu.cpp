@@ -171,7 +171,7 @@ Tensor FuyuForCausalLM::image_features(const Tensor& patches) const {
   VLM_CHECK(patches.ndim() >= 2 && patches.dim(-1) == P,
             "fuyu: image_patches must be [..., " << P << "] (patch_size² · num_channels = " << s_.patch_size << "² · "
                                                  << s_.num_channels << "), got " << shape_str(patches.shape()));
-  const PhaseScope phase("connector");
+  const PhaseScope phase("connector");  // no vision encoder: the patch embedding is the connector
   return vision_embed_tokens.forward(patches);
 }
 

@@ -6,7 +6,7 @@ namespace vlm::llava {
 
 nlohmann::json build_config(const ModelSizes& sizes, const nlohmann::json& family_keys) {
   const ModelSizes::Text t = resolved_text(sizes);
-  const ModelSizes::Vision& v = sizes.vision;
+  const ModelSizes::Vision v = resolved_vision(sizes);
   const SpecialTokens& tok = sizes.tokens;
   nlohmann::json text = {
       {"model_type", "llama"},
@@ -30,7 +30,7 @@ nlohmann::json build_config(const ModelSizes& sizes, const nlohmann::json& famil
   nlohmann::json vision = {
       {"model_type", "clip_vision_model"},
       {"hidden_size", v.hidden_size},
-      {"intermediate_size", v.intermediate_size > 0 ? v.intermediate_size : 4 * v.hidden_size},
+      {"intermediate_size", v.intermediate_size},
       {"num_hidden_layers", v.num_hidden_layers},
       {"num_attention_heads", v.num_attention_heads},
       {"patch_size", v.patch_size},

@@ -7,13 +7,12 @@ namespace vlm::qwen2vl {
 
 nlohmann::json build_config(const ModelSizes& sizes, const nlohmann::json& family_keys) {
   const ModelSizes::Text t = resolved_text(sizes);
-  const ModelSizes::Vision& v = sizes.vision;
+  const ModelSizes::Vision v = resolved_vision(sizes);
   const SpecialTokens& tok = sizes.tokens;
   const int64_t half = t.hidden_size / std::max<int64_t>(1, t.num_attention_heads) / 2;
   const int64_t sec_t = half / 4;
   const int64_t sec_h = (half - sec_t) / 2;
   const int64_t sec_w = half - sec_t - sec_h;
-  const int64_t v_inter = v.intermediate_size > 0 ? v.intermediate_size : 4 * v.hidden_size;
   nlohmann::json text = {
       {"model_type", "qwen2_vl_text"},
       {"vocab_size", sizes.vocab_size},
@@ -36,7 +35,7 @@ nlohmann::json build_config(const ModelSizes& sizes, const nlohmann::json& famil
       {"embed_dim", v.hidden_size},
       {"depth", v.num_hidden_layers},
       {"num_heads", v.num_attention_heads},
-      {"mlp_ratio", static_cast<double>(v_inter) / static_cast<double>(v.hidden_size)},
+      {"mlp_ratio", static_cast<double>(v.intermediate_size) / static_cast<double>(v.hidden_size)},
       {"hidden_act", "quick_gelu"},
       {"patch_size", v.patch_size},
       {"temporal_patch_size", 2},

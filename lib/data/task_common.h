@@ -25,12 +25,7 @@
 
 namespace vlm::data::detail {
 
-// splitmix64's finaliser: a bijective 64-bit mix.
-inline uint64_t mix64(uint64_t z) {
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-  return z ^ (z >> 31);
-}
+using vlm::mix64;
 
 // The Rng seed of one item of a stream: a hash of (seed, split, index, salt). Train and eval get
 // unrelated streams; the salt separates streams that share an index (an image and its questions).

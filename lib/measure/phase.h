@@ -1,12 +1,13 @@
 // Wall time of the parts of a forward pass, marked where they happen. The phases are defined once,
-// here, and every family marks the same two regions, so a latency table means the same thing for
-// each family:
-//   vision    — pixels (or patches) to the vision encoder's output. Families without an encoder
-//               (fuyu) have none.
-//   connector — encoder output to what the LM consumes: projector (llava), Perceiver resampler
-//               (flamingo), patch merger (qwen2vl), the patch embedding itself (fuyu). Flamingo's
-//               gated cross-attention layers run inside the LM and count as LM time.
-// A runner times a whole prefill and subtracts these to get the LM's share.
+// here, and every architecture marks the same two regions, so a latency table means the same thing
+// for each of them:
+//   vision    — pixels (or patches) to the vision encoder's output; an architecture without an
+//               encoder has none.
+//   connector — encoder output to what the language model consumes (a projector, a resampler, a
+//               merger, or a patch embedding standing in for the encoder). Layers interleaved with
+//               the language model's own run inside it and count as LM time.
+// A runner times a whole prefill and subtracts these to get the LM's share. Where each family puts
+// its marks is written beside the marks (architectures/<family>/).
 // Marks cost one clock read each and nothing at all when no capture is active.
 #pragma once
 
