@@ -233,18 +233,24 @@ void write_run(io::H5File& f, const RunResult& r) {
     f.write_table(g + "/cost", t);
   }
   {
-    const auto& cfg_gallery = r.eval.items;
+    // The gallery: `eval.gallery` items spread evenly over the eval set (item k of n is eval item
+    // k * total / n), so a task asking many questions about one image (Sort-of-CLEVR: 20) still shows
+    // several images; `index` names each item's eval index, from which `vlmlab sample` redraws it.
+    const auto& items = r.eval.items;
     std::vector<std::string> q, a, p;
-    std::vector<int64_t> ok;
-    const std::size_t n = std::min<std::size_t>(cfg_gallery.size(), static_cast<std::size_t>(std::max(0, r.gallery)));
-    for (std::size_t i = 0; i < n; ++i) {
-      q.push_back(cfg_gallery[i].question);
-      a.push_back(cfg_gallery[i].answer);
-      p.push_back(cfg_gallery[i].prediction);
-      ok.push_back(cfg_gallery[i].correct ? 1 : 0);
+    std::vector<int64_t> ok, index;
+    const std::size_t n = std::min<std::size_t>(items.size(), static_cast<std::size_t>(std::max(0, r.gallery)));
+    for (std::size_t k = 0; k < n; ++k) {
+      const EvalItem& it = items[k * items.size() / n];
+      q.push_back(it.question);
+      a.push_back(it.answer);
+      p.push_back(it.prediction);
+      ok.push_back(it.correct ? 1 : 0);
+      index.push_back(it.index);
     }
     io::Table t;
     t.add_strings("question", q).add_strings("answer", a).add_strings("prediction", p).add_ints("correct", ok);
+    t.add_ints("index", index);
     f.write_table(g + "/samples", t);
   }
 }

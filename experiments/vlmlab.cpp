@@ -1,19 +1,29 @@
 // The vlmlab command line: `vlmlab <command> [options]`, each command with its own --help.
+#include <unistd.h>
+
+#include <algorithm>
 #include <boost/program_options.hpp>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
+#include <filesystem>
 #include <iostream>
 #include <sstream>
-#include <variant>
+#include <stdexcept>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include "architectures/parity.h"
 #include "experiments/config.h"
 #include "experiments/demo.h"
+#include "experiments/results.h"
 #include "experiments/runner.h"
 #include "lib/core/parallel.h"
 #include "lib/data/task.h"
 #include "lib/core/check.h"
+#include "lib/data/png.h"
+#include "lib/io/h5.h"
 #include "lib/io/hf_config.h"
 #include "lib/io/safetensors.h"
 
@@ -27,6 +37,8 @@ void usage() {
       "commands:\n"
       "  run      run an experiment (TOML): train, evaluate and measure every run into HDF5\n"
       "  check    validate an experiment and list the runs it would make, without training\n"
+      "  report   write a comparison report (markdown + figures) from a results file\n"
+      "  sample   draw a task's samples as PNG files, as the runs of an experiment saw them\n"
       "  list     families, projectors and tasks (with their parameters)\n"
       "  parity   compare a family with Hugging Face transformers on a fixture folder\n"
       "  demo     train and evaluate a tiny decoder with the core (a smoke test of the whole stack)\n"
@@ -110,7 +122,7 @@ int cmd_parity(const std::vector<std::string>& args) {
 
 // Parses `vlmlab CMD EXP.toml [options]`; returns false (and prints help) when --help was asked.
 bool parse_with_file(const std::vector<std::string>& args, po::options_description& desc, std::string& file,
-                     po::variables_map& vm) {
+                     po::variables_map& vm, const char* what = "the experiment file") {
   po::options_description hidden;
   hidden.add_options()("file", po::value<std::string>(&file));
   po::options_description all;
@@ -123,7 +135,7 @@ bool parse_with_file(const std::vector<std::string>& args, po::options_descripti
     return false;
   }
   po::notify(vm);
-  if (file.empty()) throw po::error("missing the experiment file (see --help)");
+  if (file.empty()) throw po::error(std::string("missing ") + what + " (see --help)");
   return true;
 }
 
@@ -176,6 +188,144 @@ int cmd_check(const std::vector<std::string>& args) {
   return 0;
 }
 
+std::string join_words(const std::vector<std::string>& words) {
+  std::string out;
+  for (const std::string& w : words) out += (out.empty() ? "" : " ") + w;
+  return out;
+}
+
+// The sample's images side by side on a grey ground (which also frames them), each scaled up by a
+// whole factor (nearest neighbour) to about 150 px so small task images stay visible in a report.
+vlm::data::Image sample_picture(const vlm::data::Sample& s) {
+  constexpr int64_t kTarget = 150, kGap = 4;
+  const vlm::data::Rgb ground{190, 190, 190};
+  std::vector<int64_t> scale;
+  int64_t width = kGap, height = 0;
+  for (const vlm::data::Image& im : s.images) {
+    const int64_t side = std::max<int64_t>(1, std::max(im.height, im.width));
+    scale.push_back(std::max<int64_t>(1, (kTarget + side - 1) / side));
+    width += im.width * scale.back() + kGap;
+    height = std::max(height, im.height * scale.back());
+  }
+  vlm::data::Image out(height + 2 * kGap, width, ground);
+  int64_t x0 = kGap;
+  for (std::size_t i = 0; i < s.images.size(); ++i) {
+    const vlm::data::Image& im = s.images[i];
+    const int64_t k = scale[i];
+    for (int64_t y = 0; y < im.height * k; ++y)
+      for (int64_t x = 0; x < im.width * k; ++x) out.set(kGap + y, x0 + x, im.at(y / k, x / k));
+    x0 += im.width * k + kGap;
+  }
+  return out;
+}
+
+int cmd_sample(const std::vector<std::string>& args) {
+  std::string file, run, out_dir = ".", split = "eval";
+  std::vector<int64_t> indices;
+  int64_t count = 4;
+  po::options_description desc(
+      "vlmlab sample EXP.toml [options]\n"
+      "Draws samples of the experiment's task (with the task parameters of one of its runs) as PNG\n"
+      "files, DIR/<split>_<index>.png, and prints one tab-separated line per sample: index, subtype,\n"
+      "question, answer, file. Samples are a pure function of the task parameters, so these are the\n"
+      "images the runs saw (`vlmlab report` draws its gallery this way)");
+  desc.add_options()("help,h", "show this help")(
+      "run", po::value<std::string>(&run), "the run whose task parameters to use (default: the first run)")(
+      "split", po::value<std::string>(&split)->default_value(split), "eval or train")(
+      "index", po::value<std::vector<int64_t>>(&indices)->multitoken(), "sample indices (default 0..count-1)")(
+      "count", po::value<int64_t>(&count)->default_value(count), "samples 0..count-1 when no --index is given")(
+      "out", po::value<std::string>(&out_dir)->default_value(out_dir), "folder for the PNG files");
+  po::variables_map vm;
+  if (!parse_with_file(args, desc, file, vm)) return 0;
+  if (split != "eval" && split != "train") throw po::error("--split must be eval or train, got \"" + split + "\"");
+  if (indices.empty()) {
+    if (count < 1) throw po::error("--count must be >= 1");
+    for (int64_t i = 0; i < count; ++i) indices.push_back(i);
+  }
+  for (const int64_t i : indices)
+    if (i < 0) throw po::error("--index must be >= 0");
+  const vlm::exp::LoadedExperiment exp = vlm::exp::load_experiment(file);
+  const vlm::exp::RunSpec* spec = exp.runs.empty() ? nullptr : &exp.runs.front();
+  if (!run.empty()) {
+    spec = nullptr;
+    for (const vlm::exp::RunSpec& r : exp.runs)
+      if (r.run_id == run) spec = &r;
+    if (!spec) throw po::error("no run \"" + run + "\" in " + file + " (`vlmlab check` lists them)");
+  }
+  if (!spec) throw po::error(file + " makes no runs");
+  const auto task = vlm::data::make_task(spec->config.task, spec->config.task_params);
+  std::filesystem::create_directories(out_dir);
+  const vlm::data::Split which = split == "eval" ? vlm::data::Split::kEval : vlm::data::Split::kTrain;
+  for (const int64_t i : indices) {
+    const vlm::data::Sample s = task->sample(which, static_cast<uint64_t>(i));
+    const std::string path = (std::filesystem::path(out_dir) / (split + "_" + std::to_string(i) + ".png")).string();
+    vlm::data::write_png(path, sample_picture(s));
+    std::printf("%lld\t%s\t%s\t%s\t%s\n", static_cast<long long>(i), s.subtype.c_str(), join_words(s.prompt).c_str(),
+                join_words(s.answer).c_str(), path.c_str());
+  }
+  return 0;
+}
+
+// `vlmlab report`: checks the results file here (a clear error, exit 2), then hands it to
+// scripts/report.py, which reads it with h5py and draws the figures with matplotlib. This binary is
+// passed along for the gallery's images (`vlmlab sample`).
+int cmd_report(const std::vector<std::string>& args) {
+  std::string file, out;
+  po::options_description desc(
+      "vlmlab report RESULTS.h5 [options]\n"
+      "Writes report.md and its figures (PNG) from a results file: what was run, accuracy per\n"
+      "variant and subtype (mean and 95% confidence interval over seeds) beside chance and majority,\n"
+      "parameters, visual/LM tokens, latency per phase, peak memory, training curves, a gallery of\n"
+      "eval items with each variant's answers, and the failed runs with their errors. The same\n"
+      "results file always gives the same report. Exit 0 when written, 2 for a missing or invalid\n"
+      "results file, 1 when the report could not be made");
+  desc.add_options()("help,h", "show this help")(
+      "out", po::value<std::string>(&out), "folder for report.md and its figures (default results/<experiment name>/)");
+  po::variables_map vm;
+  if (!parse_with_file(args, desc, file, vm, "the results file")) return 0;
+  if (!std::filesystem::is_regular_file(file)) {
+    std::fprintf(stderr, "vlmlab report: cannot open %s: no such file\n", file.c_str());
+    return 2;
+  }
+  std::string name;
+  try {
+    const vlm::io::H5File f = vlm::io::H5File::open_read(file);
+    const vlm::io::AttrValue version = f.attr("/", "schema_version");
+    if (!std::holds_alternative<int64_t>(version) || std::get<int64_t>(version) != vlm::exp::kSchemaVersion)
+      throw std::runtime_error("schema_version is not " + std::to_string(vlm::exp::kSchemaVersion));
+    const vlm::io::AttrValue n = f.attr("/", "experiment_name");
+    if (!std::holds_alternative<std::string>(n)) throw std::runtime_error("experiment_name is not a string");
+    name = std::get<std::string>(n);
+    f.read_table("/summary");
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "vlmlab report: %s is not a vlmlab results file (HDF5 schema %lld): %s\n", file.c_str(),
+                 static_cast<long long>(vlm::exp::kSchemaVersion), e.what());
+    return 2;
+  }
+  if (out.empty()) out = "results/" + name;
+  const std::string script = std::string(VLMLAB_SOURCE_DIR) + "/scripts/report.py";
+  if (!std::filesystem::is_regular_file(script)) {
+    std::fprintf(stderr, "vlmlab report: cannot find %s (the source tree this binary was built from)\n",
+                 script.c_str());
+    return 1;
+  }
+  std::error_code ec;
+  const std::string self = std::filesystem::read_symlink("/proc/self/exe", ec).string();
+  std::vector<std::string> argv_s = {VLMLAB_PYTHON, script, file, "--out", out};
+  if (!ec) {
+    argv_s.push_back("--vlmlab");
+    argv_s.push_back(self);
+  }
+  std::vector<char*> argv;
+  for (std::string& a : argv_s) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  std::fflush(stdout);
+  std::fflush(stderr);
+  execvp(argv[0], argv.data());
+  std::fprintf(stderr, "vlmlab report: cannot run %s: %s\n", VLMLAB_PYTHON, std::strerror(errno));
+  return 1;
+}
+
 int cmd_list(const std::vector<std::string>& args) {
   po::options_description desc("vlmlab list\nFamilies (with the transformers class each reproduces), projectors and tasks");
   desc.add_options()("help,h", "show this help");
@@ -217,6 +367,8 @@ int main(int argc, char** argv) {
     if (cmd == "run") return cmd_run(args);
     if (cmd == "check") return cmd_check(args);
     if (cmd == "list") return cmd_list(args);
+    if (cmd == "report") return cmd_report(args);
+    if (cmd == "sample") return cmd_sample(args);
     if (cmd == "parity") return cmd_parity(args);
     std::fprintf(stderr, "vlmlab: unknown command \"%s\"\n", cmd.c_str());
     usage();

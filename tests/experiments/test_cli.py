@@ -218,7 +218,7 @@ def test_results_schema_and_pandas():
             "memory": ["phase", "params_bytes", "grads_bytes", "optimizer_bytes", "activations_bytes",
                        "kv_cache_bytes", "peak_bytes", "peak_rss_bytes"],
             "cost": ["resolution", "visual_tokens", "lm_tokens", "prefill_flops", "decode_flops_per_token"],
-            "samples": ["question", "answer", "prediction", "correct"],
+            "samples": ["question", "answer", "prediction", "correct", "index"],
         }
         for rid in ids:
             g = f["/runs/" + rid]

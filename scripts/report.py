@@ -1,0 +1,924 @@
+"""The comparison report: one markdown page and its figures from a vlmlab results file (HDF5 schema 1,
+DESIGN.md "The results file").
+
+    report.py RESULTS.h5 --out DIR [--vlmlab BINARY]
+
+`vlmlab report` runs this with Debian's /usr/bin/python3 (h5py, numpy, matplotlib) after checking the
+file. It writes DIR/report.md, DIR/figures/*.png and, given the vlmlab binary, DIR/gallery/*.png: the
+first eval items redrawn with `vlmlab sample` from the runs' own task parameters (tasks are pure
+functions of their parameters, so these are the images the runs saw; each redrawn item's question and
+answer are checked against the ones stored in the file).
+
+The same results file always gives the same report: nothing depends on the clock, the path the file
+was given by, or the order runs were completed in, and the PNGs carry no software or date metadata.
+
+Statistics: accuracy per variant is the mean over seeds with a 95% confidence interval from the
+t-distribution (mean ± t(0.975, n-1) * s / sqrt(n), s the sample standard deviation); with one seed
+the report says n=1 and gives no interval. Latencies pool the raw samples of every seed and give the
+median and the 10th-90th percentiles (linear interpolation, as the runner's).
+"""
+import argparse
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import tomllib
+
+import h5py
+import numpy as np
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import EngFormatter  # noqa: E402
+
+PHASES = ["preprocess", "vision", "connector", "lm_prefill", "prefill", "decode"]
+PHASE_TITLES = {"preprocess": "preprocess", "vision": "vision encoder", "connector": "connector",
+                "lm_prefill": "LM prefill", "prefill": "prefill (all)", "decode": "decode / token"}
+MEMORY_COLUMNS = [("params_bytes", "parameters"), ("grads_bytes", "gradients"), ("optimizer_bytes", "optimizer"),
+                  ("activations_bytes", "activations"), ("kv_cache_bytes", "KV cache"),
+                  ("peak_bytes", "peak (all)"), ("peak_rss_bytes", "peak RSS")]
+FAMILY_MARKERS = {"llava": "o", "flamingo": "s", "fuyu": "^", "qwen2vl": "D"}
+GALLERY_ITEMS = 6
+PNG_METADATA = {"Software": None}  # no matplotlib version, no date: the same data give the same bytes
+
+
+# ---------------------------------------------------------------------------------------------
+# Statistics
+
+def _betacf(a, b, x):
+    """Continued fraction of the regularized incomplete beta function (modified Lentz)."""
+    tiny = 1e-300
+    qab, qap, qam = a + b, a + 1.0, a - 1.0
+    c, d = 1.0, 1.0 - qab * x / qap
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 400):
+        m2 = 2 * m
+        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + aa / c
+        c = c if abs(c) > tiny else tiny
+        h *= d * c
+        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + aa / c
+        c = c if abs(c) > tiny else tiny
+        step = d * c
+        h *= step
+        if abs(step - 1.0) < 1e-15:
+            break
+    return h
+
+
+def betainc(a, b, x):
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
+    if x < (a + 1.0) / (a + b + 2.0):
+        return front * _betacf(a, b, x) / a
+    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
+
+
+def t_cdf(t, df):
+    """P(T <= t) for Student's t with df degrees of freedom, t >= 0."""
+    return 1.0 - 0.5 * betainc(df / 2.0, 0.5, df / (df + t * t))
+
+
+def t_quantile(p, df):
+    """The t with P(T <= t) = p, for p > 0.5 (bisection: slow, exact enough, deterministic)."""
+    lo, hi = 0.0, 1.0
+    while t_cdf(hi, df) < p:
+        hi *= 2.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if t_cdf(mid, df) < p:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
+def mean_ci(values):
+    """(mean, half-width of the 95% t interval or None when n < 2, n)."""
+    xs = [float(v) for v in values]
+    n = len(xs)
+    if n == 0:
+        return float("nan"), None, 0
+    mean = sum(xs) / n
+    if n < 2:
+        return mean, None, n
+    sd = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1))
+    return mean, t_quantile(0.975, n - 1) * sd / math.sqrt(n), n
+
+
+def pct(samples, q):
+    return float(np.percentile(np.asarray(samples, dtype=np.float64), q)) if len(samples) else float("nan")
+
+
+# ---------------------------------------------------------------------------------------------
+# Formatting (fixed rules, so the same numbers always print the same)
+
+def fmt_pct(x):
+    return "–" if x is None or x != x else f"{100.0 * x:.1f}"
+
+
+def fmt_acc(mean, half, n):
+    if n == 0:
+        return "–"
+    if half is None:
+        return f"{100.0 * mean:.1f}"
+    return f"{100.0 * mean:.1f} ± {100.0 * half:.1f}"
+
+
+def fmt_ms(v):
+    if v is None or v != v:
+        return "–"
+    a = abs(v)
+    if a >= 100:
+        return f"{v:.0f}"
+    if a >= 10:
+        return f"{v:.1f}"
+    if a >= 1:
+        return f"{v:.2f}"
+    return f"{v:.3f}"
+
+
+def fmt_int(v):
+    return f"{int(v):,}"
+
+
+def fmt_bytes(b):
+    b = int(b)
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if b >= size:
+            v = b / size
+            return f"{v:.0f} {unit}" if v >= 100 else (f"{v:.1f} {unit}" if v >= 10 else f"{v:.2f} {unit}")
+    return f"{b} B"
+
+
+def fmt_flops(f):
+    f = float(f)
+    for unit, size in (("TFLOP", 1e12), ("GFLOP", 1e9), ("MFLOP", 1e6), ("kFLOP", 1e3)):
+        if f >= size:
+            return f"{f / size:.3g} {unit}"
+    return f"{f:.0f} FLOP"
+
+
+def md_escape(s):
+    s = str(s).replace("\r", " ").replace("\n", " ")
+    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|")
+
+
+def md_table(header, rows, right=()):
+    """A pipe table; columns whose index is in `right` are right-aligned."""
+    out = ["| " + " | ".join(header) + " |",
+           "|" + "|".join("---:" if i in right else "---" for i in range(len(header))) + "|"]
+    for r in rows:
+        out.append("| " + " | ".join(str(c) for c in r) + " |")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading the file
+
+def s_(x):
+    if isinstance(x, bytes):
+        return x.decode("utf-8")
+    if isinstance(x, np.bytes_):
+        return bytes(x).decode("utf-8")
+    return x if isinstance(x, str) else str(x)
+
+
+def read_table(group, name):
+    """A compound dataset as {column: list}, strings decoded; {} when absent."""
+    if name not in group:
+        return {}
+    data = group[name][()]
+    if data.dtype.names is None:
+        return {}
+    out = {}
+    for col in data.dtype.names:
+        vals = data[col].tolist()
+        out[col] = [s_(v) if isinstance(v, (bytes, np.bytes_)) else v for v in vals]
+    return out
+
+
+def rows_of(table):
+    cols = list(table)
+    n = len(table[cols[0]]) if cols else 0
+    return [{c: table[c][i] for c in cols} for i in range(n)]
+
+
+class Run:
+    def __init__(self, run_id, g):
+        a = g.attrs
+        self.id = run_id
+        self.family = s_(a.get("family", ""))
+        self.variant = s_(a.get("variant", ""))
+        self.seed = int(a.get("seed", 0))
+        self.status = s_(a.get("status", "failed"))
+        self.error = s_(a.get("error", ""))
+        self.sweep = s_(a.get("sweep", ""))
+        self.resolved_config = s_(a.get("resolved_config", ""))
+        self.wall_s = float(a.get("wall_s", float("nan")))
+        self.threads = int(a.get("threads", 0))
+        self.flops_per_step = float(a.get("train_flops_per_step", 0.0))
+        self.flops_per_sample = float(a.get("train_flops_per_sample", 0.0))
+        self.params = dict(zip(*[read_table(g, "params").get(c, []) for c in ("component", "count")]))
+        self.train = read_table(g, "train")
+        self.eval = rows_of(read_table(g, "eval"))
+        self.latency = rows_of(read_table(g, "latency"))
+        self.memory = rows_of(read_table(g, "memory"))
+        self.cost = rows_of(read_table(g, "cost"))
+        self.samples = rows_of(read_table(g, "samples"))
+        for i, row in enumerate(self.samples):  # files before the `index` column kept the first items
+            row.setdefault("index", i)
+        self.latency_samples = {}
+        if "latency_samples" in g:
+            for name, ds in g["latency_samples"].items():
+                self.latency_samples[name] = [float(v) for v in ds[()]]
+        try:
+            self.task = tomllib.loads(self.resolved_config).get("task", {})
+        except tomllib.TOMLDecodeError:
+            self.task = {}
+
+    @property
+    def complete(self):
+        return self.status == "complete"
+
+    def accuracy(self, subtype="all"):
+        for r in self.eval:
+            if r["subtype"] == subtype:
+                return float(r["accuracy"])
+        return float("nan")
+
+
+def short_sweep(sweep):
+    """"train.lr=0.001;task.image_size=75" -> "lr=0.001, image_size=75" (run ids use the last part too)."""
+    parts = [p for p in sweep.split(";") if p]
+    return ", ".join(p.split("=", 1)[0].rsplit(".", 1)[-1] + "=" + p.split("=", 1)[1] if "=" in p else p
+                     for p in parts)
+
+
+def natural_key(sweep):
+    key = []
+    for p in sweep.split(";"):
+        k, _, v = p.partition("=")
+        try:
+            key.append((k, 0, float(v), ""))
+        except ValueError:
+            key.append((k, 1, 0.0, v))
+    return key
+
+
+class Group:
+    """The runs of one variant at one sweep point: its seeds."""
+
+    def __init__(self, variant, family, sweep):
+        self.variant, self.family, self.sweep = variant, family, sweep
+        self.runs = []
+
+    @property
+    def label(self):
+        return self.variant + (f" ({short_sweep(self.sweep)})" if self.sweep else "")
+
+    @property
+    def done(self):
+        return [r for r in self.runs if r.complete]
+
+
+def load(path):
+    with h5py.File(path, "r") as f:
+        meta = {k: (s_(v) if isinstance(v, (bytes, str, np.bytes_)) else v.item() if hasattr(v, "item") else v)
+                for k, v in f.attrs.items()}
+        runs = [Run(rid, f["runs"][rid]) for rid in sorted(f["runs"].keys())] if "runs" in f else []
+    try:
+        exp = tomllib.loads(meta.get("experiment_toml", ""))
+    except tomllib.TOMLDecodeError:
+        exp = {}
+    # Variants in the experiment's order, then sweep points in natural order, then seeds.
+    order = [v.get("name", v.get("family", "")) for v in exp.get("variant", []) if isinstance(v, dict)]
+    def vindex(name):
+        return (order.index(name), "") if name in order else (len(order), name)
+    runs.sort(key=lambda r: (vindex(r.variant), natural_key(r.sweep), r.seed, r.id))
+    groups = {}
+    for r in runs:
+        key = (r.variant, r.sweep)
+        if key not in groups:
+            groups[key] = Group(r.variant, r.family, r.sweep)
+        groups[key].runs.append(r)
+    return meta, exp, runs, list(groups.values())
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures
+
+def group_styles(groups):
+    """Colour per variant, marker per family; markers shrink and line styles change along the list, so
+    variants with the same numbers (fuyu's and qwen2vl's token counts) still show one inside the other."""
+    cmap = plt.get_cmap("tab10" if len(groups) <= 10 else "tab20")
+    dashes = ["-", "--", "-.", ":"]
+    return {id(g): dict(color=cmap(i % cmap.N), marker=FAMILY_MARKERS.get(g.family, "o"),
+                        ms=max(5.0, 10.0 - 1.2 * i), ls=dashes[i % len(dashes)])
+            for i, g in enumerate(groups)}
+
+
+def spread_wide(values):
+    """Whether positive values span enough to want a log axis."""
+    v = [x for x in values if x is not None and x == x and x > 0]
+    return bool(v) and max(v) / min(v) > 20
+
+
+def save(fig, out_dir, name):
+    os.makedirs(os.path.join(out_dir, "figures"), exist_ok=True)
+    fig.savefig(os.path.join(out_dir, "figures", name), dpi=110, bbox_inches="tight", metadata=PNG_METADATA)
+    plt.close(fig)
+    return "figures/" + name
+
+
+def legend_below(fig, axes, ncol):
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=ncol, frameon=False)
+
+
+def baseline_lines(ax, chance, majority):
+    if chance is not None:
+        ax.axhline(100 * chance, color="0.45", linestyle=":", linewidth=1.2, label=f"chance ({100 * chance:.1f}%)")
+    if majority is not None:
+        ax.axhline(100 * majority, color="0.45", linestyle="--", linewidth=1.2,
+                   label=f"majority ({100 * majority:.1f}%)")
+
+
+def fig_accuracy_vs(out_dir, name, groups, styles, xs, xlabel, title, baselines, eng=False):
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for g, x in zip(groups, xs):
+        if x is None:
+            continue
+        m, h, n = mean_ci([r.accuracy() for r in g.done])
+        st = styles[id(g)]
+        ax.errorbar([x], [100 * m], yerr=None if h is None else [[100 * h], [100 * h]], fmt=st["marker"],
+                    color=st["color"], markersize=st["ms"], capsize=4, elinewidth=1.2, alpha=0.9,
+                    label=f"{g.label} (n={n})")
+    baseline_lines(ax, *baselines)
+    if spread_wide(xs):
+        ax.set_xscale("log")
+    else:
+        ax.set_xlim(left=0, right=1.08 * max(x for x in xs if x is not None))
+    if eng:  # 150k, 1.2M
+        ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+    ax.set_ylim(-3, 103)  # accuracy's range; wider intervals (few seeds) run off the axes
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("accuracy, all questions (%)")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+    return save(fig, out_dir, name)
+
+
+def latency_of(g, phase, res):
+    """Pooled raw samples of every complete seed."""
+    pooled = []
+    for r in g.done:
+        pooled += r.latency_samples.get(f"{phase}@{res}", [])
+    return pooled
+
+
+def resolutions_of(g):
+    res = []
+    for r in g.done:
+        for c in r.cost:
+            if int(c["resolution"]) not in res:
+                res.append(int(c["resolution"]))
+    return res
+
+
+def cost_of(g, res):
+    for r in g.done:
+        for c in r.cost:
+            if int(c["resolution"]) == res:
+                return c
+    return None
+
+
+def memory_of(g):
+    """phase -> {column: max over complete seeds}, phases in the runs' order."""
+    out = {}
+    for r in g.done:
+        for m in r.memory:
+            row = out.setdefault(m["phase"], {})
+            for col, _ in MEMORY_COLUMNS:
+                row[col] = max(row.get(col, 0), int(m[col]))
+    return out
+
+
+def fig_tokens_latency(out_dir, groups, styles):
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    lows, highs = [], []
+    for g in groups:
+        res = resolutions_of(g)
+        if not res:
+            continue
+        st = styles[id(g)]
+        vt = [int(cost_of(g, r)["visual_tokens"]) for r in res]
+        axes[0].plot(res, vt, marker=st["marker"], ms=st["ms"], ls=st["ls"], color=st["color"], label=g.label)
+        med, lo, hi = [], [], []
+        for r in res:
+            s = latency_of(g, "prefill", r)
+            med.append(pct(s, 50))
+            lo.append(pct(s, 50) - pct(s, 10))
+            hi.append(pct(s, 90) - pct(s, 50))
+        axes[1].errorbar(res, med, yerr=[lo, hi], marker=st["marker"], ms=st["ms"], ls=st["ls"], color=st["color"],
+                         capsize=3, label=g.label)
+        lows.append(min(m - l for m, l in zip(med, lo)))
+        highs.append(max(m + h for m, h in zip(med, hi)))
+    axes[0].set_title("visual tokens per image")
+    axes[0].set_ylabel("visual tokens")
+    axes[1].set_title("prefill latency, batch 1 (median, p10–p90)")
+    axes[1].set_ylabel("prefill latency (ms)")
+    for ax in axes:
+        ax.set_xlabel("image resolution (px, square)")
+        ax.grid(True, alpha=0.3)
+    axes[0].set_ylim(bottom=0)
+    if lows and spread_wide([min(lows), max(highs)]):  # noisy timings: keep the medians readable
+        axes[1].set_yscale("log")
+    else:
+        axes[1].set_ylim(bottom=0)
+    legend_below(fig, axes, min(4, len(groups)))
+    fig.tight_layout()
+    return save(fig, out_dir, "tokens_latency_vs_resolution.png")
+
+
+def fig_memory(out_dir, groups, styles):
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for g in groups:
+        res = resolutions_of(g)
+        mem = memory_of(g)
+        if not res:
+            continue
+        st = styles[id(g)]
+        for ax, phase in zip(axes, ("prefill", "decode")):
+            ys = [mem.get(f"{phase}@{r}", {}).get("peak_bytes", float("nan")) / 2**20 for r in res]
+            ax.plot(res, ys, marker=st["marker"], ms=st["ms"], ls=st["ls"], color=st["color"], label=g.label)
+    axes[0].set_title("peak memory during prefill, batch 1")
+    axes[1].set_title("peak memory during decode, batch 1")
+    for ax in axes:
+        ax.set_xlabel("image resolution (px, square)")
+        ax.set_ylabel("peak tensor memory (MiB)")
+        ax.grid(True, alpha=0.3)
+        ax.set_ylim(bottom=0)
+    legend_below(fig, axes, min(4, len(groups)))
+    fig.tight_layout()
+    return save(fig, out_dir, "memory_vs_resolution.png")
+
+
+def smooth(y, w):
+    if w <= 1 or len(y) < w:
+        return np.asarray(y, dtype=np.float64)
+    c = np.cumsum(np.insert(np.asarray(y, dtype=np.float64), 0, 0.0))
+    head = c[1:w] / np.arange(1, w)  # the first points average what exists so far
+    return np.concatenate([head, (c[w:] - c[:-w]) / w])
+
+
+def fig_loss(out_dir, groups, styles):
+    fig, ax = plt.subplots(figsize=(8, 4.6))
+    window = 1
+    for g in groups:
+        curves = [np.asarray(r.train.get("loss", []), dtype=np.float64) for r in g.done]
+        curves = [c for c in curves if len(c)]
+        if not curves:
+            continue
+        n = min(len(c) for c in curves)
+        stack = np.stack([c[:n] for c in curves])
+        steps = np.asarray(g.done[0].train["step"][:n])
+        window = max(1, n // 50)
+        st = styles[id(g)]
+        mean = smooth(stack.mean(axis=0), window)
+        if len(curves) > 1:
+            ax.fill_between(steps, smooth(stack.min(axis=0), window), smooth(stack.max(axis=0), window),
+                            color=st["color"], alpha=0.18, linewidth=0)
+        ax.plot(steps, mean, color=st["color"], label=f"{g.label} (n={len(curves)})")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("training loss (cross-entropy on answer tokens)")
+    extra = f", moving average over {window} steps" if window > 1 else ""
+    ax.set_title(f"training loss: mean over seeds, band = min–max{extra}")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+    return save(fig, out_dir, "training_loss.png"), window
+
+
+# ---------------------------------------------------------------------------------------------
+# Gallery: the first eval items, redrawn by `vlmlab sample` from the runs' own task parameters
+
+def draw_gallery(out_dir, vlmlab, run, items, sub):
+    """{eval index: relative png path} for the items (eval index, stored row) whose redrawn question and
+    answer match the stored ones, and a note on what could not be drawn."""
+    if not vlmlab:
+        return {}, "no vlmlab binary was given to redraw them"
+    dest = os.path.join(out_dir, "gallery", sub) if sub else os.path.join(out_dir, "gallery")
+    with tempfile.TemporaryDirectory(prefix="vlmlab_report_") as tmp:
+        cfg = os.path.join(tmp, "run.toml")
+        with open(cfg, "w") as fh:
+            fh.write(run.resolved_config)
+        p = subprocess.run([vlmlab, "sample", cfg, "--out", dest, "--index", *[str(i) for i, _ in items]],
+                           capture_output=True, text=True)
+    if p.returncode != 0:
+        return {}, f"`vlmlab sample` failed: {md_escape(p.stderr.strip())}"
+    drawn = {}
+    for line in p.stdout.splitlines():
+        parts = line.split("\t")
+        if len(parts) == 5:
+            drawn[int(parts[0])] = (parts[2], parts[3])
+    out, mismatched = {}, 0
+    for i, stored in items:
+        if drawn.get(i) == (stored["question"], stored["answer"]):
+            out[i] = "/".join(["gallery"] + ([sub] if sub else []) + [f"eval_{i}.png"])
+        else:
+            mismatched += 1
+            path = os.path.join(dest, f"eval_{i}.png")
+            if os.path.exists(path):
+                os.remove(path)
+    note = (f"{mismatched} item(s) redraw differently from the stored question and answer (the task generator "
+            "changed since the run), so their images are left out") if mismatched else ""
+    return out, note
+
+
+def gallery_section(out_dir, vlmlab, groups):
+    lines = []
+    # Runs with the same task parameters that kept the same eval items are shown side by side.
+    by_items = []
+    for g in groups:
+        if not g.done:
+            continue
+        key = (g.done[0].task, [int(s["index"]) for s in g.done[0].samples])
+        for entry in by_items:
+            if entry[0] == key:
+                entry[1].append(g)
+                break
+        else:
+            by_items.append((key, [g]))
+    if not by_items:
+        return ["No completed run: nothing to show.", ""]
+    for k, ((task, kept), gs) in enumerate(by_items):
+        if len(by_items) > 1:
+            desc = ", ".join(f"{key} = {task[key]}" for key in sorted(task) if key != "name") or "default task"
+            shown = ", ".join(str(i) for i in kept[:8]) + (" …" if len(kept) > 8 else "")
+            lines += [f"### {desc}; eval items {shown}", ""]
+        if not kept:
+            lines += ["The runs kept no eval items (`[eval] gallery = 0`).", ""]
+            continue
+        n = min(GALLERY_ITEMS, len(kept))
+        picked = [kept[j * len(kept) // n] for j in range(n)]  # spread over the kept items
+        ref = {int(s["index"]): s for s in gs[0].done[0].samples}
+        images, note = draw_gallery(out_dir, vlmlab, gs[0].done[0], [(i, ref[i]) for i in picked],
+                                    f"set{k + 1}" if len(by_items) > 1 else "")
+        header = ["image", "question", "answer"] + [md_escape(g.label) for g in gs]
+        rows = []
+        for i in picked:
+            img = f"![eval item {i}]({images[i]})" if i in images else "–"
+            cells = [img, md_escape(ref[i]["question"]), f"**{md_escape(ref[i]['answer'])}**"]
+            for g in gs:
+                preds = []
+                for r in g.done:
+                    s = next(x for x in r.samples if int(x["index"]) == i)
+                    preds.append(f"{md_escape(s['prediction']) or '(empty)'} {'✓' if int(s['correct']) else '✗'}")
+                cells.append(" · ".join(preds))
+            rows.append(cells)
+        lines += [f"{n} eval items (eval indices {', '.join(str(i) for i in picked)}), drawn again from the runs' "
+                  "task parameters by `vlmlab sample`, with each variant's answers seed by seed (in seed order, "
+                  "completed seeds only); ✓ marks an exact match.", ""]
+        lines += md_table(header, rows)
+        lines.append("")
+        if note:
+            lines += [f"Images: {note}.", ""]
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------
+# The page
+
+def distinct(values):
+    out = []
+    for v in values:
+        if v not in out:
+            out.append(v)
+    return out
+
+
+def joined(values):
+    return ", ".join(str(v) for v in distinct(values)) if values else "–"
+
+
+def report(path, out_dir, vlmlab):
+    meta, exp, runs, groups = load(path)
+    os.makedirs(out_dir, exist_ok=True)
+    done_runs = [r for r in runs if r.complete]
+    done_groups = [g for g in groups if g.done]
+    styles = group_styles(done_groups)
+    name = meta.get("experiment_name", "?")
+    L = [f"# vlmlab report: {name}", ""]
+    desc = exp.get("experiment", {}).get("description", "")
+    if desc:
+        L += [desc, ""]
+    L += [f"Made by `vlmlab report` from `{os.path.basename(path)}`. Accuracy is exact match of the greedy "
+          "answer, in %, as mean ± 95% confidence interval over seeds (t-distribution); n is the number of "
+          "completed seeds, and n=1 gives no interval.", ""]
+
+    # ---- at a glance
+    L += ["## At a glance", ""]
+    if not done_groups:
+        L += ["No run completed; see [Failed runs](#failed-runs).", ""]
+    else:
+        stats = [(g, *mean_ci([r.accuracy() for r in g.done])) for g in done_groups]
+        ranked = sorted(stats, key=lambda s: -s[1])
+        best = ranked[0]
+        L.append(f"- Most accurate: **{best[0].label}**, {fmt_acc(*best[1:])}% (n={best[3]}).")
+        if len(ranked) > 1:
+            second = ranked[1]
+            if best[2] is None or second[2] is None:
+                verdict = "no intervals with one seed, so the gap may be noise"
+            elif best[1] - best[2] > second[1] + second[2]:
+                verdict = "the 95% intervals do not overlap"
+            else:
+                verdict = "the 95% intervals overlap, so these runs do not separate them"
+            L.append(f"- Runner-up: {second[0].label}, {fmt_acc(*second[1:])}% ({verdict}).")
+        base = [r for r in best[0].done[0].eval if r["subtype"] == "all"]
+        if base:
+            L.append(f"- Baselines on the same items: chance {fmt_pct(base[0]['chance'])}%, "
+                     f"majority answer {fmt_pct(base[0]['majority'])}%.")
+            if best[1] <= float(base[0]["majority"]):
+                L.append("- No variant beats always giving the majority answer: these runs have not learned "
+                         "more than the task's answer statistics.")
+        res0 = [resolutions_of(g)[0] if resolutions_of(g) else None for g in done_groups]
+        pre = [(pct(latency_of(g, "prefill", r), 50), g, r) for g, r in zip(done_groups, res0) if r is not None]
+        pre = [p for p in pre if p[0] == p[0]]
+        if pre:
+            fast = min(pre, key=lambda p: p[0])
+            L.append(f"- Fastest prefill: {fast[1].label}, {fmt_ms(fast[0])} ms at {fast[2]} px (batch 1, median).")
+        sizes = [(int(g.done[0].params.get("total", 0)), g) for g in done_groups]
+        small = min(sizes, key=lambda s: s[0])
+        L.append(f"- Fewest parameters: {small[1].label}, {fmt_int(small[0])}.")
+        L.append("")
+
+    # ---- what was run
+    L += ["## What was run", ""]
+    task = exp.get("task", {})
+    tparams = ", ".join(f"{k} = {task[k]}" for k in task if k != "name")
+    n_failed = len(runs) - len(done_runs)
+    seeds = distinct(r.seed for r in runs)
+    L += [f"- Experiment: `{name}`; {len(runs)} run(s): {len(done_runs)} complete, {n_failed} failed; "
+          f"{len(groups)} variant(s) × sweep point(s), seeds {joined(sorted(seeds))}.",
+          f"- Task: `{task.get('name', '?')}`" + (f" ({tparams})" if tparams else " (default parameters)") + "."]
+    if done_runs:
+        steps = [len(r.train.get("step", [])) for r in done_runs]
+        batch = [round(r.flops_per_step / r.flops_per_sample) if r.flops_per_sample > 0 else "?" for r in done_runs]
+        lr = [max(r.train["lr"]) if r.train.get("lr") else float("nan") for r in done_runs]
+        items = [int(e["n"]) for r in done_runs for e in r.eval if e["subtype"] == "all"]
+        res = distinct(int(c["resolution"]) for r in done_runs for c in r.cost)
+        reps = [int(l["repeats"]) for r in done_runs for l in r.latency if l["phase"] == "prefill"]
+        L += [f"- Budgets (as recorded): training {joined(steps)} steps at batch {joined(batch)}, peak learning rate "
+              f"{joined(f'{x:g}' for x in lr)}; evaluation on {joined(items)} eval items; latency at "
+              f"{joined(res) if res else '(not measured)'} px with {joined(reps) if reps else '–'} timed repeats "
+              "per phase and run."]
+    threads = distinct(r.threads for r in runs) or [meta.get("threads", "?")]
+    L += [f"- Machine: {meta.get('cpu', '?')}, {meta.get('cores', '?')} cores, {joined(threads)} thread(s); "
+          f"BLAS: {meta.get('blas', '?')}; compiler: {meta.get('compiler', '?')}.",
+          f"- vlmlab {meta.get('vlmlab_version', '?')}, git commit `{meta.get('git_commit', '?')}`, results schema "
+          f"{meta.get('schema_version', '?')}; results file created {meta.get('created_utc', '?')}.",
+          ""]
+    toml_text = meta.get("experiment_toml", "")
+    L += ["<details><summary>Experiment config (TOML, as run)</summary>", "", "```toml", toml_text.rstrip("\n"),
+          "```", "", "</details>", ""]
+
+    # ---- accuracy
+    L += ["## Accuracy", ""]
+    if done_groups:
+        subtypes = distinct(e["subtype"] for r in done_runs for e in r.eval)
+        subtypes = [s for s in subtypes if s != "all"] + (["all"] if "all" in subtypes else [])
+        header = ["variant", "family", "n"] + [("**all**" if s == "all" else md_escape(s)) for s in subtypes]
+        rows = []
+        for g in done_groups:
+            cells = [md_escape(g.label), g.family, str(len(g.done))]
+            for s in subtypes:
+                scored = [r.accuracy(s) for r in g.done if any(e["subtype"] == s for e in r.eval)]
+                cells.append(fmt_acc(*mean_ci(scored)))
+            rows.append(cells)
+        # Baselines: the same for every run on the same eval items; one row each, or one per distinct set
+        # (a sweep over task parameters), named by the task parameters that tell the sets apart.
+        for which in ("chance", "majority"):
+            sets = []  # (cells, groups)
+            for g in done_groups:
+                cells = []
+                for s in subtypes:
+                    v = [float(e[which]) for e in g.done[0].eval if e["subtype"] == s]
+                    cells.append(fmt_pct(v[0]) if v else "–")
+                for entry in sets:
+                    if entry[0] == cells:
+                        entry[1].append(g)
+                        break
+                else:
+                    sets.append((cells, [g]))
+            if len(sets) == 1:
+                rows.append([f"*{which}*", "", ""] + sets[0][0])
+                continue
+            tasks = [gs[0].done[0].task for _, gs in sets]
+            keys = [k for k in sorted(set().union(*tasks)) if len({repr(t.get(k)) for t in tasks}) > 1]
+            for (cells, gs), t in zip(sets, tasks):
+                name = ", ".join(f"{k}={t.get(k, 'default')}" for k in keys) if keys else \
+                    ", ".join(g.label for g in gs)
+                rows.append([f"*{which}* ({md_escape(name)})", "", ""] + cells)
+        L += md_table(header, rows, right=set(range(2, len(header))))
+        L += ["", "Per question subtype and over all questions (%). *chance*: uniform guessing among the "
+              "subtype's possible answers; *majority*: always giving the most frequent answer of the eval items "
+              "(over all questions: each subtype's own majority answer).", ""]
+        ones = [g.label for g in done_groups if len(g.done) == 1]
+        if ones and len(ones) == len(done_groups) and len(ones) > 1:
+            L += ["n=1 for every variant (one completed seed each): no intervals.", ""]
+        elif ones:
+            L += [f"n=1 (one completed seed, no interval): {', '.join(md_escape(x) for x in ones)}.", ""]
+        # Figures: accuracy against prefill latency and against parameters.
+        all_base = [e for e in done_runs[0].eval if e["subtype"] == "all"]
+        same_base = len(distinct(tuple((e["chance"], e["majority"]) for e in r.eval if e["subtype"] == "all")
+                                 for r in done_runs)) == 1
+        baselines = (float(all_base[0]["chance"]), float(all_base[0]["majority"])) if all_base and same_base \
+            else (None, None)
+        xs, res_used = [], []
+        for g in done_groups:
+            res = resolutions_of(g)
+            s = latency_of(g, "prefill", res[0]) if res else []
+            xs.append(pct(s, 50) if s else None)
+            if s:
+                res_used.append(res[0])
+        if any(x is not None for x in xs):
+            at = joined(res_used)
+            f1 = fig_accuracy_vs(out_dir, "accuracy_vs_prefill.png", done_groups, styles, xs,
+                                 f"prefill latency at {at} px, batch 1 (ms, median)", "accuracy vs prefill latency",
+                                 baselines)
+            L += [f"![Accuracy vs prefill latency]({f1})", "",
+                  "Accuracy (mean and 95% interval over seeds; intervals wider than 0–100% are cut at the axes) "
+                  f"against prefill latency at {at} px (median over every timed repeat of every seed; the "
+                  "spread is in the latency table).", ""]
+        f2 = fig_accuracy_vs(out_dir, "accuracy_vs_params.png", done_groups, styles,
+                             [float(g.done[0].params.get("total", 0)) for g in done_groups], "parameters (total)",
+                             "accuracy vs parameters", baselines, eng=True)
+        L += [f"![Accuracy vs parameters]({f2})", ""]
+    else:
+        L += ["No completed run.", ""]
+
+    # ---- parameters
+    L += ["## Parameters", ""]
+    if done_groups:
+        rows = []
+        for g in done_groups:
+            p = g.done[0].params
+            rows.append([md_escape(g.label), g.family] + [fmt_int(p.get(c, 0)) for c in ("vision", "connector", "lm",
+                                                                                          "total")])
+        L += md_table(["variant", "family", "vision", "connector", "LM", "total"], rows, right={2, 3, 4, 5})
+        L += ["", "Trainable parameters per component (the same for every seed). *vision*: the vision encoder "
+              "(none for fuyu); *connector*: what joins it to the LM (projector, resampler and gated "
+              "cross-attention, patch merger, or fuyu's patch projection); *LM*: the language model.", ""]
+
+    # ---- tokens
+    L += ["## Tokens per image", ""]
+    rows = []
+    for g in done_groups:
+        for res in resolutions_of(g):
+            c = cost_of(g, res)
+            rows.append([md_escape(g.label), str(res), fmt_int(c["visual_tokens"]), fmt_int(c["lm_tokens"]),
+                         fmt_flops(c["prefill_flops"]), fmt_flops(c["decode_flops_per_token"])])
+    if rows:
+        L += md_table(["variant", "resolution (px)", "visual tokens", "LM tokens", "prefill FLOPs",
+                       "decode FLOPs / token"], rows, right={1, 2, 3, 4, 5})
+        L += ["", "For one question about one square image at each resolution (the eval image rescaled). *visual "
+              "tokens*: what the image becomes for the LM (spliced tokens, or flamingo's cross-attention latents); "
+              "*LM tokens*: the whole prompt the LM prefills. FLOPs are counted by the ops.", ""]
+        f = fig_tokens_latency(out_dir, done_groups, styles)
+        L += [f"![Visual tokens and prefill latency vs resolution]({f})", ""]
+    else:
+        L += ["Not measured (`[measure] enabled = false`, or no completed run).", ""]
+
+    # ---- latency
+    L += ["## Latency", ""]
+    rows = []
+    for g in done_groups:
+        for res in resolutions_of(g):
+            cells = [md_escape(g.label), str(res)]
+            for ph in PHASES:
+                s = latency_of(g, ph, res)
+                cells.append(f"{fmt_ms(pct(s, 50))} ({fmt_ms(pct(s, 10))}–{fmt_ms(pct(s, 90))})" if s else "–")
+            rows.append(cells)
+    if rows:
+        L += md_table(["variant", "resolution (px)"] + [PHASE_TITLES[p] for p in PHASES], rows,
+                      right=set(range(1, 2 + len(PHASES))))
+        L += ["", "Milliseconds at batch 1: median (p10–p90) over every timed repeat of every seed. *prefill* is "
+              "the whole forward pass over the prompt; *vision encoder* and *connector* are its marked regions and "
+              "*LM prefill* the rest; *preprocess* is the processor from raw pixels to model inputs; *decode* is "
+              "one generated token with the KV cache.", ""]
+    train_rows = []
+    for g in done_groups:
+        samples = []
+        for r in g.done:
+            samples += r.latency_samples.get(next((k for k in r.latency_samples if k.startswith("train_step@")), ""),
+                                             [])
+        r0 = g.done[0]
+        batch = round(r0.flops_per_step / r0.flops_per_sample) if r0.flops_per_sample > 0 else "?"
+        walls = [r.wall_s for r in g.done]
+        train_rows.append([md_escape(g.label), str(batch),
+                           f"{fmt_ms(pct(samples, 50))} ({fmt_ms(pct(samples, 10))}–{fmt_ms(pct(samples, 90))})"
+                           if samples else "–", fmt_flops(r0.flops_per_step), fmt_ms(sum(walls) / len(walls))])
+    if train_rows:
+        L += md_table(["variant", "batch", "training step (ms)", "FLOPs / step", "wall time per run (s)"],
+                      train_rows, right={1, 2, 3, 4})
+        L += ["", "Training step: forward, backward, clipping and AdamW at the training batch, median (p10–p90) "
+              "over the steps after warm-up of every seed. Wall time: the whole run (training, evaluation, "
+              "measuring), mean over seeds.", ""]
+
+    # ---- memory
+    L += ["## Memory", ""]
+    rows = []
+    for g in done_groups:
+        for phase, m in memory_of(g).items():
+            rows.append([md_escape(g.label), phase] + [fmt_bytes(m[c]) for c, _ in MEMORY_COLUMNS])
+    if rows:
+        L += md_table(["variant", "phase"] + [t for _, t in MEMORY_COLUMNS], rows,
+                      right=set(range(2, 2 + len(MEMORY_COLUMNS))))
+        L += ["", "Peak bytes per category counted by the core's allocator during each phase (*train*: the whole "
+              "training; *preprocess / prefill / decode @ px*: batch-1 inference at that resolution), the largest "
+              "over seeds. Categories peak at different moments, so they need not add up to *peak (all)*. "
+              "*peak RSS* is the process's high-water mark when the phase ended (runs share one process, so it "
+              "only grows).", ""]
+        if any(resolutions_of(g) for g in done_groups):
+            f = fig_memory(out_dir, done_groups, styles)
+            L += [f"![Peak memory vs resolution]({f})", ""]
+
+    # ---- training
+    L += ["## Training", ""]
+    if any(r.train.get("loss") for r in done_runs):
+        f, window = fig_loss(out_dir, done_groups, styles)
+        L += [f"![Training loss]({f})", ""]
+        rows = []
+        for g in done_groups:
+            finals = [float(np.mean(r.train["loss"][-max(1, window):])) for r in g.done if r.train.get("loss")]
+            m, h, n = mean_ci(finals)
+            rows.append([md_escape(g.label), str(n), f"{m:.3f}" + (f" ± {h:.3f}" if h is not None else "")])
+        L += md_table(["variant", "n", f"final loss (mean of the last {window} step(s))"], rows, right={1, 2})
+        L.append("")
+    else:
+        L += ["No training steps recorded.", ""]
+
+    # ---- gallery
+    L += ["## Gallery", ""]
+    L += gallery_section(out_dir, vlmlab, groups)
+
+    # ---- failed runs
+    L += ["## Failed runs", ""]
+    failed = [r for r in runs if not r.complete]
+    if failed:
+        L += md_table(["run", "family", "seed", "error"],
+                      [[r.id, r.family, str(r.seed), md_escape(r.error or "(no message)")] for r in failed])
+        L.append("")
+    else:
+        L += ["None: every run completed.", ""]
+
+    # ---- every run
+    L += ["## All runs", ""]
+    if runs:
+        L += md_table(["run", "variant", "seed", "status", "accuracy (%)", "parameters", "wall time (s)"],
+                      [[r.id, md_escape(r.variant), str(r.seed), r.status,
+                        fmt_pct(r.accuracy()) if r.complete else "–",
+                        fmt_int(r.params.get("total", 0)) if r.params else "–", fmt_ms(r.wall_s)] for r in runs],
+                      right={2, 4, 5, 6})
+        L.append("")
+    else:
+        L += ["The file holds no runs.", ""]
+
+    text = "\n".join(L).rstrip("\n") + "\n"
+    with open(os.path.join(out_dir, "report.md"), "w", encoding="utf-8") as fh:
+        fh.write(text)
+    return os.path.join(out_dir, "report.md")
+
+
+def main():
+    ap = argparse.ArgumentParser(description="vlmlab's comparison report from a results file (HDF5 schema 1)")
+    ap.add_argument("results")
+    ap.add_argument("--out", required=True, help="folder for report.md and its figures")
+    ap.add_argument("--vlmlab", default="", help="the vlmlab binary, to redraw the gallery's images")
+    a = ap.parse_args()
+    try:
+        h5py.File(a.results, "r").close()
+    except OSError as e:
+        print(f"vlmlab report: cannot read {a.results}: {e}", file=sys.stderr)
+        return 2
+    out = report(a.results, a.out, a.vlmlab)
+    print(f"vlmlab report: wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,471 @@
+"""End-to-end tests of `vlmlab report` (and `vlmlab sample`, which draws its gallery).
+
+Run by meson (tests/meson.build) with Debian's /usr/bin/python3 (h5py, numpy, matplotlib):
+    test_report.py VLMLAB_BINARY
+Makes a small results file with the binary (2 families x 2 seeds, a few steps), builds its report
+and checks the report's tables against the file's numbers, recomputing means, 95% intervals and
+percentiles here (independently of scripts/report.py), that every referenced figure is a valid PNG,
+and that the same file always gives the same report. Prints a Catch2-style summary line
+("test cases: N | P passed | F failed") that scripts/count_tests.py counts.
+"""
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+import h5py
+import numpy as np
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.image  # noqa: E402
+
+VLMLAB = os.path.abspath(sys.argv[1])
+TMP = tempfile.mkdtemp(prefix="vlmlab_report_")
+
+TINY = """\
+[experiment]
+name = "tiny_report"
+description = "Two families, two seeds, a few steps."
+seeds = [1, 2]
+threads = 1
+
+[task]
+name = "sort_of_clevr"
+image_size = 30
+
+[train]
+steps = 8
+batch_size = 4
+lr = 2e-3
+
+[eval]
+samples = 24
+batch_size = 12
+gallery = 4
+
+[measure]
+resolutions = [30, 45]
+warmup = 1
+repeats = 3
+decode_tokens = 2
+
+[model.text]
+hidden_size = 32
+num_hidden_layers = 1
+num_attention_heads = 2
+
+[model.vision]
+hidden_size = 32
+num_hidden_layers = 1
+num_attention_heads = 2
+patch_size = 15
+
+[[variant]]
+family = "llava"
+
+[[variant]]
+family = "fuyu"
+"""
+
+# Student's t 97.5% quantiles by degrees of freedom (statistical tables), for the 95% interval.
+T975 = {1: 12.7062047362, 2: 4.3026527297, 3: 3.1824463053, 4: 2.7764451052, 5: 2.5705818356}
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+EXPECTED_FIGURES = {"accuracy_vs_prefill.png", "accuracy_vs_params.png", "tokens_latency_vs_resolution.png",
+                    "memory_vs_resolution.png", "training_loss.png"}
+
+
+def vlmlab(*args, cwd=None):
+    return subprocess.run([VLMLAB, *args], capture_output=True, text=True, timeout=600, cwd=cwd)
+
+
+_results = {}
+
+
+def results_file():
+    """The tiny experiment's results file, made once."""
+    if "path" not in _results:
+        toml = os.path.join(TMP, "tiny.toml")
+        with open(toml, "w") as f:
+            f.write(TINY)
+        path = os.path.join(TMP, "tiny.h5")
+        r = vlmlab("run", toml, "--out", path, "--quiet")
+        assert r.returncode == 0, r.stderr
+        _results["path"] = path
+    return _results["path"]
+
+
+def make_report(path, out):
+    r = vlmlab("report", path, "--out", out)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    with open(os.path.join(out, "report.md"), encoding="utf-8") as f:
+        return f.read()
+
+
+# ---- reading the file, independently of scripts/report.py
+
+def s_(x):
+    return x.decode() if isinstance(x, bytes) else x
+
+
+def file_runs(path):
+    """run_id -> dict of everything the checks need."""
+    out = {}
+    with h5py.File(path, "r") as f:
+        for rid in f["runs"]:
+            g = f["runs"][rid]
+            ev = g["eval"][()]
+            out[rid] = {
+                "family": g.attrs["family"], "variant": g.attrs["variant"], "seed": int(g.attrs["seed"]),
+                "status": g.attrs["status"], "error": g.attrs["error"],
+                "eval": {s_(r["subtype"]): (float(r["accuracy"]), float(r["chance"]), float(r["majority"]))
+                         for r in ev},
+                "params": {s_(r["component"]): int(r["count"]) for r in g["params"][()]},
+                "cost": {int(r["resolution"]): (int(r["visual_tokens"]), int(r["lm_tokens"])) for r in g["cost"][()]},
+                "memory": {s_(r["phase"]): {k: int(r[k]) for k in r.dtype.names if k != "phase"}
+                           for r in g["memory"][()]},
+                "latency": {k: np.asarray(v[()]) for k, v in g["latency_samples"].items()}
+                if "latency_samples" in g else {},
+                "samples": [(s_(r["question"]), s_(r["answer"]), s_(r["prediction"]), int(r["correct"]),
+                             int(r["index"])) for r in g["samples"][()]],
+            }
+    return out
+
+
+def interval(values):
+    """(mean, 95% half-width or None) computed from the t table."""
+    n = len(values)
+    m = sum(values) / n
+    if n == 1:
+        return m, None
+    sd = math.sqrt(sum((v - m) ** 2 for v in values) / (n - 1))
+    return m, T975[n - 1] * sd / math.sqrt(n)
+
+
+# ---- reading the report
+
+def sections(md):
+    """'## Title' -> its text."""
+    out, title = {}, None
+    for line in md.splitlines():
+        if line.startswith("## "):
+            title = line[3:].strip()
+            out[title] = []
+        elif title:
+            out[title].append(line)
+    return {k: "\n".join(v) for k, v in out.items()}
+
+
+def tables(text):
+    """Every pipe table in the text, as a list of row dicts keyed by header."""
+    found, block = [], []
+    for line in text.splitlines() + [""]:
+        if line.startswith("|"):
+            block.append(line)
+            continue
+        if len(block) >= 2:
+            cells = [[c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", l.strip())[1:-1]] for l in block]
+            header = cells[0]
+            found.append([dict(zip(header, row)) for row in cells[2:]])
+        block = []
+    return found
+
+
+def close(shown, value, decimals=None):
+    """The printed number agrees with the value to the precision printed."""
+    shown = shown.replace(",", "")
+    if decimals is None:
+        decimals = len(shown.split(".")[1]) if "." in shown else 0
+    return abs(float(shown) - value) <= 0.5 * 10 ** -decimals + 1e-9
+
+
+def parse_acc(cell):
+    m = re.fullmatch(r"(-?[\d.]+)(?: ± ([\d.]+))?", cell)
+    assert m, cell
+    return float(m.group(1)), (float(m.group(2)) if m.group(2) else None), m.group(1), m.group(2)
+
+
+UNITS = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
+
+
+def parse_bytes(cell):
+    num, unit = cell.split()
+    return float(num), UNITS[unit], num
+
+
+def group_label(run):
+    return run["variant"]
+
+
+# ---------------------------------------------------------------------------------------------
+
+def test_cli_errors_and_default_out():
+    r = vlmlab("report", "--help")
+    assert r.returncode == 0 and "vlmlab report RESULTS.h5" in r.stdout and "--out" in r.stdout, r.stdout
+    r = vlmlab("report")
+    assert r.returncode == 2 and "missing the results file" in r.stderr, r.stderr
+    r = vlmlab("report", os.path.join(TMP, "missing.h5"))
+    assert r.returncode == 2 and "cannot open" in r.stderr, r.stderr
+    bad = os.path.join(TMP, "bad.h5")
+    with open(bad, "w") as f:
+        f.write("not hdf5")
+    r = vlmlab("report", bad)
+    assert r.returncode == 2 and "not a vlmlab results file" in r.stderr, r.stderr
+    other = os.path.join(TMP, "other.h5")  # HDF5, but not a results file
+    with h5py.File(other, "w") as f:
+        f.attrs["something"] = 1
+    r = vlmlab("report", other)
+    assert r.returncode == 2 and "not a vlmlab results file" in r.stderr, r.stderr
+    # Default folder: results/<experiment name>/ under the working directory.
+    cwd = os.path.join(TMP, "cwd")
+    os.makedirs(cwd)
+    r = vlmlab("report", results_file(), cwd=cwd)
+    assert r.returncode == 0, r.stderr
+    assert os.path.isfile(os.path.join(cwd, "results", "tiny_report", "report.md"))
+
+
+def test_what_was_run():
+    path = results_file()
+    md = make_report(path, os.path.join(TMP, "what"))
+    sec = sections(md)["What was run"]
+    with h5py.File(path, "r") as f:
+        attrs = dict(f.attrs)
+    for key in ("git_commit", "cpu", "blas", "compiler", "vlmlab_version", "created_utc"):
+        assert str(attrs[key]) in sec, (key, attrs[key])
+    assert f"{attrs['cores']} cores, 1 thread(s)" in sec, sec
+    assert "`sort_of_clevr` (image_size = 30)" in sec, sec
+    assert "training 8 steps at batch 4" in sec and "evaluation on 24 eval items" in sec, sec
+    assert "latency at 30, 45 px with 3 timed repeats" in sec, sec
+    assert "4 run(s): 4 complete, 0 failed" in sec, sec
+    assert "```toml\n" + TINY.rstrip("\n") + "\n```" in sec  # the experiment config, as run
+    assert md.startswith("# vlmlab report: tiny_report\n"), md[:80]
+
+
+def test_tables_match_the_file():
+    path = results_file()
+    md = make_report(path, os.path.join(TMP, "tables"))
+    runs = file_runs(path)
+    sec = sections(md)
+    groups = {}
+    for rid, r in sorted(runs.items(), key=lambda kv: kv[1]["seed"]):
+        groups.setdefault(group_label(r), []).append(r)
+    assert set(groups) == {"llava", "fuyu"}
+
+    # Accuracy per variant and subtype: mean ± 95% t interval over the two seeds, and the baselines.
+    (acc,) = tables(sec["Accuracy"])
+    subtypes = list(next(iter(runs.values()))["eval"])
+    assert subtypes[-1] == "all" and len(subtypes) > 2
+    rows = {r["variant"]: r for r in acc}
+    for label, rs in groups.items():
+        row = rows[label]
+        assert row["n"] == "2", row
+        for st in subtypes:
+            cell = row["**all**" if st == "all" else st]
+            m, h = interval([100 * r["eval"][st][0] for r in rs])
+            shown_m, shown_h, txt_m, txt_h = parse_acc(cell)
+            assert txt_h is not None, (label, st, cell)  # two seeds: an interval is given
+            assert close(txt_m, m) and close(txt_h, h), (label, st, cell, m, h)
+    for which, k in (("*chance*", 1), ("*majority*", 2)):
+        row = rows[which]
+        for st in subtypes:
+            assert close(row["**all**" if st == "all" else st], 100 * next(iter(runs.values()))["eval"][st][k]), \
+                (which, st, row)
+
+    # Parameters per component: exact.
+    (params,) = tables(sec["Parameters"])
+    for row in params:
+        p = groups[row["variant"]][0]["params"]
+        for col, comp in (("vision", "vision"), ("connector", "connector"), ("LM", "lm"), ("total", "total")):
+            assert int(row[col].replace(",", "")) == p[comp], (row, comp, p)
+    assert {r["variant"] for r in params} == set(groups)
+
+    # Visual and LM tokens per image at each resolution: exact.
+    (tokens,) = tables(sec["Tokens per image"])
+    got = {(r["variant"], int(r["resolution (px)"])): (int(r["visual tokens"].replace(",", "")),
+                                                       int(r["LM tokens"].replace(",", ""))) for r in tokens}
+    want = {(label, res): c for label, rs in groups.items() for res, c in rs[0]["cost"].items()}
+    assert got == want, (got, want)
+    assert got[("fuyu", 30)][0] < got[("fuyu", 45)][0]  # native resolution: more patches
+
+    # Latency per phase: median (p10–p90) of the raw samples pooled over seeds.
+    lat_tables = tables(sec["Latency"])
+    lat = lat_tables[0]
+    titles = {"preprocess": "preprocess", "vision": "vision encoder", "connector": "connector",
+              "lm_prefill": "LM prefill", "prefill": "prefill (all)", "decode": "decode / token"}
+    assert len(lat) == 4, lat
+    for row in lat:
+        rs = groups[row["variant"]]
+        res = int(row["resolution (px)"])
+        for phase, title in titles.items():
+            pooled = np.concatenate([r["latency"][f"{phase}@{res}"] for r in rs])
+            m = re.fullmatch(r"([\d.]+) \(([\d.]+)–([\d.]+)\)", row[title])
+            assert m, row[title]
+            for shown, q in zip(m.groups(), (50, 10, 90)):
+                assert close(shown, float(np.percentile(pooled, q))), (row["variant"], res, phase, shown, q)
+    train = lat_tables[1]
+    for row in train:
+        rs = groups[row["variant"]]
+        pooled = np.concatenate([v for r in rs for k, v in r["latency"].items() if k.startswith("train_step@")])
+        m = re.fullmatch(r"([\d.]+) \(([\d.]+)–([\d.]+)\)", row["training step (ms)"])
+        assert m and close(m.group(1), float(np.median(pooled))), row
+        assert row["batch"] == "4", row
+
+    # Peak memory by category: the largest over seeds, per phase.
+    (mem,) = tables(sec["Memory"])
+    cols = {"parameters": "params_bytes", "gradients": "grads_bytes", "optimizer": "optimizer_bytes",
+            "activations": "activations_bytes", "KV cache": "kv_cache_bytes", "peak (all)": "peak_bytes",
+            "peak RSS": "peak_rss_bytes"}
+    phases = set()
+    for row in mem:
+        rs = groups[row["variant"]]
+        phases.add(row["phase"])
+        for title, col in cols.items():
+            want_b = max(r["memory"][row["phase"]][col] for r in rs)
+            num, unit, txt = parse_bytes(row[title])
+            assert close(txt, want_b / unit), (row["variant"], row["phase"], title, row[title], want_b)
+    assert phases == set(next(iter(runs.values()))["memory"]), phases
+
+    # Every run, with its own accuracy.
+    (every,) = tables(sec["All runs"])
+    assert {r["run"] for r in every} == set(runs)
+    for row in every:
+        assert row["status"] == "complete" and close(row["accuracy (%)"], 100 * runs[row["run"]]["eval"]["all"][0])
+
+
+def test_figures_and_gallery_are_pngs():
+    path = results_file()
+    out = os.path.join(TMP, "figs")
+    md = make_report(path, out)
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
+    assert {os.path.basename(l) for l in links if l.startswith("figures/")} == EXPECTED_FIGURES, links
+    gallery = [l for l in links if l.startswith("gallery/")]
+    assert len(gallery) == 4, links  # [eval] gallery = 4 items
+    for link in links:
+        p = os.path.join(out, link)
+        assert os.path.isfile(p), link
+        with open(p, "rb") as f:
+            assert f.read(8) == PNG_MAGIC, link
+        img = matplotlib.image.imread(p)
+        assert img.ndim == 3 and img.shape[0] > 20 and img.shape[1] > 20, (link, img.shape)
+        assert float(img.std()) > 0.01, link  # not a blank picture
+    # The file keeps [eval] gallery = 4 items spread over the 24 eval items (so tasks with many
+    # questions per image show several images), each with its eval index.
+    runs = file_runs(path)
+    for r in runs.values():
+        assert [s[4] for s in r["samples"]] == [0, 6, 12, 18], r["samples"]
+    # The gallery's rows are those items and each variant's predictions, seed by seed.
+    (gal,) = tables(sections(md)["Gallery"])
+    by_variant = {}
+    for r in sorted(runs.values(), key=lambda r: r["seed"]):
+        by_variant.setdefault(r["variant"], []).append(r)
+    assert len(gal) == 4, gal
+    for k, row in enumerate(gal):
+        q, a, _, _, i = by_variant["llava"][0]["samples"][k]
+        assert row["question"] == q.replace("<", "&lt;").replace(">", "&gt;"), (row, q)
+        assert row["answer"] == f"**{a}**", row
+        assert row["image"] == f"![eval item {i}](gallery/eval_{i}.png)", row
+        for variant, rs in by_variant.items():
+            kept = [r["samples"][k] for r in rs]
+            want = " · ".join(f"{s[2] or '(empty)'} {'✓' if s[3] else '✗'}" for s in kept)
+            assert row[variant] == want, (row[variant], want)
+    # The images are the eval items themselves: `vlmlab sample` redraws them from the task parameters
+    # (the same question and answer as stored), and the same item drawn twice gives the same picture.
+    r = vlmlab("sample", os.path.join(TMP, "tiny.toml"), "--index", "12", "--out", os.path.join(TMP, "one"))
+    assert r.returncode == 0, r.stderr
+    idx, subtype, question, answer, png = r.stdout.rstrip("\n").split("\t")
+    assert (question, answer) == by_variant["llava"][0]["samples"][2][:2], r.stdout
+    with open(png, "rb") as f1, open(os.path.join(out, "gallery", "eval_12.png"), "rb") as f2:
+        assert f1.read() == f2.read()
+
+
+def test_same_file_same_report():
+    path = results_file()
+    a = make_report(path, os.path.join(TMP, "det1"))
+    time.sleep(1.1)  # a clock reading in the report would now differ
+    # The same file under another folder and from another working directory.
+    moved = os.path.join(TMP, "elsewhere")
+    os.makedirs(moved)
+    shutil.copy(path, os.path.join(moved, "tiny.h5"))
+    b = make_report(os.path.join(moved, "tiny.h5"), os.path.join(TMP, "det2"))
+    assert a == b, "two reports of one results file differ"
+    for sub in ("figures", "gallery"):
+        for name in sorted(os.listdir(os.path.join(TMP, "det1", sub))):
+            with open(os.path.join(TMP, "det1", sub, name), "rb") as f1, \
+                    open(os.path.join(TMP, "det2", sub, name), "rb") as f2:
+                assert f1.read() == f2.read(), f"{sub}/{name} differs between two reports"
+
+
+def test_failed_run_and_single_seed():
+    """A failed run is listed with its error and leaves its variant with n=1 and no interval."""
+    src = results_file()
+    path = os.path.join(TMP, "with_failure.h5")
+    shutil.copy(src, path)
+    error = "training diverged: loss is nan at step 3 | made by test_report.py"
+    with h5py.File(path, "r+") as f:
+        g = f["runs/fuyu-s2"]
+        g.attrs["status"] = "failed"
+        g.attrs["error"] = error
+        for name in ("eval", "latency", "memory", "cost", "samples"):  # what a run failing in training lacks
+            dtype = g[name].dtype
+            del g[name]
+            g.create_dataset(name, data=np.empty(0, dtype=dtype))
+        del g["latency_samples"]
+        summary = f["summary"][()]
+        summary["status"][[s_(x) == "fuyu-s2" for x in summary["run_id"]]] = b"failed"
+        del f["summary"]
+        f.create_dataset("summary", data=summary)
+    md = make_report(path, os.path.join(TMP, "failed"))
+    sec = sections(md)
+    (failed,) = tables(sec["Failed runs"])
+    assert failed == [{"run": "fuyu-s2", "family": "fuyu", "seed": "2", "error": error}], failed
+    assert "4 run(s): 3 complete, 1 failed" in sec["What was run"]
+    (acc,) = tables(sec["Accuracy"])
+    row = next(r for r in acc if r["variant"] == "fuyu")
+    assert row["n"] == "1" and "±" not in "".join(row.values()), row
+    runs = file_runs(src)
+    assert close(row["**all**"], 100 * runs["fuyu-s1"]["eval"]["all"][0]), row
+    assert "n=1 (one completed seed, no interval): fuyu" in sec["Accuracy"]
+    # Without failures the section says so.
+    clean = make_report(src, os.path.join(TMP, "clean"))
+    assert "None: every run completed." in sections(clean)["Failed runs"]
+
+
+def test_interval_on_known_numbers():
+    """Accuracies set by hand (so the check does not rest on the tiny runs' seeds disagreeing):
+    0.2 and 0.6 give 40.0 ± 12.706 * 0.2828 / sqrt(2) * 100 = 40.0 ± 254.1."""
+    path = os.path.join(TMP, "known.h5")
+    shutil.copy(results_file(), path)
+    with h5py.File(path, "r+") as f:
+        for rid, value in (("llava-s1", 0.2), ("llava-s2", 0.6)):
+            ev = f[f"runs/{rid}/eval"][()]
+            ev["accuracy"][[s_(x) == "all" for x in ev["subtype"]]] = value
+            f[f"runs/{rid}/eval"][...] = ev
+    (acc,) = tables(sections(make_report(path, os.path.join(TMP, "known")))["Accuracy"])
+    row = next(r for r in acc if r["variant"] == "llava")
+    assert row["**all**"] == "40.0 ± 254.1", row
+
+
+TESTS = [test_cli_errors_and_default_out, test_what_was_run, test_tables_match_the_file,
+         test_figures_and_gallery_are_pngs, test_same_file_same_report, test_failed_run_and_single_seed,
+         test_interval_on_known_numbers]
+
+if __name__ == "__main__":
+    passed = failed = 0
+    for t in TESTS:
+        try:
+            t()
+            passed += 1
+            print(f"PASS {t.__name__}")
+        except Exception:
+            failed += 1
+            print(f"FAIL {t.__name__}")
+            traceback.print_exc(file=sys.stdout)
+    shutil.rmtree(TMP, ignore_errors=True)
+    print(f"test cases: {passed + failed} | {passed} passed | {failed} failed")
+    sys.exit(1 if failed else 0)
