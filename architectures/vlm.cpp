@@ -170,13 +170,16 @@ std::vector<StepLog> train(Vlm& vlm, const data::Task& task, const TrainOptions&
   std::vector<StepLog> log;
   std::vector<data::Sample> batch(static_cast<std::size_t>(opt.batch_size));
   const uint64_t base = opt.data_seed * 0x9E3779B97F4A7C15ULL;
+  // Train indices are drawn by hashing a counter, not taken in order: consecutive indices share a scene
+  // (sort_of_clevr asks 20 questions per image), so an in-order batch of 32 would hold two images.
   for (int step = 0; step < opt.steps; ++step) {
     const auto t0 = std::chrono::steady_clock::now();
     const FlopScope flops;
     for (int i = 0; i < opt.batch_size; ++i)
       batch[static_cast<std::size_t>(i)] =
-          task.sample(data::Split::kTrain, base + static_cast<uint64_t>(step) * static_cast<uint64_t>(opt.batch_size) +
-                                               static_cast<uint64_t>(i));
+          task.sample(data::Split::kTrain,
+                      mix64(base + static_cast<uint64_t>(step) * static_cast<uint64_t>(opt.batch_size) +
+                            static_cast<uint64_t>(i)));
     Tensor loss = vlm.loss(vlm.train_batch(batch));
     const double loss_v = loss.item();
     if (!std::isfinite(loss_v)) {

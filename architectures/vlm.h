@@ -84,7 +84,7 @@ struct TrainOptions {
   double weight_decay = 0.01;
   double beta1 = 0.9, beta2 = 0.999;
   double grad_clip = 1.0;  // 0: off
-  uint64_t data_seed = 0;  // which train samples: step s uses train indices [s·B, (s+1)·B) shifted by seed
+  uint64_t data_seed = 0;  // which train samples: sample i of step s is train index mix64(seed·φ + s·B + i)
 };
 
 struct StepLog {

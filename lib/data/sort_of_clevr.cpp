@@ -29,6 +29,7 @@ class SortOfClevr final : public Task {
       : seed_(param_int(p, "seed")),
         size_(param_int(p, "image_size")),
         half_(scaled_half(size_)),
+        num_objects_(param_int(p, "num_objects")),
         train_images_(param_int(p, "train_images")),
         eval_images_(param_int(p, "eval_images")) {}
 
@@ -42,18 +43,23 @@ class SortOfClevr final : public Task {
     Sample s;
     std::vector<SceneObject> objects;
     Rng scene_rng(stream_seed(seed_, split, image));
-    const std::vector<int> colors = {0, 1, 2, 3, 4, 5};
+    // The paper's scene holds all six colours in order; a smaller scene draws its colours (kept in
+    // colour order) from the same stream first, so the six-object scenes stay the paper's.
+    std::vector<int> colors = {0, 1, 2, 3, 4, 5};
+    while (static_cast<int64_t>(colors.size()) > num_objects_)
+      colors.erase(colors.begin() + static_cast<std::ptrdiff_t>(scene_rng.below(static_cast<int64_t>(colors.size()))));
     do {
       objects = place_objects(scene_rng, colors, size_, half_);
       s.images.assign(1, draw_objects(objects, size_, half_));
     } while (!in_split(s.images, split));
 
     Rng q_rng(stream_seed(seed_, split, image, 1 + q));
-    const bool relational = q >= kNonRelational;
+    // Relational questions need a second object; a one-object scene asks only non-relational ones.
+    const bool relational = q >= kNonRelational && num_objects_ > 1;
     const int kind = static_cast<int>(q_rng.below(3)) + (relational ? 3 : 0);
-    const int ref = static_cast<int>(q_rng.below(kNumColors));
-    const SceneObject& x = objects[static_cast<std::size_t>(ref)];
-    const std::string color = kColors[static_cast<std::size_t>(ref)].name;
+    const auto ref = static_cast<std::size_t>(q_rng.below(num_objects_));
+    const SceneObject& x = objects[ref];
+    const std::string color = kColors[static_cast<std::size_t>(x.color)].name;
     s.subtype = kSubtypes[static_cast<std::size_t>(kind)];
 
     auto d2 = [&](const SceneObject& o) { return (o.cx - x.cx) * (o.cx - x.cx) + (o.cy - x.cy) * (o.cy - x.cy); };
@@ -112,14 +118,14 @@ class SortOfClevr final : public Task {
   double chance(const std::string& subtype) const override {
     VLM_CHECK(std::find(kSubtypes.begin(), kSubtypes.end(), subtype) != kSubtypes.end(),
               "sort_of_clevr: unknown subtype '" << subtype << "'");
-    return subtype == "count" ? 1.0 / kNumColors : 0.5;
+    return subtype == "count" ? 1.0 / static_cast<double>(num_objects_) : 0.5;
   }
   int max_answer_tokens() const override { return 1; }
   int max_images() const override { return 1; }
   std::pair<int64_t, int64_t> max_image_size() const override { return {size_, size_}; }
 
  private:
-  int64_t seed_, size_, half_, train_images_, eval_images_;
+  int64_t seed_, size_, half_, num_objects_, train_images_, eval_images_;
 };
 
 }  // namespace
@@ -130,6 +136,7 @@ TaskInfo sort_of_clevr_info() {
           "relational questions per image",
           {seed_param(),
            {"image_size", int64_t{75}, 20, 512, {}, "image side in pixels; objects and distances scale with size/75"},
+           {"num_objects", int64_t{6}, 1, 6, {}, "objects per scene, each a different colour (the paper: 6)"},
            {"train_images", int64_t{9800}, 1, 1e9, {}, "training images (train index wraps at 20x this)"},
            {"eval_images", int64_t{200}, 1, 1e9, {}, "evaluation images (eval index wraps at 20x this)"}}};
 }
