@@ -115,7 +115,11 @@ FlamingoConfig parse_config(const io::HfConfig& c) {
   vc.num_channels = v.get_int("num_channels", 3);
   vc.act = config_act(v, "hidden_act", "gelu");
   vc.layer_norm_eps = v.get_double("layer_norm_eps", 1e-5);
-  vc.init_std = v.get_double("initializer_range", kDefaultInitStd);
+  // IdeficsPreTrainedModel._init_weights: every matrix N(0, the top-level initializer_range, not
+  // vision_config's), the class token N(0, 1).
+  vc.init = ClipVisionConfig::Init::kUniform;
+  vc.initializer_range = init_std;
+  vc.class_std = 1.0;
   if (vc.hidden_size <= 0) v.fail("embed_dim", "must be positive");
   if (vc.num_heads <= 0 || vc.hidden_size % vc.num_heads != 0)
     v.fail("num_attention_heads", "must divide embed_dim (" + std::to_string(vc.hidden_size) + ")");

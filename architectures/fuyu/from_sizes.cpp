@@ -38,6 +38,7 @@ nlohmann::json build_config(const ModelSizes& sizes, const nlohmann::json& famil
       {"patch_size", sizes.vision.patch_size},
       {"num_channels", sizes.vision.num_channels},
       {"image_token_id", tok.image},
+      {"initializer_range", 0.02},  // vision_embed_tokens; text_config's is the LM's
       {"tie_word_embeddings", false},
       {"bos_token_id", tok.bos},
       {"eos_token_id", tok.eos},

@@ -58,7 +58,10 @@ FuyuSettings read_settings(const io::HfConfig& config) {
   const double eps = tc.get_double("layer_norm_eps", 1e-5);
   if (!(eps > 0.0)) tc.fail("layer_norm_eps", "must be positive");
   const bool qk_layernorm = tc.get_bool("qk_layernorm", true);
+  // transformers initialises the Persimmon submodel from its own config, and the modules Fuyu owns
+  // (vision_embed_tokens, lm_head) from FuyuConfig's.
   s.init_std = tc.get_double("initializer_range", kDefaultInitStd);
+  s.top_init_std = config.get_double("initializer_range", kDefaultInitStd);
 
   // RoPE, as transformers 5.17 resolves it (PreTrainedConfig.convert_rope_params_to_dict): the rope
   // dict (`rope_scaling` if present, else `rope_parameters`) first, then the flat keys, then the
@@ -109,6 +112,7 @@ FuyuSettings read_settings(const io::HfConfig& config) {
   lm.vocab_size = V;
   lm.num_layers = static_cast<int>(L);
   lm.init_std = s.init_std;
+  lm.lm_head_init_std = s.top_init_std;
   lm.final_norm = NormConfig{NormKind::kLayerNorm, eps, true};
   lm.final_norm_name = "final_layernorm";
   // FuyuForCausalLM ties lm_head to embed_tokens only when the config asks (default false).
@@ -148,7 +152,7 @@ FuyuForCausalLM::FuyuForCausalLM(const io::HfConfig& config, Rng& rng)
 FuyuForCausalLM::FuyuForCausalLM(const io::HfConfig& config, FuyuSettings s, Rng& rng)
     : language_model(s.lm, rng),
       vision_embed_tokens(s.patch_size * s.patch_size * s.num_channels, s.lm.block.attn.hidden_size, true, rng,
-                          s.init_std),
+                          s.top_init_std),
       config_(config),
       s_(std::move(s)) {}
 

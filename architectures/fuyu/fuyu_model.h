@@ -32,7 +32,8 @@ struct FuyuSettings {
   int64_t rotary_ndims = 0;  // int(head_dim · partial_rotary_factor)
   double partial_rotary_factor = 0.5;
   double rope_theta = 25000.0;
-  double init_std = kDefaultInitStd;
+  double init_std = kDefaultInitStd;         // the Persimmon LM: text_config.initializer_range
+  double top_init_std = kDefaultInitStd;  // vision_embed_tokens and lm_head: the top-level one
 };
 
 // Reads and validates the config; every unsupported value is an io::ConfigError naming its key.

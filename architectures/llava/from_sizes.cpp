@@ -38,6 +38,8 @@ nlohmann::json build_config(const ModelSizes& sizes, const nlohmann::json& famil
       {"num_channels", v.num_channels},
       {"hidden_act", "quick_gelu"},
       {"layer_norm_eps", 1e-5},
+      {"initializer_range", 0.02},
+      {"initializer_factor", 1.0},
   };
   nlohmann::json config = {
       {"model_type", "llava"},

@@ -69,6 +69,10 @@ LlavaConfig parse_config(const io::HfConfig& cfg) {
   c.vision.num_channels = v.get_int("num_channels", 3);
   c.vision.act = config_act(v, "hidden_act", "quick_gelu");
   c.vision.layer_norm_eps = v.get_double("layer_norm_eps", 1e-5);
+  // CLIPPreTrainedModel._init_weights, which transformers applies to the tower inside Llava.
+  c.vision.init = ClipVisionConfig::Init::kClip;
+  c.vision.initializer_range = v.get_double("initializer_range", kDefaultInitStd);
+  c.vision.initializer_factor = v.get_double("initializer_factor", 1.0);
   if (c.vision.hidden_size <= 0 || c.vision.num_heads <= 0 || c.vision.hidden_size % c.vision.num_heads != 0)
     v.fail("num_attention_heads", "hidden_size " + std::to_string(c.vision.hidden_size) +
                                       " must be a positive multiple of num_attention_heads " +
@@ -114,6 +118,10 @@ LlavaConfig parse_config(const io::HfConfig& cfg) {
   mlp.bias = t.get_bool("mlp_bias", false);
   c.text.block.mlp = mlp;
   c.text.block.norm = NormConfig{NormKind::kRmsNorm, rms_eps, false};
+  // The LM and the projector: N(0, text_config.initializer_range) (LlavaConfig has no top-level one).
+  c.text.init_std = t.get_double("initializer_range", kDefaultInitStd);
+  c.text.block.attn.init_std = c.text.init_std;
+  std::get<GatedMlpConfig>(c.text.block.mlp).init_std = c.text.init_std;
   c.text.final_norm = c.text.block.norm;
   // LlavaConfig forwards text_config.tie_word_embeddings when its own is false.
   c.text.tie_word_embeddings = cfg.get_bool("tie_word_embeddings", false) || t.get_bool("tie_word_embeddings", false);
@@ -163,8 +171,9 @@ class Llava : public Architecture {
         c_(c),
         vision_tower(c.vision, rng),
         linear_1(c.vision.hidden_size * static_cast<int64_t>(c.feature_layers.size()), c.text.block.attn.hidden_size,
-                 c.projector_bias, rng),
-        linear_2(c.text.block.attn.hidden_size, c.text.block.attn.hidden_size, c.projector_bias, rng),
+                 c.projector_bias, rng, c.text.init_std),
+        linear_2(c.text.block.attn.hidden_size, c.text.block.attn.hidden_size, c.projector_bias, rng,
+                 c.text.init_std),
         language_model(c.text, rng) {}
 
   std::string_view family() const override { return "llava"; }

@@ -9,6 +9,11 @@ nlohmann::json build_config(const ModelSizes& sizes, const nlohmann::json& famil
   const ModelSizes::Text t = resolved_text(sizes);
   const ModelSizes::Vision v = resolved_vision(sizes);
   const SpecialTokens& tok = sizes.tokens;
+  // Qwen2VLVisionConfig.mlp_ratio is an int in transformers 5.17 (a float fails its validation).
+  if (v.intermediate_size % v.hidden_size != 0)
+    throw ConfigError("qwen2vl: the vision MLP is mlp_ratio x hidden_size with an integer mlp_ratio: "
+                      "model.vision.intermediate_size (" + std::to_string(v.intermediate_size) +
+                      ") must be a multiple of model.vision.hidden_size (" + std::to_string(v.hidden_size) + ")");
   const int64_t half = t.hidden_size / std::max<int64_t>(1, t.num_attention_heads) / 2;
   const int64_t sec_t = half / 4;
   const int64_t sec_h = (half - sec_t) / 2;
@@ -35,7 +40,7 @@ nlohmann::json build_config(const ModelSizes& sizes, const nlohmann::json& famil
       {"embed_dim", v.hidden_size},
       {"depth", v.num_hidden_layers},
       {"num_heads", v.num_attention_heads},
-      {"mlp_ratio", static_cast<double>(v.intermediate_size) / static_cast<double>(v.hidden_size)},
+      {"mlp_ratio", v.intermediate_size / v.hidden_size},
       {"hidden_act", "quick_gelu"},
       {"patch_size", v.patch_size},
       {"temporal_patch_size", 2},

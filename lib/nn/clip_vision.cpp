@@ -1,6 +1,7 @@
 // Ref: transformers models/clip/modeling_clip.py (CLIPVisionEmbeddings, CLIPVisionModel).
 #include "lib/nn/clip_vision.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "lib/ops/ops.h"
@@ -22,6 +23,8 @@ const ClipVisionConfig& checked(const ClipVisionConfig& c) {
   return c;
 }
 
+double inv_sqrt(double x) { return 1.0 / std::sqrt(x); }
+
 VitBlockConfig block_config(const ClipVisionConfig& c) {
   VitBlockConfig b;
   b.hidden_size = c.hidden_size;
@@ -29,21 +32,38 @@ VitBlockConfig block_config(const ClipVisionConfig& c) {
   b.intermediate_size = c.intermediate_size;
   b.act = c.act;
   b.eps = c.layer_norm_eps;
-  b.init_std = c.init_std;
+  b.init_std = c.initializer_range;
+  if (c.init == ClipVisionConfig::Init::kClip) {
+    const double E = static_cast<double>(c.hidden_size), f = c.initializer_factor;
+    const double in_proj = inv_sqrt(E) * inv_sqrt(2.0 * std::max(1, c.num_layers)) * f;
+    b.qkv_init_std = in_proj;
+    b.o_init_std = inv_sqrt(E) * f;
+    b.fc1_init_std = inv_sqrt(2.0 * E) * f;
+    b.fc2_init_std = in_proj;
+  }
   return b;
+}
+
+double embed_std(const ClipVisionConfig& c) {
+  return c.init == ClipVisionConfig::Init::kClip ? c.initializer_range * c.initializer_factor : c.initializer_range;
+}
+
+double class_std(const ClipVisionConfig& c) {
+  return c.init == ClipVisionConfig::Init::kClip
+             ? inv_sqrt(static_cast<double>(c.hidden_size)) * c.initializer_factor
+             : c.class_std;
 }
 
 }  // namespace
 
 template <typename T>
 ClipVisionTower<T>::ClipVisionTower(const ClipVisionConfig& cfg, Rng& rng)
-    : class_embedding(param_normal<T>({checked(cfg).hidden_size}, rng,
-                                      1.0 / std::sqrt(static_cast<double>(cfg.hidden_size)))),
+    : class_embedding(param_normal<T>({checked(cfg).hidden_size}, rng, class_std(cfg))),
       patch_weight(param_normal<T>({cfg.hidden_size, cfg.num_channels, cfg.patch_size, cfg.patch_size}, rng,
-                                   cfg.init_std)),
+                                   embed_std(cfg))),
       position_embedding(param_normal<T>(
           {(cfg.image_size / cfg.patch_size) * (cfg.image_size / cfg.patch_size) + 1, cfg.hidden_size}, rng,
-          cfg.init_std)),
+          embed_std(cfg))),
       pre_layrnorm(cfg.hidden_size, cfg.layer_norm_eps),
       post_layernorm(cfg.hidden_size, cfg.layer_norm_eps),
       cfg_(cfg) {

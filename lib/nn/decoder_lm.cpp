@@ -10,7 +10,8 @@ DecoderLm::DecoderLm(const DecoderLmConfig& cfg, Rng& rng)
       cfg_(cfg) {
   VLM_CHECK(cfg.num_layers >= 0 && cfg.vocab_size > 0, "decoder LM needs vocab_size > 0 and num_layers >= 0");
   for (int i = 0; i < cfg.num_layers; ++i) layers.push_back(std::make_unique<DecoderBlock<float>>(cfg.block, rng));
-  if (!cfg.tie_word_embeddings) lm_head.emplace(hidden_size(), cfg.vocab_size, false, rng, cfg.init_std);
+  if (!cfg.tie_word_embeddings) lm_head.emplace(hidden_size(), cfg.vocab_size, false, rng,
+                                                 cfg.lm_head_init_std > 0 ? cfg.lm_head_init_std : cfg.init_std);
 }
 
 Tensor DecoderLm::embed(const std::vector<int64_t>& ids, const Shape& shape) const {

@@ -164,7 +164,7 @@ template <typename T>
 Mlp<T>::Mlp(const MlpConfig& cfg, Rng& rng)
     : fc1(cfg.hidden_size, cfg.intermediate_size, cfg.bias, rng, cfg.init_std),
       fc2(cfg.intermediate_size, cfg.out_size > 0 ? cfg.out_size : cfg.hidden_size, cfg.bias, rng,
-          cfg.init_std),
+          cfg.fc2_init_std > 0 ? cfg.fc2_init_std : cfg.init_std),
       cfg_(cfg) {
   if (cfg_.out_size == 0) cfg_.out_size = cfg_.hidden_size;
 }
@@ -259,7 +259,8 @@ AttentionConfig resolve(AttentionConfig c) {
 template <typename T>
 Attention<T>::Attention(const AttentionConfig& cfg, Rng& rng)
     : cfg_(resolve(cfg)),
-      o_proj(cfg_.num_heads * cfg_.head_dim, cfg_.hidden_size, cfg_.o_bias, rng, cfg_.init_std) {
+      o_proj(cfg_.num_heads * cfg_.head_dim, cfg_.hidden_size, cfg_.o_bias, rng,
+             cfg_.o_init_std > 0 ? cfg_.o_init_std : cfg_.init_std) {
   const int64_t C = cfg_.hidden_size, D = cfg_.head_dim;
   const int64_t q_out = cfg_.num_heads * D, kv_out = cfg_.num_kv_heads * D;
   if (cfg_.qkv_layout == QkvLayout::kSeparate) {
@@ -424,7 +425,8 @@ AttentionConfig vit_attention(const VitBlockConfig& c) {
   a.qkv_layout = c.qkv_layout;
   a.o_name = c.o_name;
   a.qkv_name = c.qkv_name;
-  a.init_std = c.init_std;
+  a.init_std = c.qkv_init_std > 0 ? c.qkv_init_std : c.init_std;
+  a.o_init_std = c.o_init_std > 0 ? c.o_init_std : c.init_std;
   return a;
 }
 
@@ -434,7 +436,8 @@ MlpConfig vit_mlp(const VitBlockConfig& c) {
   m.intermediate_size = c.intermediate_size;
   m.act = c.act;
   m.bias = true;
-  m.init_std = c.init_std;
+  m.init_std = c.fc1_init_std > 0 ? c.fc1_init_std : c.init_std;
+  m.fc2_init_std = c.fc2_init_std > 0 ? c.fc2_init_std : c.init_std;
   return m;
 }
 

@@ -140,7 +140,8 @@ struct MlpConfig {
   bool bias = true;
   std::string fc1_name = "fc1";
   std::string fc2_name = "fc2";
-  double init_std = kDefaultInitStd;
+  double init_std = kDefaultInitStd;  // fc1 (and fc2 unless fc2_init_std is set)
+  double fc2_init_std = 0.0;          // 0 = init_std
 };
 
 template <typename T>
@@ -227,7 +228,8 @@ struct AttentionConfig {
   std::string qkv_name = "qkv";  // fused layouts
   std::string q_norm_name = "q_norm";
   std::string k_norm_name = "k_norm";
-  double init_std = kDefaultInitStd;
+  double init_std = kDefaultInitStd;  // q, k, v (and o unless o_init_std is set)
+  double o_init_std = 0.0;            // 0 = init_std
 };
 
 template <typename T>
@@ -308,7 +310,9 @@ struct VitBlockConfig {
   std::string mlp_name = "mlp";
   std::string o_name = "out_proj";
   std::string qkv_name = "qkv";  // fused layouts
+  // N(0, std) per projection; 0 = init_std. HF CLIP scales each one differently (see ClipInit).
   double init_std = kDefaultInitStd;
+  double qkv_init_std = 0.0, o_init_std = 0.0, fc1_init_std = 0.0, fc2_init_std = 0.0;
 };
 
 template <typename T>

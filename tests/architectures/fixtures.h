@@ -13,10 +13,12 @@
 
 namespace vlm::testing {
 
-inline std::filesystem::path fixture(const std::string& name) {
+inline std::filesystem::path test_data() {
   const char* root = std::getenv("VLM_TEST_DATA");
-  return std::filesystem::path(root ? root : "tests/data") / "parity" / name;
+  return std::filesystem::path(root ? root : "tests/data");
 }
+
+inline std::filesystem::path fixture(const std::string& name) { return test_data() / "parity" / name; }
 
 inline Inputs fixture_inputs(const std::string& name) {
   return Inputs::from_safetensors(io::read_safetensors((fixture(name) / "io.safetensors").string()));
