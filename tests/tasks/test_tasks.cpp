@@ -539,6 +539,39 @@ TEST_CASE("sort_of_clevr: every answer recomputed from the pixels (300 images x 
   }
 }
 
+TEST_CASE("sort_of_clevr: num_objects k draws k distinct colours, asks only about them, and 1 asks no relations",
+          "[tasks][sort_of_clevr]") {
+  for (int64_t k : {1, 2, 4}) {
+    INFO("num_objects " << k);
+    auto task = make("sort_of_clevr", {{"num_objects", k}});
+    std::set<int> colours_seen;
+    std::set<std::string> subtypes;
+    for (int64_t m = 0; m < 60; ++m) {
+      const std::vector<Obj> objects = decode_scene(task->sample(Split::kTrain, static_cast<uint64_t>(m * 20)).images[0]);
+      REQUIRE(objects.size() == static_cast<std::size_t>(k));
+      std::set<int> colours;
+      for (const Obj& o : objects) colours.insert(o.color);
+      REQUIRE(colours.size() == static_cast<std::size_t>(k));
+      colours_seen.insert(colours.begin(), colours.end());
+      for (int64_t q = 0; q < 20; ++q) {
+        const Sample s = task->sample(Split::kTrain, static_cast<uint64_t>(m * 20 + q));
+        int ref = -1;
+        for (const std::string& w : s.prompt)
+          if (color_word(w) >= 0) ref = color_word(w);
+        REQUIRE(find_color(objects, ref) != nullptr);  // the question names an object in the scene
+        const Expected e = expected_sort_of_clevr(objects, s.prompt, 75);
+        INFO(join(s.prompt) << " -> " << join(s.answer));
+        REQUIRE(s.subtype == e.subtype);
+        REQUIRE(s.answer == e.answer);
+        subtypes.insert(s.subtype);
+      }
+    }
+    REQUIRE(colours_seen.size() == 6);  // every colour takes part
+    REQUIRE(subtypes.size() == (k == 1 ? 3u : 6u));
+    REQUIRE(task->chance("count") == Approx(1.0 / static_cast<double>(k)));
+  }
+}
+
 TEST_CASE("sort_of_clevr: sample i shows image i/20; train and eval wrap at 20 x their image counts",
           "[tasks][sort_of_clevr]") {
   auto task = make("sort_of_clevr", {{"train_images", int64_t{5}}, {"eval_images", int64_t{3}}});
