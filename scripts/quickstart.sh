@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
 # The README's main command: installs what is missing, builds, and runs the quickstart experiment
 # (experiments/quickstart.toml: the four families on Sort-of-CLEVR), writing results/quickstart.h5
-# and printing a summary table. Extra arguments go to `vlmlab run` (e.g. --threads 1).
+# and printing a summary table, then writes its report (results/quickstart/report.md and figures).
+# Extra arguments go to `vlmlab run` (e.g. --threads 1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 [ -f build/build.ninja ] || meson setup build -Dbuildtype=release >/dev/null
 ninja -C build
-exec build/experiments/vlmlab run experiments/quickstart.toml --out results/quickstart.h5 --overwrite "$@"
+# A failed run is recorded in the file with its error (exit 1); the report lists it, so write the
+# report either way and exit with the run's status. An invalid config (exit 2) writes no file.
+status=0
+build/experiments/vlmlab run experiments/quickstart.toml --out results/quickstart.h5 --overwrite "$@" || status=$?
+[ "$status" -le 1 ] && build/experiments/vlmlab report results/quickstart.h5
+exit "$status"
