@@ -147,23 +147,23 @@ Expected expected_sort_of_clevr(const std::vector<Obj>& objects, const std::vect
         best = &o;
     if (closest)
       return {"closest",
-              {"<image>", "what", "shape", "is", "the", "object", "closest", "to", "the", c, "object", "?"},
+              {"<image>", "what", "shape", "is", "closest", "to", "the", "object", "colored", c},
               {shape(*best)}};
     return {"furthest",
-            {"<image>", "what", "shape", "is", "the", "object", "furthest", "from", "the", c, "object", "?"},
+            {"<image>", "what", "shape", "is", "furthest", "from", "the", "object", "colored", c},
             {shape(*best)}};
   }
   if (has("how")) {
     const auto n = std::count_if(objects.begin(), objects.end(), [&](const Obj& o) { return o.square == x.square; });
-    return {"count", {"<image>", "how", "many", "objects", "have", "the", "shape", "of", "the", c, "object", "?"},
+    return {"count", {"<image>", "how", "many", "objects", "have", "the", "shape", "of", "the", "object", "colored", c},
             {std::to_string(n)}};
   }
   if (has("left"))
-    return {"horizontal", {"<image>", "is", "the", c, "object", "on", "the", "left", "?"},
+    return {"horizontal", {"<image>", "is", "on", "the", "left", "the", "object", "colored", c},
             {2 * x.cx < size ? "yes" : "no"}};
   if (has("top"))
-    return {"vertical", {"<image>", "is", "the", c, "object", "on", "top", "?"}, {2 * x.cy < size ? "yes" : "no"}};
-  return {"shape", {"<image>", "what", "shape", "is", "the", c, "object", "?"}, {shape(x)}};
+    return {"vertical", {"<image>", "is", "on", "top", "the", "object", "colored", c}, {2 * x.cy < size ? "yes" : "no"}};
+  return {"shape", {"<image>", "what", "shape", "is", "the", "object", "colored", c}, {shape(x)}};
 }
 
 // --- Counting from pixels -------------------------------------------------------------------------
@@ -432,12 +432,16 @@ TEST_CASE("task_infos: every task, its seed, defaults inside their ranges", "[ta
     for (const ParamSpec& p : info.params) {
       has_seed = has_seed || p.key == "seed";
       REQUIRE(!p.help.empty());
+      all[p.key] = p.default_value;
+      if (const auto* s = std::get_if<std::string>(&p.default_value)) {
+        if (!p.choices.empty()) REQUIRE(std::find(p.choices.begin(), p.choices.end(), *s) != p.choices.end());
+        continue;
+      }
       const double v = std::holds_alternative<int64_t>(p.default_value)
                            ? static_cast<double>(std::get<int64_t>(p.default_value))
                            : std::get<double>(p.default_value);
       REQUIRE(v >= p.min);
       REQUIRE(v <= p.max);
-      all[p.key] = p.default_value;
     }
     REQUIRE(has_seed);
     // Defaults written out explicitly give the same task as defaults left out.
@@ -570,6 +574,29 @@ TEST_CASE("sort_of_clevr: num_objects k draws k distinct colours, asks only abou
     REQUIRE(subtypes.size() == (k == 1 ? 3u : 6u));
     REQUIRE(task->chance("count") == Approx(1.0 / static_cast<double>(k)));
   }
+}
+
+TEST_CASE("sort_of_clevr: questions restricts the subtypes asked, on the same scenes; bad lists are ConfigErrors",
+          "[tasks][sort_of_clevr]") {
+  auto all = make("sort_of_clevr");
+  auto some = make("sort_of_clevr", {{"questions", std::string("vertical,count,vertical")}});
+  std::map<std::string, int> seen;
+  for (uint64_t i = 0; i < 2000; ++i) {
+    const Sample s = some->sample(Split::kTrain, i);
+    REQUIRE(s.images == all->sample(Split::kTrain, i).images);  // same scene stream
+    const Expected e = expected_sort_of_clevr(decode_scene(s.images[0]), s.prompt, 75);
+    REQUIRE(s.subtype == e.subtype);
+    REQUIRE(s.answer == e.answer);
+    ++seen[s.subtype];
+  }
+  REQUIRE(seen.size() == 2);  // duplicates ignored: vertical and count, about half each
+  REQUIRE(seen["vertical"] > 850);
+  REQUIRE(seen["count"] > 850);
+  REQUIRE_THROWS_WITH(make("sort_of_clevr", {{"questions", std::string("shape,colour")}}),
+                      Catch::Contains("unknown subtype \"colour\""));
+  REQUIRE_THROWS_AS(make("sort_of_clevr", {{"questions", std::string("")}}), ConfigError);
+  REQUIRE_THROWS_WITH(make("sort_of_clevr", {{"questions", std::string("closest")}, {"num_objects", int64_t{1}}}),
+                      Catch::Contains("closest needs num_objects >= 2"));
 }
 
 TEST_CASE("sort_of_clevr: sample i shows image i/20; train and eval wrap at 20 x their image counts",
