@@ -37,6 +37,46 @@ std::string join(const std::vector<std::string>& words) {
   return out;
 }
 
+// Data-parallel training (TrainOptions::dp_sum), after this rank's backward: every gradient (weighted by
+// the rank's share of the global batch), the loss and the step's FLOPs summed over the ranks, so each rank
+// holds the global batch's mean gradients, the same bits everywhere. A parameter no rank has a gradient for
+// keeps none, as in one process (AdamW skips it).
+struct RankSums {
+  double loss = 0;
+  int64_t flops = 0;
+};
+RankSums sum_over_ranks(const std::vector<Tensor>& params, double loss, double share, int64_t flops,
+                        const TrainOptions& opt) {
+  std::size_t n = 0;
+  for (const Tensor& p : params) n += static_cast<std::size_t>(p.numel());
+  std::vector<double> buf;  // gradients, one has-a-gradient flag per parameter, loss, FLOPs
+  buf.reserve(n + params.size() + 2);
+  for (Tensor p : params) {
+    if (!p.has_grad()) {
+      buf.resize(buf.size() + static_cast<std::size_t>(p.numel()), 0.0);
+      continue;
+    }
+    const float* g = p.grad_data();
+    for (int64_t k = 0; k < p.numel(); ++k) buf.push_back(share * static_cast<double>(g[k]));
+  }
+  for (const Tensor& p : params) buf.push_back(p.has_grad() ? 1.0 : 0.0);
+  buf.push_back(share * loss);
+  buf.push_back(static_cast<double>(flops));
+  opt.dp_sum(buf);
+  std::size_t at = 0;
+  for (std::size_t i = 0; i < params.size(); ++i) {
+    Tensor p = params[i];
+    if (buf[n + i] > 0) {
+      float* g = p.grad_data();
+      for (int64_t k = 0; k < p.numel(); ++k) g[k] = static_cast<float>(buf[at + static_cast<std::size_t>(k)]);
+    } else {
+      p.zero_grad();
+    }
+    at += static_cast<std::size_t>(p.numel());
+  }
+  return RankSums{.loss = buf[n + params.size()], .flops = static_cast<int64_t>(buf[n + params.size() + 1])};
+}
+
 }  // namespace
 
 data::Vocab task_vocab(const data::Task& task) {
@@ -180,14 +220,28 @@ std::vector<StepLog> train(Vlm& vlm, const data::Task& task, const TrainOptions&
           task.sample(data::Split::kTrain,
                       mix64(base + static_cast<uint64_t>(step) * static_cast<uint64_t>(opt.batch_size) +
                             static_cast<uint64_t>(i)));
-    Tensor loss = vlm.loss(vlm.train_batch(batch));
-    const double loss_v = loss.item();
+    // Data-parallel: this rank's share [lo, hi) of the global batch, backward, then the sums over the ranks.
+    const bool dp = opt.dp_sum && opt.dp_ranks > 1;
+    const int lo = dp ? opt.batch_size * opt.dp_rank / opt.dp_ranks : 0;
+    const int hi = dp ? opt.batch_size * (opt.dp_rank + 1) / opt.dp_ranks : opt.batch_size;
+    Tensor loss = vlm.loss(vlm.train_batch(std::span<const data::Sample>(batch).subspan(
+        static_cast<std::size_t>(lo), static_cast<std::size_t>(hi - lo))));
+    double loss_v = loss.item();
+    int64_t other_ranks_flops = 0;
+    if (dp) {
+      loss.backward();
+      const int64_t mine = flops.flops();
+      const RankSums sums = sum_over_ranks(adam.tensors(), loss_v, static_cast<double>(hi - lo) / opt.batch_size,
+                                           mine, opt);
+      loss_v = sums.loss;
+      other_ranks_flops = sums.flops - mine;
+    }
     if (!std::isfinite(loss_v)) {
       std::ostringstream os;
       os << "training diverged at step " << step << ": the loss is " << loss_v;
       throw Error(os.str());
     }
-    loss.backward();
+    if (!dp) loss.backward();
     const GradNormResult gn = opt.grad_clip > 0 ? clip_grad_norm(adam.tensors(), opt.grad_clip)
                                                 : grad_norm(adam.tensors());
     if (!gn.finite) {
@@ -203,7 +257,7 @@ std::vector<StepLog> train(Vlm& vlm, const data::Task& task, const TrainOptions&
               .lr = lr,
               .grad_norm = gn.total_norm,
               .step_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count(),
-              .flops = flops.flops()};
+              .flops = flops.flops() + other_ranks_flops};
     log.push_back(s);
     if (on_step) on_step(s);
   }

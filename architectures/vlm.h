@@ -85,6 +85,12 @@ struct TrainOptions {
   double beta1 = 0.9, beta2 = 0.999;
   double grad_clip = 1.0;  // 0: off
   uint64_t data_seed = 0;  // which train samples: sample i of step s is train index mix64(seed·φ + s·B + i)
+  bool data_parallel = false;  // [train] data_parallel: under mpirun, every rank trains on a share of each batch
+  // Set by the runner for a data-parallel run (experiments/dist.h); without dp_sum this process trains on
+  // whole batches. Rank dp_rank of dp_ranks computes samples [B·r/n, B·(r+1)/n) of each global batch of B;
+  // dp_sum sums a buffer element-wise over the ranks in a fixed order, giving every rank the same bits.
+  int dp_rank = 0, dp_ranks = 1;
+  std::function<void(std::span<double>)> dp_sum = {};
 };
 
 struct StepLog {

@@ -230,7 +230,7 @@ void read_task(const toml::table& root, const std::string* file, Experiment& e) 
   s.done();
 }
 
-void read_train(const toml::table& root, const std::string* file, TrainOptions& t) {
+void read_train(const toml::table& root, const std::string* file, TrainOptions& t, int ranks) {
   Section s = section(root, "train", file);
   t.steps = static_cast<int>(s.integer("steps", t.steps, 0, 10'000'000));
   t.batch_size = static_cast<int>(s.integer("batch_size", t.batch_size, 1, 65536));
@@ -242,10 +242,17 @@ void read_train(const toml::table& root, const std::string* file, TrainOptions& 
   t.beta1 = s.number("beta1", t.beta1, 0.0, 0.999999);
   t.beta2 = s.number("beta2", t.beta2, 0.0, 0.999999);
   t.grad_clip = s.number("grad_clip", t.grad_clip, 0.0, 1e9);
+  t.data_parallel = s.boolean("data_parallel", t.data_parallel);
   s.done();
   if (t.min_lr > t.lr) {
     Section again = section(root, "train", file);
     again.fail_key("min_lr", "must not exceed lr");
+  }
+  if (t.data_parallel && t.batch_size % ranks != 0) {
+    Section again = section(root, "train", file);
+    again.fail_key(again.table() && again.table()->get("batch_size") ? "batch_size" : "data_parallel",
+                   "data_parallel splits each batch over the " + std::to_string(ranks) + " ranks of this job, but " +
+                       std::to_string(t.batch_size) + " does not divide by " + std::to_string(ranks));
   }
 }
 
@@ -293,7 +300,7 @@ void read_sizes(const toml::table& root, const std::string* file, ModelSizes& m,
 }
 
 // A whole experiment from a (possibly sweep-modified) document.
-Experiment parse(const toml::table& root, const std::string& file) {
+Experiment parse(const toml::table& root, const std::string& file, int ranks) {
   const std::string* f = &file;
   Experiment e;
   e.file = file;
@@ -327,7 +334,7 @@ Experiment parse(const toml::table& root, const std::string& file) {
       fail(file, root.get("task")->source(), "task", err.what());
     }
   }();
-  read_train(root, f, e.train);
+  read_train(root, f, e.train, ranks);
   {
     Section s = section(root, "eval", f);
     e.eval.samples = s.integer("samples", e.eval.samples, 1, int64_t{1} << 32);
@@ -429,6 +436,21 @@ void set_path(toml::table& root, const std::string& key, const toml::node& value
   t->insert_or_assign(parts.back(), value);
 }
 
+// A run's FLOPs from one prefill and one decode step at batch 1 (counted by the ops): training takes
+// about 3 forward passes (forward + backward) per sample, evaluation a prefill and up to
+// max_answer_tokens + 1 decode steps per item, measurement a prefill and decode_tokens decode steps
+// per repeat and resolution (taken at the task's size). Only the ratios between runs matter.
+double estimated_cost(Vlm& vlm, const data::Task& task, const Experiment& e) {
+  const InferenceCost c = inference_cost(vlm, task.sample(data::Split::kTrain, 0));
+  const auto prefill = static_cast<double>(c.prefill_flops), decode = static_cast<double>(c.decode_flops_per_token);
+  double f = 3.0 * prefill * e.train.steps * e.train.batch_size;
+  f += static_cast<double>(e.eval.samples) * (prefill + decode * static_cast<double>(task.max_answer_tokens() + 1));
+  if (e.measure.enabled)
+    f += static_cast<double>(e.measure.resolutions.size()) * (e.measure.warmup + e.measure.repeats) *
+         (prefill + decode * e.measure.decode_tokens);
+  return f;
+}
+
 }  // namespace
 
 VlmSpec RunSpec::vlm_spec() const {
@@ -439,7 +461,8 @@ VlmSpec RunSpec::vlm_spec() const {
                  .init_seed = seed};
 }
 
-LoadedExperiment load_experiment(const std::string& path) {
+LoadedExperiment load_experiment(const std::string& path, int ranks) {
+  VLM_CHECK(ranks >= 1, "load_experiment: " << ranks << " ranks");
   std::ifstream in(path, std::ios::binary);
   if (!in) throw ConfigError(path + ": cannot open the experiment file");
   std::stringstream buf;
@@ -452,7 +475,7 @@ LoadedExperiment load_experiment(const std::string& path) {
   } catch (const toml::parse_error& err) {
     fail(path, err.source(), "(syntax)", std::string(err.description()));
   }
-  out.base = parse(doc, path);
+  out.base = parse(doc, path, ranks);
 
   // Sweep: every combination of the listed values, in file order (the last key varies fastest).
   std::vector<std::pair<std::string, const toml::array*>> sweep;
@@ -487,7 +510,7 @@ LoadedExperiment load_experiment(const std::string& path) {
     }
     Experiment e;
     try {
-      e = parse(point_doc, path);
+      e = parse(point_doc, path, ranks);
     } catch (const ConfigError& err) {
       if (sweep.empty()) throw;
       std::ostringstream os;
@@ -528,16 +551,20 @@ LoadedExperiment load_experiment(const std::string& path) {
   } while (advance());
 
   // Build each run's model once: an impossible combination (a family rejecting the sizes) stops here.
-  std::map<std::string, bool> checked;
+  // The same model gives the cost estimate (seeds change neither).
+  std::map<std::string, double> checked;
   const toml::array* variants = doc.get_as<toml::array>("variant");
-  for (const RunSpec& r : out.runs) {
+  for (RunSpec& r : out.runs) {
     std::string key = r.variant.name;
     for (const auto& [k, v] : r.sweep_point) key += "|" + k + "=" + v;
-    if (checked.count(key)) continue;
-    checked[key] = true;
+    if (const auto it = checked.find(key); it != checked.end()) {
+      r.cost_flops = it->second;
+      continue;
+    }
     try {
       const auto task = data::make_task(r.config.task, r.config.task_params);
       Vlm vlm(r.vlm_spec(), *task);
+      r.cost_flops = checked[key] = estimated_cost(vlm, *task, r.config);
     } catch (const Error& err) {
       std::size_t vi = 0;
       while (vi < out.base.variants.size() && out.base.variants[vi].name != r.variant.name) ++vi;

@@ -18,7 +18,7 @@ namespace vlm::exp {
 struct EvalOptions {
   int64_t samples = 400;  // eval indices [0, samples) of the task's eval stream
   int batch_size = 32;
-  int gallery = 16;       // first N eval items kept with their predictions
+  int gallery = 16;       // eval items kept with their predictions, spread evenly over the eval set
 };
 
 struct MeasureOptions {
@@ -55,6 +55,9 @@ struct RunSpec {
   std::vector<std::pair<std::string, std::string>> sweep_point;  // (key, value as written)
   Experiment config;          // this run's resolved config (sweep applied, one variant, one seed)
   std::string resolved_toml;  // the same, as TOML text
+  // Estimated FLOPs of the whole run (training, evaluation, measurement), for spreading runs over MPI
+  // ranks: FLOPs counted by the ops on one prefill of the run's model, scaled by the work the config asks.
+  double cost_flops = 0;
   VlmSpec vlm_spec() const;
 };
 
@@ -65,7 +68,9 @@ struct LoadedExperiment {
 };
 
 // Parses and validates the file, expands variants x sweep points x seeds, and builds each run's
-// model once to reject impossible combinations, all before anything runs.
-LoadedExperiment load_experiment(const std::string& path);
+// model once to reject impossible combinations, all before anything runs. `ranks`: the processes of
+// the job that will run it (a data-parallel batch must divide by them). Each run's estimated cost
+// (RunSpec::cost_flops) comes from the same model builds.
+LoadedExperiment load_experiment(const std::string& path, int ranks = 1);
 
 }  // namespace vlm::exp

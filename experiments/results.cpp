@@ -5,7 +5,9 @@
 #include <algorithm>
 #include <cmath>
 #include <ctime>
+#include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -132,6 +134,9 @@ void write_run(io::H5File& f, const RunResult& r) {
   f.set_attr(g, "finished_utc", r.finished_utc);
   f.set_attr(g, "wall_s", r.wall_s);
   f.set_attr(g, "threads", static_cast<int64_t>(r.threads));  // a resumed file may mix thread counts
+  f.set_attr(g, "rank", static_cast<int64_t>(r.rank));        // where it ran (MPI; 0 in one process)
+  f.set_attr(g, "host", r.host);
+  f.set_attr(g, "ranks", static_cast<int64_t>(r.ranks));      // ranks that trained it (data-parallel)
   // The training budget in FLOPs (counted by the ops), beside the per-resolution inference cost table.
   {
     double flops = 0;
@@ -288,6 +293,52 @@ void ResultsFile::add_nothing() {
   if (!have_file_) rewrite(nullptr);
 }
 
+std::vector<std::string> ResultsFile::run_ids() const {
+  std::vector<std::string> out;
+  for (const SummaryRow& r : rows_) out.push_back(r.run_id);
+  return out;
+}
+
+int ResultsFile::fold(const std::vector<std::string>& parts) {
+  std::vector<io::H5File> open;
+  open.reserve(parts.size());  // `from` points into it
+  std::map<std::string, const io::H5File*> from;
+  std::vector<SummaryRow> rows = rows_;
+  for (const std::string& part : parts) {
+    io::H5File f = io::H5File::open_read(part);
+    if (std::get<std::string>(f.attr("/", "experiment_toml")) != exp_.toml_text)
+      throw ConfigError(part + " (a rank's part of " + path_ + ") was written from a different version of " +
+                        exp_.base.file + "; remove it, or use --overwrite to start over");
+    for (const SummaryRow& row : rows_of(f.read_table("/summary"))) {
+      const auto old = std::find_if(rows.begin(), rows.end(), [&](const SummaryRow& x) { return x.run_id == row.run_id; });
+      if (old != rows.end() && (old->status == "complete" || row.status != "complete")) continue;
+      if (old != rows.end()) rows.erase(old);
+      rows.push_back(row);
+      from[row.run_id] = nullptr;  // set below, once `open` no longer moves
+    }
+    open.push_back(std::move(f));
+    for (auto& [id, src] : from)
+      if (!src) src = &open.back();
+  }
+  if (from.empty()) return 0;
+  write(std::move(rows), nullptr, from);
+  return static_cast<int>(from.size());
+}
+
+void ResultsFile::put_in_order(const std::vector<std::string>& order) {
+  std::map<std::string, std::size_t> pos;
+  for (std::size_t i = 0; i < order.size(); ++i) pos.emplace(order[i], i);
+  std::vector<SummaryRow> rows = rows_;
+  std::stable_sort(rows.begin(), rows.end(), [&](const SummaryRow& a, const SummaryRow& b) {
+    const auto pa = pos.count(a.run_id) ? pos[a.run_id] : order.size();
+    const auto pb = pos.count(b.run_id) ? pos[b.run_id] : order.size();
+    return pa < pb;
+  });
+  bool same = true;
+  for (std::size_t i = 0; i < rows.size(); ++i) same = same && rows[i].run_id == rows_[i].run_id;
+  if (!same) write(std::move(rows), nullptr, {});
+}
+
 void ResultsFile::rewrite(const RunResult* r) {
   std::vector<SummaryRow> rows = rows_;
   if (r) {
@@ -295,6 +346,11 @@ void ResultsFile::rewrite(const RunResult* r) {
                rows.end());
     rows.push_back(summary_of(*r));
   }
+  write(std::move(rows), r, {});
+}
+
+void ResultsFile::write(std::vector<SummaryRow> rows, const RunResult* r,
+                        const std::map<std::string, const io::H5File*>& from) {
   io::write_atomically(path_, [&](io::H5File& f) {
     f.set_attr("/", "schema_version", kSchemaVersion);
     f.set_attr("/", "vlmlab_version", std::string(VLMLAB_VERSION));
@@ -308,18 +364,52 @@ void ResultsFile::rewrite(const RunResult* r) {
     f.set_attr("/", "experiment_name", exp_.base.name);
     f.set_attr("/", "experiment_toml", exp_.toml_text);
     f.make_groups("/runs");
-    if (have_file_) {
-      const io::H5File old = io::H5File::open_read(path_);
-      for (const SummaryRow& s : rows) {
-        if (r && s.run_id == r->run_id) continue;
-        f.copy_from(old, "/runs/" + s.run_id, "/runs/" + s.run_id);
-      }
+    std::optional<io::H5File> old;
+    if (have_file_) old = io::H5File::open_read(path_);
+    for (const SummaryRow& s : rows) {
+      if (r && s.run_id == r->run_id) continue;
+      const std::string g = "/runs/" + s.run_id;
+      if (const auto it = from.find(s.run_id); it != from.end()) f.copy_from(*it->second, g, g);
+      else if (old) f.copy_from(*old, g, g);
     }
     if (r) write_run(f, *r);
     f.write_table("/summary", summary_table(rows));
   });
   rows_ = std::move(rows);
   have_file_ = true;
+}
+
+std::string part_path(const std::string& path, int rank) { return path + ".part" + std::to_string(rank); }
+
+namespace {
+
+// PATH.partR files (with_tmp: and the PATH.partR.tmp a writer killed mid-write leaves).
+std::vector<std::string> parts_beside(const std::string& path, bool with_tmp) {
+  namespace fs = std::filesystem;
+  const fs::path p(path);
+  const fs::path dir = p.has_parent_path() ? p.parent_path() : fs::path(".");
+  const std::string prefix = p.filename().string() + ".part";
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (const fs::directory_entry& e : fs::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.size() <= prefix.size() || name.compare(0, prefix.size(), prefix) != 0) continue;
+    std::string digits = name.substr(prefix.size());
+    if (with_tmp && digits.size() > 4 && digits.compare(digits.size() - 4, 4, ".tmp") == 0)
+      digits.resize(digits.size() - 4);
+    if (std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; }))
+      out.push_back((p.has_parent_path() ? (dir / name) : fs::path(name)).string());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+}  // namespace
+
+std::vector<std::string> part_files(const std::string& path) { return parts_beside(path, false); }
+
+void remove_part_files(const std::string& path) {
+  for (const std::string& p : parts_beside(path, true)) std::filesystem::remove(p);
 }
 
 }  // namespace vlm::exp

@@ -4,6 +4,7 @@
 // a file that opens and holds every completed run.
 #pragma once
 
+#include <map>
 #include <set>
 #include <string>
 #include <vector>
@@ -36,8 +37,21 @@ class ResultsFile {
   void add(const RunResult& r);  // replaces an earlier (failed) record of the same run
   void add_nothing();            // writes the metadata and an empty summary if there is no file yet
 
+  // Under MPI the root rank owns this file; every other rank writes its completed runs, the same
+  // way, into a part file of its own (part_path), and the root folds the parts in. fold() takes
+  // each run a part holds that this file lacks or holds as failed (one rewrite if any); a part from
+  // another experiment text is a ConfigError. Returns the number of runs taken.
+  int fold(const std::vector<std::string>& parts);
+  // Puts /summary in `order` (run ids; others after them), rewriting only if it is not already.
+  void put_in_order(const std::vector<std::string>& order);
+  std::vector<std::string> run_ids() const;  // in /summary order
+
  private:
   void rewrite(const RunResult* r);
+  // Writes the file anew with `rows`: a run's group comes from `fresh` if it is that run, else from
+  // `from` (run id -> an open part file), else from the file as it is.
+  void write(std::vector<SummaryRow> rows, const RunResult* fresh,
+             const std::map<std::string, const io::H5File*>& from);
   std::string path_;
   const LoadedExperiment& exp_;
   int threads_;
@@ -46,6 +60,11 @@ class ResultsFile {
   std::string created_utc_, cpu_, blas_, compiler_;
   bool have_file_ = false;        // path_ holds runs to carry over
 };
+
+// Rank `rank`'s part file beside the results file `path` (PATH.partR), and the part files there now.
+std::string part_path(const std::string& path, int rank);
+std::vector<std::string> part_files(const std::string& path);
+void remove_part_files(const std::string& path);  // the parts, and .tmp files a killed writer left
 
 // Machine facts recorded with every result.
 std::string cpu_model();

@@ -8,10 +8,14 @@
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
+#include <fstream>
+#include <functional>
 #include <map>
+#include <memory>
 #include <set>
 #include <sstream>
 
+#include "experiments/dist.h"
 #include "experiments/results.h"
 #include "lib/core/memory.h"
 #include "lib/core/parallel.h"
@@ -79,17 +83,19 @@ bool glob_match(const std::string& pattern, const std::string& s) {
 // Live progress: a rewritten line on a terminal, plain lines every ~10% otherwise, nothing if quiet.
 struct Progress {
   bool quiet = false, tty = false;
+  bool show_steps = true;  // per-step lines (under MPI only the root's)
+  std::string prefix;  // "rank R: " under MPI
   std::size_t index = 0, total = 0;
   std::string run_id;
   Clock::time_point run_start;
   void line(const std::string& s) const {
     if (quiet) return;
-    if (tty) std::fprintf(stderr, "\r\033[K%s", s.c_str());
-    else std::fprintf(stderr, "%s\n", s.c_str());
+    if (tty) std::fprintf(stderr, "\r\033[K%s%s", prefix.c_str(), s.c_str());
+    else std::fprintf(stderr, "%s%s\n", prefix.c_str(), s.c_str());
     std::fflush(stderr);
   }
   void step(const StepLog& s, int steps) const {
-    if (quiet) return;
+    if (quiet || !show_steps) return;
     const int every = std::max(1, steps / 10);
     if (!tty && s.step % every != 0 && s.step + 1 != steps) return;
     const double el = ms_between(run_start, Clock::now()) / 1000.0;
@@ -102,8 +108,8 @@ struct Progress {
   }
   void done(const std::string& s) const {
     if (quiet) return;
-    if (tty) std::fprintf(stderr, "\r\033[K");
-    std::fprintf(stderr, "%s\n", s.c_str());
+    if (tty && show_steps) std::fprintf(stderr, "\r\033[K");
+    std::fprintf(stderr, "%s%s\n", prefix.c_str(), s.c_str());
     std::fflush(stderr);
   }
 };
@@ -185,8 +191,10 @@ void measure_at(Vlm& vlm, const data::Sample& base, int64_t res, const MeasureOp
 
 }  // namespace
 
-RunResult execute_run(const RunSpec& spec, Progress* progress) {
+RunResult execute_run(const RunSpec& spec, Progress* progress, bool data_parallel) {
   RunResult r;
+  r.rank = dist::rank();
+  r.host = dist::host();
   r.run_id = spec.run_id;
   r.family = spec.variant.family;
   r.variant = spec.variant.name;
@@ -203,10 +211,20 @@ RunResult execute_run(const RunSpec& spec, Progress* progress) {
     Vlm vlm(spec.vlm_spec(), *task);
     r.params = vlm.param_counts();
 
+    TrainOptions topt = e.train;
+    if (data_parallel) {
+      topt.dp_rank = dist::rank();
+      topt.dp_ranks = r.ranks = dist::size();
+      topt.dp_sum = dist::sum_in_rank_order;
+    }
     reset_peak_memory();
-    r.train = train(vlm, *task, e.train, [&](const StepLog& s) {
+    r.train = train(vlm, *task, topt, [&](const StepLog& s) {
       if (progress) progress->step(s, e.train.steps);
     });
+    if (data_parallel && !dist::root()) {  // the root evaluates and measures the model all ranks hold
+      r.status = "complete";
+      return r;
+    }
     r.memory.push_back(memory_row("train"));
     {
       // Training-step latency: every step after the first few (allocation warm-up).
@@ -232,51 +250,150 @@ RunResult execute_run(const RunSpec& spec, Progress* progress) {
   return r;
 }
 
+namespace {
+
+// Longest processing time first: the runs by estimated cost, most expensive first, each to the rank
+// with the least estimated work so far (the lowest rank on a tie). Every rank computes the same plan
+// from the same config, so no message is needed. Each rank then runs its share in experiment order
+// (`runs` point into one vector), as a single process runs them all.
+std::vector<std::vector<const RunSpec*>> spread(std::vector<const RunSpec*> runs, int ranks) {
+  std::stable_sort(runs.begin(), runs.end(),
+                   [](const RunSpec* a, const RunSpec* b) { return a->cost_flops > b->cost_flops; });
+  std::vector<std::vector<const RunSpec*>> plan(static_cast<std::size_t>(ranks));
+  std::vector<double> load(plan.size(), 0.0);
+  for (const RunSpec* r : runs) {
+    const auto k = static_cast<std::size_t>(std::min_element(load.begin(), load.end()) - load.begin());
+    plan[k].push_back(r);
+    load[k] += r->cost_flops;
+  }
+  for (auto& mine : plan) std::sort(mine.begin(), mine.end(), std::less<const RunSpec*>());
+  return plan;
+}
+
+std::string read_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  VLM_CHECK(in, "cannot read " << path);
+  std::ostringstream os;
+  os << in.rdbuf();
+  return os.str();
+}
+
+void write_bytes(const std::string& path, const std::string& bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  out.close();
+  VLM_CHECK(out, "cannot write " << path);
+}
+
+double gflop(const std::vector<const RunSpec*>& runs) {
+  double f = 0;
+  for (const RunSpec* r : runs) f += r->cost_flops;
+  return f / 1e9;
+}
+
+// What the root found in the results file, for every rank: "ok" and the completed run ids, or the
+// error that stops the run ("config" or "error", then the message).
+std::string look_at_results_file(ResultsFile& file, const std::string& out, const LoadedExperiment& exp,
+                                 const RunOptions& opt) {
+  try {
+    if (std::filesystem::path(out).has_parent_path())
+      std::filesystem::create_directories(std::filesystem::path(out).parent_path());
+    const std::vector<std::string> parts = part_files(out);
+    const bool exists = std::filesystem::exists(out);
+    if (exists && !opt.resume && !opt.overwrite)
+      throw ConfigError(out + " exists: pass --resume to finish it, or --overwrite to start over");
+    if (!parts.empty() && !opt.resume && !opt.overwrite)
+      throw ConfigError(parts.front() + " holds runs of an interrupted MPI job writing " + out +
+                        ": pass --resume to finish it, or --overwrite to start over");
+    if (opt.resume) {
+      if (exists) file.load_existing();
+      file.fold(parts);  // the runs other ranks completed before the job ended, now in the file
+    }
+    remove_part_files(out);  // folded in, or dropped by --overwrite
+    std::string msg = "ok\n";
+    for (const RunSpec& r : exp.runs)
+      if (file.is_complete(r.run_id)) msg += r.run_id + "\n";
+    return msg;
+  } catch (const ConfigError& e) {
+    return std::string("config\n") + e.what();
+  } catch (const std::exception& e) {
+    return std::string("error\n") + e.what();
+  }
+}
+
+}  // namespace
+
+// Under MPI (experiments/dist.h) every rank runs this together. The root alone owns the results file;
+// the other ranks write their completed runs durably into part files of their own (PATH.partR), which
+// the root folds in after each of its runs and at the end, so a rank that dies loses only its run in
+// progress and --resume (with any number of ranks) finishes the rest. Runs marked data_parallel are
+// trained by all ranks together first; the others are spread over the ranks by estimated cost.
 int run_experiment(const LoadedExperiment& exp, const RunOptions& opt) {
   const int threads = opt.threads > 0 ? opt.threads : exp.base.threads;
   set_num_threads(threads);
   const std::string out = opt.out.empty() ? "results/" + exp.base.name + ".h5" : opt.out;
-  if (std::filesystem::path(out).has_parent_path()) std::filesystem::create_directories(std::filesystem::path(out).parent_path());
+  const int me = dist::rank(), ranks = dist::size();
+  const bool root = dist::root();
 
   ResultsFile file(out, exp, threads);
-  if (std::filesystem::exists(out)) {
-    if (opt.resume) {
-      file.load_existing();
-    } else if (!opt.overwrite) {
-      throw ConfigError(out + " exists: pass --resume to finish it, or --overwrite to start over");
-    }
-  }
-  std::vector<const RunSpec*> todo;
+  const std::string found = dist::broadcast(root ? look_at_results_file(file, out, exp, opt) : std::string());
+  const std::size_t nl = found.find('\n');
+  const std::string kind = found.substr(0, nl), rest = found.substr(nl + 1);
+  if (kind == "config") throw ConfigError(rest);
+  if (kind == "error") throw Error(rest);
+  std::set<std::string> done;
+  std::istringstream ids(rest);
+  for (std::string id; std::getline(ids, id);) done.insert(id);
+
+  std::vector<const RunSpec*> todo, together, solo;
   for (const RunSpec& r : exp.runs) {
     if (!opt.only.empty() && !glob_match(opt.only, r.run_id)) continue;
-    if (file.is_complete(r.run_id)) continue;
+    if (done.count(r.run_id)) continue;
     todo.push_back(&r);
+    (ranks > 1 && r.config.train.data_parallel ? together : solo).push_back(&r);
   }
+  const std::vector<std::vector<const RunSpec*>> plan = spread(solo, ranks);
+  const std::vector<std::string> hosts = dist::gather(dist::host());
+  if (!opt.quiet && root) {
+    std::fprintf(stderr, "vlmlab run: %s, %zu run(s) to do (%zu in the experiment), %d thread(s) -> %s\n",
+                 exp.base.name.c_str(), todo.size(), exp.runs.size(), threads, out.c_str());
+    if (ranks > 1 && !todo.empty()) {
+      if (!together.empty())
+        std::fprintf(stderr, "  %zu run(s) data-parallel over all %d ranks, est. %.3g GFLOP\n", together.size(), ranks,
+                     gflop(together));
+      for (int k = 0; k < ranks && !solo.empty(); ++k) {
+        const auto& mine = plan[static_cast<std::size_t>(k)];
+        std::fprintf(stderr, "  rank %d on %s: %zu run(s), est. %.3g GFLOP\n", k,
+                     hosts[static_cast<std::size_t>(k)].c_str(), mine.size(), gflop(mine));
+      }
+    }
+  }
+
   Progress progress;
   progress.quiet = opt.quiet;
   progress.tty = isatty(STDERR_FILENO) != 0;
-  progress.total = todo.size();
-  if (!opt.quiet)
-    std::fprintf(stderr, "vlmlab run: %s, %zu run(s) to do (%zu in the experiment), %d thread(s) -> %s\n",
-                 exp.base.name.c_str(), todo.size(), exp.runs.size(), threads, out.c_str());
+  progress.show_steps = root;
+  if (ranks > 1) progress.prefix = "rank " + std::to_string(me) + ": ";
   int failed = 0;
-  std::vector<std::string> table;
-  for (std::size_t i = 0; i < todo.size(); ++i) {
-    progress.index = i;
-    progress.run_id = todo[i]->run_id;
-    progress.run_start = Clock::now();
-    RunResult r = execute_run(*todo[i], &progress);
+  std::string table;  // "index in exp.runs <TAB> line" per completed run, gathered on the root
+  std::unique_ptr<ResultsFile> part;
+  if (!root) part = std::make_unique<ResultsFile>(part_path(out, me), exp, threads);
+  const auto record = [&](RunResult r, std::size_t i, std::size_t n, const RunSpec* spec) {
     r.threads = threads;
-    file.add(r);  // durable before the next run starts
+    if (root) {
+      file.add(r);  // durable before the next run starts
+      if (ranks > 1) file.fold(part_files(out));
+    } else {
+      part->add(r);  // durable too; the root folds it in
+    }
     char buf[512];
     double acc = r.eval.scores.empty() ? std::nan("") : r.eval.scores.back().accuracy;
     double maj = r.eval.scores.empty() ? std::nan("") : r.eval.scores.back().majority;
     if (r.status == "complete")
-      std::snprintf(buf, sizeof buf, "[run %zu/%zu] %s: accuracy %.3f (majority %.3f), %.1f s", i + 1, todo.size(),
+      std::snprintf(buf, sizeof buf, "[run %zu/%zu] %s: accuracy %.3f (majority %.3f), %.1f s", i + 1, n,
                     r.run_id.c_str(), acc, maj, r.wall_s);
     else
-      std::snprintf(buf, sizeof buf, "[run %zu/%zu] %s: FAILED: %s", i + 1, todo.size(), r.run_id.c_str(),
-                    r.error.c_str());
+      std::snprintf(buf, sizeof buf, "[run %zu/%zu] %s: FAILED: %s", i + 1, n, r.run_id.c_str(), r.error.c_str());
     progress.done(buf);
     failed += r.status != "complete";
     if (r.status == "complete") {
@@ -287,18 +404,92 @@ int run_experiment(const LoadedExperiment& exp, const RunOptions& opt) {
                     row.accuracy, all.majority, all.chance, static_cast<long long>(row.params),
                     static_cast<long long>(row.visual_tokens), row.prefill_ms, row.decode_ms_per_token,
                     row.train_step_ms);
-      table.emplace_back(buf);
+      table += std::to_string(spec - exp.runs.data()) + "\t" + buf + "\n";
     }
+  };
+
+  try {
+    // Data-parallel runs, all ranks on each; the others sleep while the root evaluates and measures.
+    for (std::size_t i = 0; i < together.size(); ++i) {
+      progress.index = i;
+      progress.total = together.size();
+      progress.run_id = together[i]->run_id;
+      progress.run_start = Clock::now();
+      RunResult r = execute_run(*together[i], &progress, true);
+      if (root) record(std::move(r), i, together.size(), together[i]);
+      dist::wait_for_all();
+    }
+    // This rank's share of the rest.
+    const auto& mine = plan[static_cast<std::size_t>(me)];
+    for (std::size_t i = 0; i < mine.size(); ++i) {
+      progress.index = i;
+      progress.total = mine.size();
+      progress.run_id = mine[i]->run_id;
+      progress.run_start = Clock::now();
+      record(execute_run(*mine[i], &progress), i, mine.size(), mine[i]);
+    }
+    // Every rank done: the root folds in the parts and puts the runs in experiment order, so the file
+    // reads as a single process's would. A part the root cannot see (the results directory is not on
+    // a filesystem every host shares) comes over MPI.
+    dist::wait_for_all();
+    std::string unseen;
+    for (int k = 1; root && k < ranks; ++k)
+      if (!plan[static_cast<std::size_t>(k)].empty() && !std::filesystem::exists(part_path(out, k)))
+        unseen += " " + std::to_string(k) + " ";
+    unseen = dist::broadcast(unseen);
+    const bool send = !root && unseen.find(" " + std::to_string(me) + " ") != std::string::npos;
+    const std::vector<std::string> sent = dist::gather(send ? read_bytes(part_path(out, me)) : std::string());
+    if (root) {
+      for (std::size_t k = 1; k < sent.size(); ++k)
+        if (!sent[k].empty()) write_bytes(part_path(out, static_cast<int>(k)), sent[k]);
+      file.fold(part_files(out));
+      remove_part_files(out);
+      std::string lost;  // defensive: every run this job did must be in the file now
+      const std::vector<std::string> in_file = file.run_ids();
+      for (const RunSpec* r : todo)
+        if (std::find(in_file.begin(), in_file.end(), r->run_id) == in_file.end()) lost += " " + r->run_id;
+      if (!lost.empty()) throw Error("runs done by other ranks are missing from " + out + ":" + lost);
+      if (todo.empty()) {
+        file.add_nothing();  // still writes the root metadata for a fresh file
+      } else {
+        std::vector<std::string> order;
+        for (const RunSpec& r : exp.runs) order.push_back(r.run_id);
+        file.put_in_order(order);
+      }
+    }
+    failed = static_cast<int>(dist::sum(failed));  // the root has folded every part by now
+    if (!root) {
+      std::error_code ec;  // a part on a disk of this host only, sent over MPI above
+      std::filesystem::remove(part_path(out, me), ec);
+    }
+    table = [&] {
+      std::string all;
+      for (const std::string& t : dist::gather(table)) all += t;
+      return all;
+    }();
+  } catch (const std::exception& e) {
+    if (ranks > 1) {  // the other ranks would wait for this one forever
+      std::fprintf(stderr, "vlmlab run: rank %d on %s: error: %s\n", me, dist::host().c_str(), e.what());
+      dist::abort_job(1);
+    }
+    throw;
   }
-  if (!opt.quiet && !table.empty()) {
-    std::printf("%s: %zu run(s) written to %s\n", exp.base.name.c_str(), table.size(), out.c_str());
+
+  if (root && !opt.quiet && !table.empty()) {
+    std::vector<std::pair<long, std::string>> rows;
+    std::istringstream in(table);
+    for (std::string l; std::getline(in, l);) {
+      const std::size_t tab = l.find('\t');
+      rows.emplace_back(std::stol(l.substr(0, tab)), l.substr(tab + 1));
+    }
+    std::stable_sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+    std::printf("%s: %zu run(s) written to %s\n", exp.base.name.c_str(), rows.size(), out.c_str());
     std::printf("  %-28s %8s %8s %8s %10s %6s %10s %10s %10s\n", "run", "accuracy", "majority", "chance", "params",
                 "vis.tok", "prefill_ms", "decode_ms", "step_ms");
-    for (const std::string& line : table) std::printf("%s\n", line.c_str());
+    for (const auto& [i, line] : rows) std::printf("%s\n", line.c_str());
     std::printf("(vis.tok, prefill and decode at batch 1 and each run's first resolution; step_ms at its training "
                 "batch; medians; nan where measuring is off)\n");
   }
-  if (todo.empty()) file.add_nothing();  // still writes the root metadata for a fresh file
   return failed > 0 ? 1 : 0;
 }
 

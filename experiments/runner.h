@@ -39,6 +39,11 @@ struct RunResult {
   int gallery = 0;     // eval items kept in /runs/<id>/samples
   int batch_size = 0;  // training batch
   int threads = 0;     // the thread count it ran with
+  // Where it ran (MPI): the rank and host that wrote it, and how many ranks trained it (1 unless
+  // data-parallel). Recorded as attributes of /runs/<id>; like timings, they may differ between two
+  // runs of one experiment.
+  int rank = 0, ranks = 1;
+  std::string host;
 };
 
 // Phases, in table order. Their definitions (README "Measuring", lib/measure/phase.h): preprocess =
@@ -49,8 +54,11 @@ struct RunResult {
 const std::vector<std::string>& phase_names();
 
 // Runs one spec to completion (never throws for a failure inside the run: it is recorded).
+// data_parallel: every rank of the job calls this together and trains on its share of each batch
+// (TrainOptions::dp_sum); the root then evaluates and measures alone, the other ranks return after
+// training (their result is not recorded).
 struct Progress;
-RunResult execute_run(const RunSpec& spec, Progress* progress);
+RunResult execute_run(const RunSpec& spec, Progress* progress, bool data_parallel = false);
 
 struct RunOptions {
   std::string out;  // results file

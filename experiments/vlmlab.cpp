@@ -17,6 +17,7 @@
 #include "architectures/parity.h"
 #include "experiments/config.h"
 #include "experiments/demo.h"
+#include "experiments/dist.h"
 #include "experiments/results.h"
 #include "experiments/runner.h"
 #include "lib/core/parallel.h"
@@ -146,7 +147,10 @@ int cmd_run(const std::vector<std::string>& args) {
       "vlmlab run EXP.toml [options]\n"
       "Trains, evaluates and measures every run of the experiment; each completed run is written\n"
       "durably to the results file before the next starts. Exit 0 when every run completed, 1 when\n"
-      "some failed (recorded with their errors), 2 for an invalid config");
+      "some failed (recorded with their errors), 2 for an invalid config.\n"
+      "Under `mpirun -n N` (a build with MPI) the runs are spread over the N ranks by estimated cost\n"
+      "and rank 0 writes the one results file; runs with [train] data_parallel = true are trained by\n"
+      "all ranks together, each computing its share of every batch");
   desc.add_options()("help,h", "show this help")(
       "out", po::value<std::string>(&o.out), "results file (default results/<experiment name>.h5)")(
       "threads", po::value<int>(&o.threads)->default_value(0), "threads (default: the experiment's)")(
@@ -158,20 +162,25 @@ int cmd_run(const std::vector<std::string>& args) {
   if (!parse_with_file(args, desc, file, vm)) return 0;
   if (o.threads < 0) throw po::error("--threads must be >= 1");
   if (o.resume && o.overwrite) throw po::error("--resume and --overwrite exclude each other");
-  const vlm::exp::LoadedExperiment exp = vlm::exp::load_experiment(file);
+  // Under mpirun every rank gets here; MPI runs until this returns (experiments/dist.h).
+  const vlm::dist::Session mpi;
+  const vlm::exp::LoadedExperiment exp = vlm::exp::load_experiment(file, vlm::dist::size());
   return vlm::exp::run_experiment(exp, o);
 }
 
 int cmd_check(const std::vector<std::string>& args) {
   std::string file;
+  int ranks = 1;
   po::options_description desc(
       "vlmlab check EXP.toml\n"
       "Validates the experiment (exit 2 with file:line:col on an error) and prints the runs it would\n"
       "make with their parameter counts and visual tokens per image, without training");
-  desc.add_options()("help,h", "show this help");
+  desc.add_options()("help,h", "show this help")(
+      "ranks", po::value<int>(&ranks)->default_value(ranks), "validate for `mpirun -n RANKS` (data_parallel batches)");
   po::variables_map vm;
   if (!parse_with_file(args, desc, file, vm)) return 0;
-  const vlm::exp::LoadedExperiment exp = vlm::exp::load_experiment(file);
+  if (ranks < 1) throw po::error("--ranks must be >= 1");
+  const vlm::exp::LoadedExperiment exp = vlm::exp::load_experiment(file, ranks);
   std::printf("%s: experiment \"%s\", task %s, %zu run(s)\n", file.c_str(), exp.base.name.c_str(),
               exp.base.task.c_str(), exp.runs.size());
   std::printf("  %-40s %-9s %10s %10s %10s %10s %8s\n", "run", "family", "vision", "connector", "lm", "total",
@@ -376,11 +385,11 @@ int main(int argc, char** argv) {
   } catch (const po::error& e) {
     std::fprintf(stderr, "vlmlab %s: %s\n", cmd.c_str(), e.what());
     return 2;
-  } catch (const vlm::ConfigError& e) {
-    std::fprintf(stderr, "vlmlab %s: %s\n", cmd.c_str(), e.what());
+  } catch (const vlm::ConfigError& e) {  // under MPI every rank has the same one: the root says it
+    if (vlm::dist::root()) std::fprintf(stderr, "vlmlab %s: %s\n", cmd.c_str(), e.what());
     return 2;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "vlmlab %s: error: %s\n", cmd.c_str(), e.what());
+    if (vlm::dist::root()) std::fprintf(stderr, "vlmlab %s: error: %s\n", cmd.c_str(), e.what());
     return 1;
   }
 }
