@@ -699,14 +699,16 @@ def report(path, out_dir, vlmlab):
     # ---- accuracy
     L += ["## Accuracy", ""]
     if done_groups:
-        subtypes = distinct(e["subtype"] for r in done_runs for e in r.eval)
+        # A subtype no run was asked (e.g. a task restricted to some questions) has no column; a cell
+        # whose runs were not asked it shows "–".
+        subtypes = distinct(e["subtype"] for r in done_runs for e in r.eval if int(e["n"]) > 0)
         subtypes = [s for s in subtypes if s != "all"] + (["all"] if "all" in subtypes else [])
         header = ["variant", "family", "n"] + [("**all**" if s == "all" else md_escape(s)) for s in subtypes]
         rows = []
         for g in done_groups:
             cells = [md_escape(g.label), g.family, str(len(g.done))]
             for s in subtypes:
-                scored = [r.accuracy(s) for r in g.done if any(e["subtype"] == s for e in r.eval)]
+                scored = [r.accuracy(s) for r in g.done if any(e["subtype"] == s and int(e["n"]) > 0 for e in r.eval)]
                 cells.append(fmt_acc(*mean_ci(scored)))
             rows.append(cells)
         # Baselines: the same for every run on the same eval items; one row each, or one per distinct set
@@ -716,7 +718,7 @@ def report(path, out_dir, vlmlab):
             for g in done_groups:
                 cells = []
                 for s in subtypes:
-                    v = [float(e[which]) for e in g.done[0].eval if e["subtype"] == s]
+                    v = [float(e[which]) for e in g.done[0].eval if e["subtype"] == s and int(e["n"]) > 0]
                     cells.append(fmt_pct(v[0]) if v else "–")
                 for entry in sets:
                     if entry[0] == cells:

@@ -451,9 +451,27 @@ def test_interval_on_known_numbers():
     assert row["**all**"] == "40.0 ± 254.1", row
 
 
+def test_subtypes_not_asked():
+    """A subtype no run was asked (a task restricted by `questions`) has no column, not a 0.0 one; a
+    subtype only some variants were asked shows "–" for the others."""
+    path = os.path.join(TMP, "not_asked.h5")
+    shutil.copy(results_file(), path)
+    with h5py.File(path, "r+") as f:
+        for rid in f["runs"]:
+            ev = f[f"runs/{rid}/eval"][()]
+            gone = [s_(x) == "shape" or (s_(x) == "count" and rid.startswith("llava")) for x in ev["subtype"]]
+            for col in ("n", "correct", "accuracy", "majority"):
+                ev[col][gone] = 0
+            f[f"runs/{rid}/eval"][...] = ev
+    (acc,) = tables(sections(make_report(path, os.path.join(TMP, "not_asked")))["Accuracy"])
+    assert "shape" not in acc[0], acc[0]
+    assert next(r for r in acc if r["variant"] == "llava")["count"] == "–", acc
+    assert next(r for r in acc if r["variant"] == "fuyu")["count"] != "–", acc
+
+
 TESTS = [test_cli_errors_and_default_out, test_what_was_run, test_tables_match_the_file,
          test_figures_and_gallery_are_pngs, test_same_file_same_report, test_failed_run_and_single_seed,
-         test_interval_on_known_numbers]
+         test_interval_on_known_numbers, test_subtypes_not_asked]
 
 if __name__ == "__main__":
     passed = failed = 0
