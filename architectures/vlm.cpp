@@ -212,14 +212,28 @@ std::vector<StepLog> train(Vlm& vlm, const data::Task& task, const TrainOptions&
   const uint64_t base = opt.data_seed * 0x9E3779B97F4A7C15ULL;
   // Train indices are drawn by hashing a counter, not taken in order: consecutive indices share a scene
   // (sort_of_clevr asks 20 questions per image), so an in-order batch of 32 would hold two images.
+  int phase_steps = 0;
+  for (const TrainOptions::Phase& p : opt.phases) {
+    VLM_CHECK(p.steps >= 0 && p.task != nullptr, "train: a curriculum phase needs steps >= 0 and a task");
+    phase_steps += p.steps;
+  }
+  VLM_CHECK(phase_steps <= opt.steps, "train: the curriculum's " << phase_steps << " steps exceed the " << opt.steps
+                                                                 << " training steps");
+  auto task_at = [&](int step) -> const data::Task& {
+    for (const TrainOptions::Phase& p : opt.phases) {
+      if (step < p.steps) return *p.task;
+      step -= p.steps;
+    }
+    return task;
+  };
   for (int step = 0; step < opt.steps; ++step) {
     const auto t0 = std::chrono::steady_clock::now();
     const FlopScope flops;
+    const data::Task& step_task = task_at(step);
     for (int i = 0; i < opt.batch_size; ++i)
-      batch[static_cast<std::size_t>(i)] =
-          task.sample(data::Split::kTrain,
-                      mix64(base + static_cast<uint64_t>(step) * static_cast<uint64_t>(opt.batch_size) +
-                            static_cast<uint64_t>(i)));
+      batch[static_cast<std::size_t>(i)] = step_task.sample(
+          data::Split::kTrain,
+          mix64(base + static_cast<uint64_t>(step) * static_cast<uint64_t>(opt.batch_size) + static_cast<uint64_t>(i)));
     // Data-parallel: this rank's share [lo, hi) of the global batch, backward, then the sums over the ranks.
     const bool dp = opt.dp_sum && opt.dp_ranks > 1;
     const int lo = dp ? opt.batch_size * opt.dp_rank / opt.dp_ranks : 0;

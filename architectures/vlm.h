@@ -91,6 +91,15 @@ struct TrainOptions {
   // dp_sum sums a buffer element-wise over the ranks in a fixed order, giving every rank the same bits.
   int dp_rank = 0, dp_ranks = 1;
   std::function<void(std::span<double>)> dp_sum = {};
+  // A curriculum: the first phases[0].steps steps draw their samples from phases[0].task, the next
+  // phases[1].steps from phases[1].task, and so on; the remaining steps from the task train() is
+  // given. One optimizer and one learning-rate schedule over all `steps`. The tasks must share the
+  // model's vocabulary (the same task with other parameters does).
+  struct Phase {
+    int steps = 0;
+    const data::Task* task = nullptr;
+  };
+  std::vector<Phase> phases = {};
 };
 
 struct StepLog {

@@ -203,12 +203,10 @@ std::vector<std::string> names_of_families() {
   return out;
 }
 
-// [task]: name plus the task's own parameters, typed and ranged by its ParamSpecs.
-void read_task(const toml::table& root, const std::string* file, Experiment& e) {
-  Section s = section(root, "task", file, true);
-  e.task = s.string("name", "", names_of_tasks(), true);
+// The task's own parameters present in `s`, typed and ranged by its ParamSpecs, into `params`.
+void read_task_params(Section& s, const std::string& task, data::Params& params) {
   const auto infos = data::task_infos();
-  const auto info = std::find_if(infos.begin(), infos.end(), [&](const data::TaskInfo& t) { return t.name == e.task; });
+  const auto info = std::find_if(infos.begin(), infos.end(), [&](const data::TaskInfo& t) { return t.name == task; });
   for (const data::ParamSpec& p : info->params) {
     const toml::node* n = s.node(p.key);
     if (!n) continue;
@@ -216,18 +214,60 @@ void read_task(const toml::table& root, const std::string* file, Experiment& e) 
         [&](const auto& def) {
           using V = std::decay_t<decltype(def)>;
           if constexpr (std::is_same_v<V, int64_t>) {
-            e.task_params[p.key] = s.integer(p.key, def, static_cast<int64_t>(p.min), static_cast<int64_t>(p.max));
+            params[p.key] = s.integer(p.key, def, static_cast<int64_t>(p.min), static_cast<int64_t>(p.max));
           } else if constexpr (std::is_same_v<V, double>) {
-            e.task_params[p.key] = s.number(p.key, def, p.min, p.max);
+            params[p.key] = s.number(p.key, def, p.min, p.max);
           } else if constexpr (std::is_same_v<V, bool>) {
-            e.task_params[p.key] = s.boolean(p.key, def);
+            params[p.key] = s.boolean(p.key, def);
           } else {
-            e.task_params[p.key] = s.string(p.key, def, p.choices);
+            params[p.key] = s.string(p.key, def, p.choices);
           }
         },
         p.default_value);
   }
   s.done();
+}
+
+// [task]: name plus the task's own parameters.
+void read_task(const toml::table& root, const std::string* file, Experiment& e) {
+  Section s = section(root, "task", file, true);
+  e.task = s.string("name", "", names_of_tasks(), true);
+  read_task_params(s, e.task, e.task_params);
+}
+
+// [[train.phase]]: steps and task overrides; each phase's task is built here so a bad combination
+// stops before anything runs.
+void read_phases(const toml::table& root, const std::string* file, Experiment& e) {
+  const toml::table* train = root.get_as<toml::table>("train");
+  const toml::node* n = train ? train->get("phase") : nullptr;
+  if (!n) return;
+  if (!n->is_array_of_tables())
+    fail(*file, n->source(), "train.phase", std::string("expected [[train.phase]] tables, got ") + type_name(*n));
+  int64_t total = 0;
+  const toml::array& phases = *n->as_array();
+  for (std::size_t i = 0; i < phases.size(); ++i) {
+    const std::string path = "train.phase[" + std::to_string(i) + "]";
+    Section s(phases[i].as_table(), path, file, phases[i].source());
+    TrainPhase ph;
+    ph.steps = static_cast<int>(s.integer("steps", 0, 1, 10'000'000));
+    if (!s.node("steps")) s.fail_key("steps", "is required (an integer >= 1)");
+    total += ph.steps;
+    if (total > e.train.steps)
+      s.fail_key("steps", "the phases' steps add up to " + std::to_string(total) + ", more than train.steps (" +
+                              std::to_string(e.train.steps) + ")");
+    ph.task_params = e.task_params;
+    const toml::node* t = s.node("task");
+    if (t && !t->is_table()) s.fail_key("task", std::string("expected a table of [task] parameters, got ") + type_name(*t));
+    Section ts(t ? t->as_table() : nullptr, path + ".task", file, t ? t->source() : phases[i].source());
+    read_task_params(ts, e.task, ph.task_params);
+    s.done();
+    try {
+      data::make_task(e.task, ph.task_params);
+    } catch (const Error& err) {
+      fail(*file, t ? t->source() : phases[i].source(), path + ".task", err.what());
+    }
+    e.train_phases.push_back(std::move(ph));
+  }
 }
 
 void read_train(const toml::table& root, const std::string* file, TrainOptions& t, int ranks) {
@@ -243,6 +283,7 @@ void read_train(const toml::table& root, const std::string* file, TrainOptions& 
   t.beta2 = s.number("beta2", t.beta2, 0.0, 0.999999);
   t.grad_clip = s.number("grad_clip", t.grad_clip, 0.0, 1e9);
   t.data_parallel = s.boolean("data_parallel", t.data_parallel);
+  s.node("phase");  // [[train.phase]]: read_phases
   s.done();
   if (t.min_lr > t.lr) {
     Section again = section(root, "train", file);
@@ -335,6 +376,7 @@ Experiment parse(const toml::table& root, const std::string& file, int ranks) {
     }
   }();
   read_train(root, f, e.train, ranks);
+  read_phases(root, f, e);
   {
     Section s = section(root, "eval", f);
     e.eval.samples = s.integer("samples", e.eval.samples, 1, int64_t{1} << 32);

@@ -34,6 +34,14 @@ struct Variant {
   nlohmann::json processor = nlohmann::json::object();
 };
 
+// [[train.phase]]: a curriculum step. The first phase's `steps` training steps use the task with
+// `task` overriding [task]'s parameters, the next phase's follow, and the rest of train.steps use
+// [task] itself.
+struct TrainPhase {
+  int steps = 0;
+  data::Params task_params;  // [task]'s parameters with the phase's overrides
+};
+
 struct Experiment {
   std::string file;  // for messages
   std::string name, description;
@@ -42,6 +50,7 @@ struct Experiment {
   std::string task;
   data::Params task_params;
   TrainOptions train;
+  std::vector<TrainPhase> train_phases;
   EvalOptions eval;
   MeasureOptions measure;
   ModelSizes sizes;

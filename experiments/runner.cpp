@@ -212,6 +212,11 @@ RunResult execute_run(const RunSpec& spec, Progress* progress, bool data_paralle
     r.params = vlm.param_counts();
 
     TrainOptions topt = e.train;
+    std::vector<std::unique_ptr<data::Task>> phase_tasks;
+    for (const TrainPhase& ph : e.train_phases) {
+      phase_tasks.push_back(data::make_task(e.task, ph.task_params));
+      topt.phases.push_back({.steps = ph.steps, .task = phase_tasks.back().get()});
+    }
     if (data_parallel) {
       topt.dp_rank = dist::rank();
       topt.dp_ranks = r.ranks = dist::size();

@@ -291,6 +291,33 @@ TEST_CASE("Training stops with a clear error when the loss is not finite", "[tra
                     Catch::Contains("training diverged at step 0"));
 }
 
+// Counts the samples drawn from it; otherwise the toy task.
+class CountedTask : public ToyTask {
+ public:
+  using ToyTask::ToyTask;
+  data::Sample sample(data::Split split, uint64_t index) const override {
+    ++draws;
+    return ToyTask::sample(split, index);
+  }
+  mutable int draws = 0;
+};
+
+TEST_CASE("Training: a curriculum's phases supply the first steps' samples, in order, then the main task",
+          "[training][curriculum]") {
+  CountedTask first, second, main;
+  Vlm vlm(tiny_spec("fuyu"), main);
+  TrainOptions opt{.steps = 7, .batch_size = 3};
+  opt.phases = {{.steps = 2, .task = &first}, {.steps = 4, .task = &second}};
+  const auto log = train(vlm, main, opt);
+  CHECK(log.size() == 7);
+  CHECK(first.draws == 2 * 3);
+  CHECK(second.draws == 4 * 3);
+  CHECK(main.draws == 1 * 3);
+  // The phases may not outrun the budget.
+  opt.phases = {{.steps = 5, .task = &first}, {.steps = 3, .task = &second}};
+  CHECK_THROWS_WITH(train(vlm, main, opt), Catch::Contains("the curriculum's 8 steps exceed the 7 training steps"));
+}
+
 TEST_CASE("Cost: visual tokens, prompt length and FLOPs per phase", "[training][cost]") {
   ToyTask task;
   for (const std::string& family : kFamilies) {

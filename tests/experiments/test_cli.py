@@ -149,6 +149,15 @@ def test_config_errors():
          "sweep point train.lr=30: "),
         ("steps = 6", "steps = = 6", "steps = = 6", "(syntax)"),
         ('name = "tiny"', 'name = "ti/ny"', 'name = "ti/ny"', "experiment.name: use letters, digits"),
+        # [[train.phase]]: a curriculum's steps, its task overrides (typed by the task), the combination
+        ("[eval]", "[[train.phase]]\nsteps = 4\n[[train.phase]]\nsteps = 3\n\n[eval]", "steps = 3",
+         "train.phase[1].steps: the phases' steps add up to 7, more than train.steps (6)"),
+        ("[eval]", "[[train.phase]]\nsteps = 2\ntask = { num_object = 2 }\n\n[eval]", "num_object = 2",
+         "train.phase[0].task.num_object: unknown key; expected one of:"),
+        ("[eval]", "[[train.phase]]\nsteps = 2\ntask = { questions = \"left\" }\n\n[eval]", "questions",
+         'train.phase[0].task: sort_of_clevr: questions: unknown subtype "left"'),
+        ("[eval]", "[[train.phase]]\ntask = { num_objects = 2 }\n\n[eval]", "[[train.phase]]",
+         "train.phase[0].steps: is required"),
     ]
     cases = [(TINY.replace(old, new), locate, expect) for old, new, locate, expect in cases]
     for text, locate, expect in cases:
