@@ -229,15 +229,16 @@ std::vector<StepLog> train(Vlm& vlm, const data::Task& task, const TrainOptions&
   for (int step = 0; step < opt.steps; ++step) {
     const auto t0 = std::chrono::steady_clock::now();
     const FlopScope flops;
-    const data::Task& step_task = task_at(step);
-    for (int i = 0; i < opt.batch_size; ++i)
-      batch[static_cast<std::size_t>(i)] = step_task.sample(
-          data::Split::kTrain,
-          mix64(base + static_cast<uint64_t>(step) * static_cast<uint64_t>(opt.batch_size) + static_cast<uint64_t>(i)));
-    // Data-parallel: this rank's share [lo, hi) of the global batch, backward, then the sums over the ranks.
+    // Data-parallel: this rank draws and trains on its share [lo, hi) of the global batch, then the
+    // gradients are summed over the ranks.
     const bool dp = opt.dp_sum && opt.dp_ranks > 1;
     const int lo = dp ? opt.batch_size * opt.dp_rank / opt.dp_ranks : 0;
     const int hi = dp ? opt.batch_size * (opt.dp_rank + 1) / opt.dp_ranks : opt.batch_size;
+    const data::Task& step_task = task_at(step);
+    for (int i = lo; i < hi; ++i)
+      batch[static_cast<std::size_t>(i)] = step_task.sample(
+          data::Split::kTrain,
+          mix64(base + static_cast<uint64_t>(step) * static_cast<uint64_t>(opt.batch_size) + static_cast<uint64_t>(i)));
     Tensor loss = vlm.loss(vlm.train_batch(std::span<const data::Sample>(batch).subspan(
         static_cast<std::size_t>(lo), static_cast<std::size_t>(hi - lo))));
     double loss_v = loss.item();
