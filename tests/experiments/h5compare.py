@@ -1,6 +1,6 @@
 """Reading two vlmlab results files side by side: every number and string in a file, keyed by object
 path, except the facts that may differ between two runs of one experiment (timings, and where a run
-ran). Used by test_mpi.py."""
+ran). Used by test_cli.py and test_mpi.py."""
 import h5py
 import numpy as np
 

@@ -18,6 +18,9 @@ import h5py
 import numpy as np
 import pandas as pd
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from h5compare import numbers, same_numbers  # noqa: E402
+
 VLMLAB = os.path.abspath(sys.argv[1])
 TMP = tempfile.mkdtemp(prefix="vlmlab_cli_")
 
@@ -70,9 +73,6 @@ family = "fuyu"
 """
 
 # Columns that hold timings (or wall-clock facts) and may differ between two identical runs.
-TIMING_COLUMNS = {"step_ms", "median_ms", "p10_ms", "p90_ms", "prefill_ms", "decode_ms_per_token",
-                  "train_step_ms", "peak_rss_bytes"}
-TIMING_ATTRS = {"created_utc", "started_utc", "finished_utc", "wall_s"}
 
 
 def write(name, text):
@@ -84,41 +84,6 @@ def write(name, text):
 
 def vlmlab(*args, timeout=600):
     return subprocess.run([VLMLAB, *args], capture_output=True, text=True, timeout=timeout)
-
-
-def numbers(path):
-    """Every non-timing number and string in a results file, keyed by object path."""
-    out = {}
-    with h5py.File(path, "r") as f:
-        for k, v in f.attrs.items():
-            if k not in TIMING_ATTRS:
-                out["/@" + k] = v
-        def visit(name, obj):
-            for k, v in obj.attrs.items():
-                if k not in TIMING_ATTRS:
-                    out[name + "@" + k] = v
-            if isinstance(obj, h5py.Dataset):
-                if "latency_samples" in name:
-                    return
-                data = obj[()]
-                if data.dtype.names:
-                    for col in data.dtype.names:
-                        if col not in TIMING_COLUMNS:
-                            out[name + ":" + col] = data[col].tolist()
-                else:
-                    out[name] = data.tolist()
-        f.visititems(visit)
-    return out
-
-
-def same_numbers(a, b):
-    na, nb = numbers(a), numbers(b)
-    assert na.keys() == nb.keys(), sorted(set(na) ^ set(nb))
-    for k in na:
-        va, vb = na[k], nb[k]
-        if isinstance(va, float) and isinstance(vb, float) and np.isnan(va) and np.isnan(vb):
-            continue
-        assert va == vb, f"{k}: {va!r} != {vb!r}"
 
 
 # ---------------------------------------------------------------------------------------------
