@@ -72,8 +72,6 @@ family = "fuyu"
 "train.lr" = [1e-3, 3e-3]
 """
 
-# Columns that hold timings (or wall-clock facts) and may differ between two identical runs.
-
 
 def write(name, text):
     path = os.path.join(TMP, name)
