@@ -1,6 +1,5 @@
 // experiments/dist.h without MPI (-Dmpi=disabled, or OpenMPI not installed): one process of rank 0,
 // and every collective is the identity.
-#include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -27,15 +26,6 @@ Session::~Session() = default;
 
 int rank() { return 0; }
 int size() { return 1; }
-
-const std::string& host() {
-  static const std::string name = [] {
-    char buf[256] = {};
-    if (gethostname(buf, sizeof buf - 1) != 0) return std::string("unknown");
-    return std::string(buf);
-  }();
-  return name;
-}
 
 void wait_for_all() {}
 void sum_in_rank_order(std::span<double> /*values*/) {}

@@ -1,7 +1,6 @@
 // experiments/dist.h over MPI (OpenMPI). Only the calling thread ever enters MPI (MPI_THREAD_FUNNELED):
 // the core's OpenMP threads never do.
 #include <mpi.h>
-#include <unistd.h>
 
 #include <chrono>
 #include <climits>
@@ -63,15 +62,6 @@ Session::~Session() {
 
 int rank() { return g_rank; }
 int size() { return g_size; }
-
-const std::string& host() {
-  static const std::string name = [] {
-    char buf[256] = {};
-    if (gethostname(buf, sizeof buf - 1) != 0) return std::string("unknown");
-    return std::string(buf);
-  }();
-  return name;
-}
 
 void wait_for_all() {
   if (g_size == 1) return;
