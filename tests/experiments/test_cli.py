@@ -19,58 +19,11 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from h5compare import numbers, same_numbers  # noqa: E402
+from common import TINY, numbers, same_numbers  # noqa: E402
 
 VLMLAB = os.path.abspath(sys.argv[1])
 TMP = tempfile.mkdtemp(prefix="vlmlab_cli_")
 
-# A tiny experiment: 2 families x 2 sweep values x 1 seed = 4 runs of a few steps each.
-TINY = """\
-[experiment]
-name = "tiny"
-seeds = [3]
-threads = 1
-
-[task]
-name = "sort_of_clevr"
-image_size = 30
-
-[train]
-steps = 6
-batch_size = 4
-lr = 2e-3
-
-[eval]
-samples = 12
-batch_size = 6
-gallery = 4
-
-[measure]
-resolutions = [30, 45]
-warmup = 1
-repeats = 2
-decode_tokens = 2
-
-[model.text]
-hidden_size = 32
-num_hidden_layers = 1
-num_attention_heads = 2
-
-[model.vision]
-hidden_size = 32
-num_hidden_layers = 1
-num_attention_heads = 2
-patch_size = 15
-
-[[variant]]
-family = "llava"
-
-[[variant]]
-family = "fuyu"
-
-[sweep]
-"train.lr" = [1e-3, 3e-3]
-"""
 
 
 def write(name, text):

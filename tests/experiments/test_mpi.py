@@ -21,7 +21,7 @@ import h5py
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from h5compare import numbers, same_numbers  # noqa: E402
+from common import TINY, numbers, same_numbers  # noqa: E402
 
 VLMLAB = os.path.abspath(sys.argv[1])
 MPIRUN = sys.argv[2] if len(sys.argv) > 2 else "mpirun"
@@ -29,53 +29,8 @@ MPI = len(sys.argv) > 3 and sys.argv[3] == "enabled"
 TMP = tempfile.mkdtemp(prefix="vlmlab_mpi_")
 RANKS = 2
 
-# 2 families x 2 learning rates = 4 runs of a few steps each (as tests/experiments/test_cli.py).
-SWEEP = """\
-[experiment]
-name = "tiny"
-seeds = [3]
-threads = 1
-
-[task]
-name = "sort_of_clevr"
-image_size = 30
-
-[train]
-steps = 6
-batch_size = 4
-lr = 2e-3
-
-[eval]
-samples = 12
-batch_size = 6
-gallery = 4
-
-[measure]
-resolutions = [30, 45]
-warmup = 1
-repeats = 2
-decode_tokens = 2
-
-[model.text]
-hidden_size = 32
-num_hidden_layers = 1
-num_attention_heads = 2
-
-[model.vision]
-hidden_size = 32
-num_hidden_layers = 1
-num_attention_heads = 2
-patch_size = 15
-
-[[variant]]
-family = "llava"
-
-[[variant]]
-family = "fuyu"
-
-[sweep]
-"train.lr" = [1e-3, 3e-3]
-"""
+# 2 families x 2 learning rates = 4 runs of a few steps each.
+SWEEP = TINY
 
 # Every family, trained data-parallel: each rank computes half of every batch of 4.
 DATA_PARALLEL = (SWEEP.replace("lr = 2e-3\n", "lr = 2e-3\ndata_parallel = true\n")

@@ -1,8 +1,56 @@
-"""Reading two vlmlab results files side by side: every number and string in a file, keyed by object
-path, except the facts that may differ between two runs of one experiment (timings, and where a run
-ran). Used by test_cli.py and test_mpi.py."""
+"""What test_cli.py and test_mpi.py share: the tiny experiment they run, and every number and string
+of a results file keyed by object path, except what may differ between two runs of one experiment
+(timings, and where a run ran), to compare two files."""
 import h5py
 import numpy as np
+
+# A tiny experiment: 2 families x 2 sweep values x 1 seed = 4 runs of a few steps each.
+TINY = """\
+[experiment]
+name = "tiny"
+seeds = [3]
+threads = 1
+
+[task]
+name = "sort_of_clevr"
+image_size = 30
+
+[train]
+steps = 6
+batch_size = 4
+lr = 2e-3
+
+[eval]
+samples = 12
+batch_size = 6
+gallery = 4
+
+[measure]
+resolutions = [30, 45]
+warmup = 1
+repeats = 2
+decode_tokens = 2
+
+[model.text]
+hidden_size = 32
+num_hidden_layers = 1
+num_attention_heads = 2
+
+[model.vision]
+hidden_size = 32
+num_hidden_layers = 1
+num_attention_heads = 2
+patch_size = 15
+
+[[variant]]
+family = "llava"
+
+[[variant]]
+family = "fuyu"
+
+[sweep]
+"train.lr" = [1e-3, 3e-3]
+"""
 
 # Columns that hold timings (or wall-clock facts) and may differ between two identical runs.
 TIMING_COLUMNS = {"step_ms", "median_ms", "p10_ms", "p90_ms", "prefill_ms", "decode_ms_per_token",
