@@ -150,6 +150,13 @@ def fmt_ms(v):
     return f"{v:.3f}"
 
 
+def fmt_spread(samples):
+    """Latency samples (ms) as "median (p10–p90)", or "–" when there are none."""
+    if not samples:
+        return "–"
+    return f"{fmt_ms(pct(samples, 50))} ({fmt_ms(pct(samples, 10))}–{fmt_ms(pct(samples, 90))})"
+
+
 def fmt_int(v):
     return f"{int(v):,}"
 
@@ -811,9 +818,7 @@ def report(path, out_dir, vlmlab):
     for g in done_groups:
         for res in resolutions_of(g):
             cells = [md_escape(g.label), str(res)]
-            for ph in PHASES:
-                s = latency_of(g, ph, res)
-                cells.append(f"{fmt_ms(pct(s, 50))} ({fmt_ms(pct(s, 10))}–{fmt_ms(pct(s, 90))})" if s else "–")
+            cells += [fmt_spread(latency_of(g, ph, res)) for ph in PHASES]
             rows.append(cells)
     if rows:
         L += md_table(["variant", "resolution (px)"] + [PHASE_TITLES[p] for p in PHASES], rows,
@@ -832,8 +837,7 @@ def report(path, out_dir, vlmlab):
         batch = round(r0.flops_per_step / r0.flops_per_sample) if r0.flops_per_sample > 0 else "?"
         walls = [r.wall_s for r in g.done]
         train_rows.append([md_escape(g.label), str(batch),
-                           f"{fmt_ms(pct(samples, 50))} ({fmt_ms(pct(samples, 10))}–{fmt_ms(pct(samples, 90))})"
-                           if samples else "–", fmt_flops(r0.flops_per_step), fmt_ms(sum(walls) / len(walls))])
+                           fmt_spread(samples), fmt_flops(r0.flops_per_step), fmt_ms(sum(walls) / len(walls))])
     if train_rows:
         L += md_table(["variant", "batch", "training step (ms)", "FLOPs / step", "wall time per run (s)"],
                       train_rows, right={1, 2, 3, 4})
