@@ -249,8 +249,8 @@ void read_phases(const toml::table& root, const std::string* file, Experiment& e
     const std::string path = "train.phase[" + std::to_string(i) + "]";
     Section s(phases[i].as_table(), path, file, phases[i].source());
     TrainPhase ph;
-    ph.steps = static_cast<int>(s.integer("steps", 0, 1, 10'000'000));
     if (!s.node("steps")) s.fail_key("steps", "is required (an integer >= 1)");
+    ph.steps = static_cast<int>(s.integer("steps", 0, 1, 10'000'000));
     total += ph.steps;
     if (total > e.train.steps)
       s.fail_key("steps", "the phases' steps add up to " + std::to_string(total) + ", more than train.steps (" +

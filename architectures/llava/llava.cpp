@@ -116,12 +116,11 @@ LlavaConfig parse_config(const io::HfConfig& cfg) {
   if (mlp.intermediate_size <= 0) t.fail("intermediate_size", "must be positive");
   mlp.act = config_act(t, "hidden_act", "silu");
   mlp.bias = t.get_bool("mlp_bias", false);
-  c.text.block.mlp = mlp;
-  c.text.block.norm = NormConfig{NormKind::kRmsNorm, rms_eps, false};
   // The LM and the projector: N(0, text_config.initializer_range) (LlavaConfig has no top-level one).
   c.text.init_std = t.get_double("initializer_range", kDefaultInitStd);
-  c.text.block.attn.init_std = c.text.init_std;
-  std::get<GatedMlpConfig>(c.text.block.mlp).init_std = c.text.init_std;
+  a.init_std = mlp.init_std = c.text.init_std;
+  c.text.block.mlp = mlp;
+  c.text.block.norm = NormConfig{NormKind::kRmsNorm, rms_eps, false};
   c.text.final_norm = c.text.block.norm;
   // LlavaConfig forwards text_config.tie_word_embeddings when its own is false.
   c.text.tie_word_embeddings = cfg.get_bool("tie_word_embeddings", false) || t.get_bool("tie_word_embeddings", false);

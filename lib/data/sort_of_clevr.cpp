@@ -48,11 +48,6 @@ std::vector<int> parse_questions(const Params& p) {
     if (std::find(kinds.begin(), kinds.end(), kind) == kinds.end()) kinds.push_back(kind);
   }
   if (kinds.empty()) throw ConfigError("sort_of_clevr: questions: empty list (use \"all\" or name subtypes)");
-  const auto p_n = p.find("num_objects");
-  if (p_n != p.end() && std::holds_alternative<int64_t>(p_n->second) && std::get<int64_t>(p_n->second) == 1)
-    for (const int k : kinds)
-      if (k >= 3) throw ConfigError("sort_of_clevr: questions: " + kSubtypes[static_cast<std::size_t>(k)] +
-                                    " needs num_objects >= 2");
   return kinds;
 }
 
@@ -65,7 +60,13 @@ class SortOfClevr final : public Task {
         num_objects_(param_int(p, "num_objects")),
         kinds_(parse_questions(p)),
         train_images_(param_int(p, "train_images")),
-        eval_images_(param_int(p, "eval_images")) {}
+        eval_images_(param_int(p, "eval_images")) {
+    if (num_objects_ == 1)
+      for (const int k : kinds_)
+        if (k >= 3)
+          throw ConfigError("sort_of_clevr: questions: " + kSubtypes[static_cast<std::size_t>(k)] +
+                            " needs num_objects >= 2");
+  }
 
   std::string name() const override { return "sort_of_clevr"; }
 

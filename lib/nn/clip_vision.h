@@ -34,8 +34,8 @@ struct ClipVisionConfig {
   double layer_norm_eps = 1e-5;
   // Initialisation (nothing here changes the forward). kClip is CLIPPreTrainedModel._init_weights:
   // patch and position N(0, initializer_range·f), class N(0, E^-1/2·f), q/k/v and fc2
-  // N(0, E^-1/2·(2L)^-1/2·f), out_proj N(0, E^-1/2·f), fc1 N(0, (2E)^-1/2·f). kUniform (IDEFICS'
-  // vision) draws every matrix from N(0, initializer_range) and the class token from N(0, class_std).
+  // N(0, E^-1/2·(2L)^-1/2·f), out_proj N(0, E^-1/2·f), fc1 N(0, (2E)^-1/2·f). kUniform
+  // draws every matrix from N(0, initializer_range) and the class token from N(0, class_std).
   enum class Init { kClip, kUniform } init = Init::kClip;
   double initializer_range = kDefaultInitStd;
   double initializer_factor = 1.0;  // f (kClip)

@@ -22,7 +22,7 @@ struct DecoderLmConfig {
   bool tie_word_embeddings = false;
   std::string final_norm_name = "norm";  // e.g. "final_layernorm"
   double init_std = kDefaultInitStd;
-  double lm_head_init_std = 0.0;  // 0 = init_std (fuyu's head is drawn with FuyuConfig's range)
+  double lm_head_init_std = 0.0;  // 0 = init_std (a model may draw its head with another config's range)
 };
 
 class DecoderLm : public Module<float> {
