@@ -91,11 +91,13 @@ Config parse_config(const io::HfConfig& cfg) {
   a.head_dim = head_dim;
   a.q_bias = a.k_bias = a.v_bias = true;
   a.o_bias = false;
+  lm.init_std = a.init_std = text.get_double("initializer_range", kDefaultInitStd);  // the LM and lm_head
   GatedMlpConfig mlp;
   mlp.hidden_size = hidden;
   mlp.intermediate_size = positive(text, "intermediate_size", 29568);
   mlp.act = config_act(text, "hidden_act", "silu");
   mlp.bias = false;
+  mlp.init_std = lm.init_std;
   lm.block.mlp = mlp;
   const double eps = text.get_double("rms_norm_eps", 1e-5);
   lm.block.norm = NormConfig{NormKind::kRmsNorm, eps, false};
@@ -126,6 +128,7 @@ Config parse_config(const io::HfConfig& cfg) {
     vc.fail("hidden_size", "the merger output (" + std::to_string(v.out_hidden) + ") must equal the text width " +
                                std::to_string(hidden));
   v.rope_theta = vc.sub("rope_parameters").get_double("rope_theta", 10000.0);
+  v.init_std = vc.get_double("initializer_range", kDefaultInitStd);
 
   out.image_token_id = cfg.get_int("image_token_id", 151655);
   out.video_token_id = cfg.get_int("video_token_id", 151656);

@@ -23,6 +23,7 @@ VitBlockConfig block_config(const VisionConfig& c) {
   b.mlp_name = "mlp";
   b.o_name = "proj";
   b.qkv_name = "qkv";
+  b.init_std = c.init_std;
   return b;
 }
 
@@ -31,11 +32,12 @@ VitBlockConfig block_config(const VisionConfig& c) {
 VisionTower::VisionTower(const VisionConfig& cfg, Rng& rng)
     : patch_weight(param_normal<float>({cfg.embed_dim, cfg.in_channels, cfg.temporal_patch_size, cfg.patch_size,
                                         cfg.patch_size},
-                                       rng, kDefaultInitStd)),
+                                       rng, cfg.init_std)),
       ln_q(cfg.embed_dim, 1e-6),
       merger_fc1(cfg.embed_dim * cfg.spatial_merge_size * cfg.spatial_merge_size,
-                 cfg.embed_dim * cfg.spatial_merge_size * cfg.spatial_merge_size, true, rng),
-      merger_fc2(cfg.embed_dim * cfg.spatial_merge_size * cfg.spatial_merge_size, cfg.out_hidden, true, rng),
+                 cfg.embed_dim * cfg.spatial_merge_size * cfg.spatial_merge_size, true, rng, cfg.init_std),
+      merger_fc2(cfg.embed_dim * cfg.spatial_merge_size * cfg.spatial_merge_size, cfg.out_hidden, true, rng,
+                 cfg.init_std),
       cfg_(cfg) {
   const VitBlockConfig bc = block_config(cfg);
   for (int i = 0; i < cfg.depth; ++i) blocks.push_back(std::make_unique<VitBlock<float>>(bc, rng));

@@ -25,6 +25,7 @@ struct VisionConfig {
   int64_t in_channels = 3;
   int64_t out_hidden = 3584;  // merger output = text width (vision_config.hidden_size)
   double rope_theta = 10000.0;
+  double init_std = 0.02;  // vision_config.initializer_range: every matrix of the tower and merger
 
   int64_t head_dim() const { return embed_dim / num_heads; }
   int64_t patch_dim() const { return in_channels * temporal_patch_size * patch_size * patch_size; }
