@@ -662,6 +662,10 @@ def report(path, out_dir, vlmlab):
             if best[1] <= float(base[0]["majority"]):
                 L.append("- No variant beats always giving the majority answer: these runs have not learned "
                          "more than the task's answer statistics.")
+            else:
+                prior = [s[0].label for s in ranked if s[1] <= float(base[0]["majority"])]
+                if prior:
+                    L.append(f"- Not above the majority answer (mean over seeds): {', '.join(prior)}.")
         res0 = [resolutions_of(g)[0] if resolutions_of(g) else None for g in done_groups]
         pre = [(pct(latency_of(g, "prefill", r), 50), g, r) for g, r in zip(done_groups, res0) if r is not None]
         pre = [p for p in pre if p[0] == p[0]]

@@ -451,6 +451,23 @@ def test_interval_on_known_numbers():
     assert row["**all**"] == "40.0 ± 254.1", row
 
 
+def test_at_a_glance_names_variants_at_the_prior():
+    """When the best variant beats the majority answer, the variants that do not are named."""
+    path = os.path.join(TMP, "prior.h5")
+    shutil.copy(results_file(), path)
+    with h5py.File(path, "r+") as f:
+        for rid in f["runs"]:
+            ev = f[f"runs/{rid}/eval"][()]
+            at_all = [s_(x) == "all" for x in ev["subtype"]]
+            majority = float(ev["majority"][at_all][0])
+            ev["accuracy"][at_all] = min(1.0, majority + 0.2) if rid.startswith("fuyu") else majority
+            f[f"runs/{rid}/eval"][...] = ev
+    glance = sections(make_report(path, os.path.join(TMP, "prior")))["At a glance"]
+    assert "- Most accurate: **fuyu**" in glance, glance
+    assert "- Not above the majority answer (mean over seeds): llava." in glance, glance
+    assert "No variant beats" not in glance, glance
+
+
 def test_subtypes_not_asked():
     """A subtype no run was asked (a task restricted by `questions`) has no column, not a 0.0 one; a
     subtype only some variants were asked shows "–" for the others."""
