@@ -22,13 +22,6 @@ double ms_since(Clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
 }
 
-// The batch a training step sees: train samples drawn as train() draws its first step's.
-std::vector<data::Sample> train_samples(const data::Task& task, int batch) {
-  std::vector<data::Sample> out;
-  for (int i = 0; i < batch; ++i) out.push_back(task.sample(data::Split::kTrain, mix64(static_cast<uint64_t>(i))));
-  return out;
-}
-
 // labels [B, T]: at position t the id the logits there predict (the next token), -100 where the
 // loss ignores it; with Vlm::loss's weighting (each sample's mean, then the mean over samples).
 void add_labels(const Vlm::TrainBatch& b, std::map<std::string, io::RawTensor>& out) {
@@ -57,6 +50,12 @@ nlohmann::json timings(const std::vector<double>& ms, int64_t flops) {
 
 }  // namespace
 
+std::vector<data::Sample> bench_train_samples(const data::Task& task, int batch) {
+  std::vector<data::Sample> out;
+  for (int i = 0; i < batch; ++i) out.push_back(task.sample(data::Split::kTrain, mix64(static_cast<uint64_t>(i))));
+  return out;
+}
+
 VlmSpec bench_model_spec(const std::string& family, const std::string& size) {
   VlmSpec spec;
   spec.family = family;
@@ -71,6 +70,7 @@ VlmSpec bench_model_spec(const std::string& family, const std::string& size) {
   spec.sizes.vision.patch_size = 15;
   spec.sizes.vision.image_size = 75;
   if (family == "qwen2vl") spec.family_keys = {{"spatial_merge_size", 1}};
+  if (family == "flamingo") spec.family_keys = {{"resampler_n_latents", 8}};
   return spec;
 }
 
@@ -85,7 +85,7 @@ int run_bench_model(const BenchModelOptions& o) {
 
   const auto task = data::make_task("sort_of_clevr", {});
   Vlm vlm(bench_model_spec(o.family, o.size), *task);
-  const std::vector<data::Sample> samples = train_samples(*task, o.batch);
+  const std::vector<data::Sample> samples = bench_train_samples(*task, o.batch);
   const Vlm::TrainBatch batch = vlm.train_batch(samples);
   const data::Sample eval0 = task->sample(data::Split::kEval, 0);
   const Inputs prompt = vlm.processor().make_inputs({vlm.prompt(eval0)});

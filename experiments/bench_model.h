@@ -5,6 +5,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "architectures/vlm.h"
 
@@ -21,8 +22,11 @@ struct BenchModelOptions {
   int decode_tokens = 16;       // tokens per decode repeat
 };
 
-// The model spec bench-model builds: `size` is "small" or "large" (else a ConfigError).
+// The model spec bench-model builds: `size` is "small" or "large" (else a ConfigError); each family
+// with its quickstart variant's keys.
 VlmSpec bench_model_spec(const std::string& family, const std::string& size);
+// The samples of a bench training step: train samples drawn as train() draws its first step's.
+std::vector<data::Sample> bench_train_samples(const data::Task& task, int batch);
 
 // Runs what `o` asks; prints one JSON object on stdout (sizes, FLOPs, and the timings in ms).
 int run_bench_model(const BenchModelOptions& o);

@@ -6,6 +6,7 @@
 #include "lib/core/parallel.h"
 #include "lib/core/random.h"
 #include "lib/measure/flops.h"
+#include "lib/measure/phase.h"
 #include "lib/ops/ops.h"
 
 using vlm::Tensor;
@@ -215,6 +216,24 @@ TEST_CASE("ops count their FLOPs", "[ops][flops]") {
   CHECK(lin.flops() == 2 * 16 * 16 * 4);
   vlm::sum_all(y).backward();  // only dW: another 2·M·N·K
   CHECK(lin.flops() == 2 * (2 * 16 * 16 * 4));
+}
+
+TEST_CASE("a phase capture sums the FLOPs counted inside each phase", "[ops][flops]") {
+  vlm::Rng rng(1);
+  const Tensor a = Tensor::randn({8, 16}, rng), b = Tensor::randn({16, 4}, rng);
+  vlm::PhaseCapture cap;
+  for (int i = 0; i < 2; ++i) {
+    const vlm::PhaseScope phase("vision");
+    vlm::matmul(a, b);
+  }
+  vlm::matmul(a, b);  // outside any phase
+  {
+    const vlm::PhaseScope phase("connector");
+    vlm::matmul(b, b, true, false);
+  }
+  CHECK(cap.flops("vision") == 2 * (2 * 8 * 16 * 4));
+  CHECK(cap.flops("connector") == 2 * 4 * 4 * 16);
+  CHECK(cap.flops("lm") == 0);
 }
 
 TEST_CASE("results are bitwise reproducible for a fixed thread count", "[ops][threads]") {
