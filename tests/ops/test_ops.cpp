@@ -1,5 +1,6 @@
 // Forward values of the ops: hand-computed cases, fused ops against their composites (the oracle,
 // values and gradients), error messages, FLOP counts and thread determinism.
+#include <array>
 #include <catch2/catch.hpp>
 #include <cmath>
 
@@ -83,9 +84,12 @@ TEST_CASE("reshape shares storage and infers -1", "[ops]") {
 
 TEST_CASE("matmul and linear against naive loops", "[ops]") {
   vlm::Rng rng(3);
+  // (B, M, N): general products, and a vector side (M == 1 or N == 1 go to gemv).
+  const std::vector<std::array<int64_t, 3>> sizes = {{3, 5, 4}, {1, 1, 4}, {3, 1, 4}, {1, 5, 1}, {3, 5, 1}, {1, 1, 1}};
+  for (const auto& [B, M, N] : sizes)
   for (bool ta : {false, true}) {
     for (bool tb : {false, true}) {
-      const int64_t B = 3, M = 5, K = 7, N = 4;
+      const int64_t K = 7;
       const Tensor a = Tensor::randn(ta ? vlm::Shape{B, K, M} : vlm::Shape{B, M, K}, rng);
       const Tensor b = Tensor::randn(tb ? vlm::Shape{N, K} : vlm::Shape{K, N}, rng);
       const Tensor c = vlm::matmul(a, b, ta, tb);
