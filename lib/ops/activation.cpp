@@ -45,25 +45,31 @@ TensorT<T> gelu_tanh(const TensorT<T>& x) {
       });
 }
 
+namespace {
+
+// x · σ(a·x) with f' = σ + a·x·σ·(1 − σ) = σ + a·y·(1 − σ): SiLU (a = 1) and quick_gelu (a = 1.702),
+// on Eigen's vectorised logistic.
+template <typename T>
+TensorT<T> x_sigmoid(const TensorT<T>& x, T a) {
+  using Array = typename TensorT<T>::Array;
+  return detail::unary_op_chunks(
+      x, [a](const auto& v, auto& y) { y = v * (a * v).logistic(); },
+      [a](const auto& v, const auto& y, const auto& g, auto& dx) {
+        const Array s = (a * v).logistic();
+        dx += g * (s + a * y * (T(1) - s));
+      });
+}
+
+}  // namespace
+
 template <typename T>
 TensorT<T> quick_gelu(const TensorT<T>& x) {
-  static const T a = static_cast<T>(1.702);
-  return detail::unary_op(
-      x, [](T v) { return v / (T(1) + std::exp(-a * v)); },
-      [](T v, T) {
-        const T s = T(1) / (T(1) + std::exp(-a * v));
-        return s + a * v * s * (T(1) - s);
-      });
+  return x_sigmoid(x, static_cast<T>(1.702));
 }
 
 template <typename T>
 TensorT<T> silu(const TensorT<T>& x) {
-  return detail::unary_op(
-      x, [](T v) { return v / (T(1) + std::exp(-v)); },
-      [](T v, T) {
-        const T s = T(1) / (T(1) + std::exp(-v));
-        return s + v * s * (T(1) - s);
-      });
+  return x_sigmoid(x, T(1));
 }
 
 #define VLM_INSTANTIATE(T)                          \
