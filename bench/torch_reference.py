@@ -525,7 +525,7 @@ def main():
     ap.add_argument("--sizes", default="small,large")
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--what", default="train,prefill,decode")
-    ap.add_argument("--rounds", type=int, default=2, help="alternations of vlmlab and torch per cell")
+    ap.add_argument("--rounds", type=int, default=3, help="alternations of vlmlab and torch per cell")
     ap.add_argument("--repeats", type=int, default=10, help="timed repeats per round")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--decode-tokens", type=int, default=16)

@@ -39,6 +39,15 @@ struct AttnProblem {
   }
   static constexpr int64_t kCausalTile = 64;
 
+  // Heads per thread chunk at least, for tasks of `heads_per_task` query heads (x2 backward): a
+  // thread is only worth waking for about kMinChunkFlops of GEMM work (a decode step's attention
+  // is a few thousand FLOPs per head). Depends only on the sizes.
+  int64_t head_grain(int64_t heads_per_task) const {
+    const int64_t per_task = std::max<int64_t>(1, 2 * Tq * Tk * (D + Dv) * heads_per_task);
+    return std::max<int64_t>(1, kMinChunkFlops / per_task);
+  }
+  static constexpr int64_t kMinChunkFlops = int64_t{1} << 18;
+
   // Calls f(i0, i1, kb, ke) for every tile of query rows [i0, i1) with the keys [kb, ke) they may
   // see: row tiles of each segment (mask->segments; one segment when empty), keys within the
   // segment and, when causal, up to the tile's last visible key. A fixed order.
@@ -125,7 +134,7 @@ void attention_forward(const AttnProblem<T>& p, T* out, T* probs) {
   const uint8_t* key_valid = mask.key_valid.empty() ? nullptr : mask.key_valid.data();
   const uint8_t* allowed = mask.allowed.empty() ? nullptr : mask.allowed.data();
   const int64_t ldq = p.Hq * p.D, ldk = p.Hkv * p.D, ldv = p.Hkv * p.Dv, ldo = p.Hq * p.Dv;
-  parallel_for(p.B * p.Hq, 1, [&](int64_t begin, int64_t end) {
+  parallel_for(p.B * p.Hq, p.head_grain(1), [&](int64_t begin, int64_t end) {
     // Per-thread scores when probabilities are not kept: Tq×Tk, not B·H·Tq·Tk.
     std::unique_ptr<Buffer<T>> scratch;
     if (probs == nullptr) {
@@ -242,7 +251,7 @@ TensorT<T> attention(const TensorT<T>& q, const TensorT<T>& k, const TensorT<T>&
     // heads of its group and their row tiles in a fixed order, so the result does not depend on
     // the thread count.
     const int64_t ldq = Hq * D, ldk = Hkv * D, ldv = Hkv * Dv, ldo = Hq * Dv;
-    parallel_for(p.B * Hkv, 1, [&](int64_t begin, int64_t end) {
+    parallel_for(p.B * Hkv, p.head_grain(2 * rep), [&](int64_t begin, int64_t end) {
       std::unique_ptr<Buffer<T>> ds_buf;
       if (need_ds) ds_buf = std::make_unique<Buffer<T>>(Tq * Tk, MemCat::kActivations, false);
       for (int64_t bg = begin; bg < end; ++bg) {
