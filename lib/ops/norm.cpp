@@ -10,8 +10,6 @@
 namespace vlm {
 namespace {
 
-constexpr int64_t kRowGrain = 16;
-
 template <typename T>
 void check_param(const TensorT<T>& p, int64_t C, const char* what) {
   VLM_CHECK(!p.defined() || (p.ndim() == 1 && p.dim(0) == C),
@@ -30,7 +28,7 @@ void norm_backward(const TensorT<T>& o, const std::vector<T>& mu, const std::vec
   const T* w = has_w ? o.input(1).data() : nullptr;
   if (x.requires_grad()) {
     T* dx = x.grad_data();
-    parallel_for(rows, kRowGrain, [&](int64_t b, int64_t e) {
+    parallel_for(rows, detail::row_grain(C), [&](int64_t b, int64_t e) {
       for (int64_t r = b; r < e; ++r) {
         const T* gr = g + r * C;
         const T* xr = xp + r * C;
@@ -88,7 +86,7 @@ TensorT<T> layer_norm(const TensorT<T>& x, const TensorT<T>& weight, const Tenso
   const T* bp = bias.defined() ? bias.data() : nullptr;
   T* y = out.data();
   const T e = static_cast<T>(eps);
-  parallel_for(rows, kRowGrain, [&](int64_t b, int64_t end) {
+  parallel_for(rows, detail::row_grain(C), [&](int64_t b, int64_t end) {
     for (int64_t r = b; r < end; ++r) {
       const T* xr = xp + r * C;
       const T m = detail::lane_sum<T>(C, [&](int64_t j) { return xr[j]; }) / static_cast<T>(C);
@@ -125,7 +123,7 @@ TensorT<T> rms_norm(const TensorT<T>& x, const TensorT<T>& weight, double eps) {
   const T* w = weight.defined() ? weight.data() : nullptr;
   T* y = out.data();
   const T e = static_cast<T>(eps);
-  parallel_for(rows, kRowGrain, [&](int64_t b, int64_t end) {
+  parallel_for(rows, detail::row_grain(C), [&](int64_t b, int64_t end) {
     for (int64_t r = b; r < end; ++r) {
       const T* xr = xp + r * C;
       const T ss = detail::lane_sum<T>(C, [&](int64_t j) { return xr[j] * xr[j]; });

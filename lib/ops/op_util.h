@@ -1,6 +1,7 @@
 // Internal helpers shared by the op implementations (not part of the public API).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -41,5 +42,10 @@ T lane_sum(int64_t n, F f) {
 
 // Element count above which elementwise loops are split over threads.
 inline constexpr int64_t kElementwiseGrain = 1 << 15;
+
+// Rows per thread chunk at least for row-wise ops (norms, softmax) over rows of `cols` elements:
+// 16 rows, or enough rows for about 8k elements, so small inputs (a prefill's few dozen tokens)
+// do not wake the threads for microseconds of work.
+inline int64_t row_grain(int64_t cols) { return std::max<int64_t>(16, (kElementwiseGrain / 4) / std::max<int64_t>(cols, 1)); }
 
 }  // namespace vlm::detail
