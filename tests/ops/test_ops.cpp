@@ -2,6 +2,7 @@
 // values and gradients), error messages, FLOP counts and thread determinism.
 #include <array>
 #include <catch2/catch.hpp>
+#include <cblas.h>
 #include <cmath>
 
 #include "lib/core/parallel.h"
@@ -256,4 +257,20 @@ TEST_CASE("results are bitwise reproducible for a fixed thread count", "[ops][th
   }
   vlm::set_num_threads(1);
   CHECK_THROWS_WITH(vlm::set_num_threads(0), Contains(">= 1"));
+}
+
+// OpenBLAS (exported by the library): nonzero while its worker threads exist.
+extern "C" int blas_server_avail;
+
+TEST_CASE("OpenBLAS keeps no thread pool beside the core's threads", "[ops][threads]") {
+  // Its idle workers busy-wait: next to the core's own threads they oversubscribe the cores.
+  for (int threads : {2, 1}) {
+    vlm::set_num_threads(threads);
+    CHECK(openblas_get_num_threads() == 1);
+    CHECK(blas_server_avail == 0);
+    vlm::Rng rng(4);
+    const Tensor a = Tensor::randn({512, 256}, rng), b = Tensor::randn({256, 256}, rng);
+    vlm::matmul(a, b);  // split over the core's threads when there are 2
+    CHECK(blas_server_avail == 0);
+  }
 }
