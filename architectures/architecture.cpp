@@ -134,8 +134,6 @@ void save_pretrained(Architecture& arch, const std::string& dir) {
   io::save_module(dir + "/model.safetensors", arch, "", {{"format", "pt"}});
 }
 
-namespace {
-// Argmax of the last position of each row, skipping `banned` ids; the first maximum wins, as torch.argmax.
 std::vector<int64_t> argmax_last(const Tensor& logits, const std::vector<int64_t>& banned) {  // [B, T, V] -> [B]
   const int64_t B = logits.dim(0), T = logits.dim(1), V = logits.dim(2);
   std::vector<int64_t> out;
@@ -150,7 +148,6 @@ std::vector<int64_t> argmax_last(const Tensor& logits, const std::vector<int64_t
   }
   return out;
 }
-}  // namespace
 
 std::vector<std::vector<int64_t>> greedy_generate(Architecture& arch, const Inputs& in, const GenerateOptions& opt) {
   NoGradGuard no_grad;

@@ -34,6 +34,7 @@ class Inputs {
   void set_floats(const std::string& name, const Tensor& t);
   void erase(const std::string& name) { t_.erase(name); }
   std::vector<std::string> names() const;
+  const std::map<std::string, io::RawTensor>& tensors() const { return t_; }  // e.g. to write them out
 
  private:
   const io::RawTensor& at(const std::string& name) const;
@@ -196,6 +197,9 @@ struct GenerateOptions {
 // Greedy continuation per row: [B][n], n = max_new_tokens, or fewer when every row has emitted EOS
 // (HF generate stops there too).
 std::vector<std::vector<int64_t>> greedy_generate(Architecture& arch, const Inputs& in, const GenerateOptions& opt);
+// Argmax of the last position of each row of logits [B, T, V], skipping `banned` ids; the first
+// maximum wins, as torch.argmax.
+std::vector<int64_t> argmax_last(const Tensor& logits, const std::vector<int64_t>& banned = {});
 // Plain greedy (no EOS handling): [B][n].
 std::vector<std::vector<int64_t>> greedy_generate(Architecture& arch, const Inputs& in, int max_new_tokens,
                                                   bool use_cache);

@@ -1,15 +1,21 @@
-// Op microbenchmarks. Every benchmark reports GFLOP/s from the FLOPs the core counted (or, for raw
-// sgemm, 2·M·N·K), so the tensor layer can be read against raw OpenBLAS at the same shapes.
+// Op microbenchmarks. The matmul and attention benchmarks report GFLOP/s from the FLOPs the core
+// counted (or, for raw sgemm, 2·M·N·K), so the tensor layer can be read against raw OpenBLAS at the
+// same shapes; the memory-bound ops (norms, softmax, RoPE, cross-entropy) report bytes/s.
 //   build/bench/bench_ops --benchmark_filter=matmul
-// Arguments: M, K, N, threads (matmul); T, causal(0/1) or blocks, threads (attention).
+// Arguments: M, K, N, threads (matmul); T, causal(0/1) or blocks, threads (attention); bwd (0: forward
+// only, 1: forward + backward) for the norms, softmax, RoPE, M-RoPE and cross-entropy.
 #include <benchmark/benchmark.h>
 #include <cblas.h>
+
+#include <optional>
+#include <vector>
 
 #include "lib/core/parallel.h"
 #include "lib/core/random.h"
 #include "lib/measure/flops.h"
 #include "lib/ops/attention.h"
 #include "lib/ops/ops.h"
+#include "lib/ops/rope.h"
 
 namespace {
 
@@ -146,23 +152,91 @@ void BM_attention_fwd_bwd(benchmark::State& state) {
 }
 BENCHMARK(BM_attention_fwd_bwd)->Apply(attention_shapes);
 
+// Memory-bound ops report bytes/s (input read + output written, forward; the same again per
+// gradient backward) and run forward only (bwd = 0) or forward + backward (bwd = 1).
+constexpr int64_t kRows = 4096, kCols = 768;
+
+template <class F>
+void run_fwd_bwd(benchmark::State& state, Tensor x, F f) {
+  const bool bwd = state.range(0) != 0;
+  x.set_requires_grad(bwd);
+  std::optional<vlm::NoGradGuard> no_grad;
+  if (!bwd) no_grad.emplace();
+  Tensor seed;
+  for (auto _ : state) {
+    Tensor y = f(x);
+    if (bwd) {
+      if (!seed.defined()) seed = Tensor::full(y.shape(), 1.0f);
+      y.backward(seed);
+      x.zero_grad();
+    }
+    benchmark::DoNotOptimize(y.data());
+  }
+  state.SetBytesProcessed(state.iterations() * (bwd ? 4 : 2) * x.numel() * 4);
+}
+
+void fwd_bwd_args(benchmark::internal::Benchmark* b) { b->ArgName("bwd")->DenseRange(0, 1)->UseRealTime(); }
+
 void BM_layer_norm(benchmark::State& state) {
   vlm::Rng rng(1);
-  const Tensor x = Tensor::randn({4096, 768}, rng), w = Tensor::randn({768}, rng), b = Tensor::randn({768}, rng);
-  vlm::NoGradGuard no_grad;
-  for (auto _ : state) benchmark::DoNotOptimize(vlm::layer_norm(x, w, b, 1e-5).data());
-  state.SetBytesProcessed(state.iterations() * 2 * x.numel() * 4);
+  const Tensor w = Tensor::randn({kCols}, rng), b = Tensor::randn({kCols}, rng);
+  run_fwd_bwd(state, Tensor::randn({kRows, kCols}, rng), [&](const Tensor& x) { return vlm::layer_norm(x, w, b, 1e-5); });
 }
-BENCHMARK(BM_layer_norm)->UseRealTime();
+BENCHMARK(BM_layer_norm)->Apply(fwd_bwd_args);
+
+void BM_rms_norm(benchmark::State& state) {
+  vlm::Rng rng(1);
+  const Tensor w = Tensor::randn({kCols}, rng);
+  run_fwd_bwd(state, Tensor::randn({kRows, kCols}, rng), [&](const Tensor& x) { return vlm::rms_norm(x, w, 1e-6); });
+}
+BENCHMARK(BM_rms_norm)->Apply(fwd_bwd_args);
 
 void BM_softmax(benchmark::State& state) {
   vlm::Rng rng(1);
-  const Tensor x = Tensor::randn({4096, 1024}, rng);
-  vlm::NoGradGuard no_grad;
-  for (auto _ : state) benchmark::DoNotOptimize(vlm::softmax(x).data());
-  state.SetBytesProcessed(state.iterations() * 2 * x.numel() * 4);
+  run_fwd_bwd(state, Tensor::randn({kRows, 1024}, rng), [](const Tensor& x) { return vlm::softmax(x); });
 }
-BENCHMARK(BM_softmax)->UseRealTime();
+BENCHMARK(BM_softmax)->Apply(fwd_bwd_args);
+
+// Rotary embeddings on q [B=8, T=512, H=8, D=64]: 1-D RoPE, and Qwen2-VL's M-RoPE (sections
+// 8/12/12 of D/2, positions (t, h, w) of a 16x16 image grid followed by text).
+constexpr int64_t kRopeB = 8, kRopeT = 512, kRopeH = 8, kRopeD = 64;
+
+void BM_rope(benchmark::State& state) {
+  vlm::Rng rng(1);
+  std::vector<int64_t> pos;
+  for (int64_t b = 0; b < kRopeB; ++b)
+    for (int64_t t = 0; t < kRopeT; ++t) pos.push_back(t);
+  const vlm::RopeTables<float> r = vlm::rope_tables_1d<float>(pos, kRopeB, kRopeT, kRopeD, 10000.0);
+  run_fwd_bwd(state, Tensor::randn({kRopeB, kRopeT, kRopeH, kRopeD}, rng),
+              [&](const Tensor& x) { return vlm::rope(x, r.cos, r.sin); });
+}
+BENCHMARK(BM_rope)->Apply(fwd_bwd_args);
+
+void BM_mrope(benchmark::State& state) {
+  vlm::Rng rng(1);
+  std::vector<int64_t> pos(static_cast<std::size_t>(3 * kRopeB * kRopeT));
+  for (int64_t a = 0; a < 3; ++a)
+    for (int64_t b = 0; b < kRopeB; ++b)
+      for (int64_t t = 0; t < kRopeT; ++t) {
+        const int64_t img = std::min<int64_t>(t, 256);  // a 16x16 grid, then text
+        const int64_t p = t < 256 ? (a == 0 ? 0 : a == 1 ? img / 16 : img % 16) : 16 + t - 256;
+        pos[static_cast<std::size_t>((a * kRopeB + b) * kRopeT + t)] = p;
+      }
+  const vlm::RopeTables<float> r = vlm::mrope_tables<float>(pos, kRopeB, kRopeT, kRopeD, {8, 12, 12}, 1e6);
+  run_fwd_bwd(state, Tensor::randn({kRopeB, kRopeT, kRopeH, kRopeD}, rng),
+              [&](const Tensor& x) { return vlm::rope(x, r.cos, r.sin); });
+}
+BENCHMARK(BM_mrope)->Apply(fwd_bwd_args);
+
+// Cross-entropy over [4096, V] logits, one target in 8 ignored.
+void BM_cross_entropy(benchmark::State& state) {
+  vlm::Rng rng(1);
+  const int64_t V = 1024;
+  std::vector<int64_t> targets;
+  for (int64_t i = 0; i < kRows; ++i) targets.push_back(i % 8 == 0 ? -100 : (i * 7919) % V);
+  run_fwd_bwd(state, Tensor::randn({kRows, V}, rng), [&](const Tensor& x) { return vlm::cross_entropy(x, targets); });
+}
+BENCHMARK(BM_cross_entropy)->Apply(fwd_bwd_args);
 
 }  // namespace
 

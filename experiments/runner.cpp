@@ -32,17 +32,6 @@ double ms_between(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double, std::milli>(b - a).count();
 }
 
-// The sample's images scaled (nearest neighbour) to side x side: the same scene at another
-// resolution, so cost can be read against image size.
-data::Sample at_resolution(data::Sample s, int64_t side) {
-  for (data::Image& im : s.images) {
-    data::Image out(side, side);
-    for (int64_t y = 0; y < side; ++y)
-      for (int64_t x = 0; x < side; ++x) out.set(y, x, im.at(y * im.height / side, x * im.width / side));
-    im = std::move(out);
-  }
-  return s;
-}
 
 MemoryRow memory_row(const std::string& phase) {
   const MemStats m = memory_stats();
@@ -121,6 +110,16 @@ const std::vector<std::string>& phase_names() {
 }
 
 double median(std::vector<double> v) { return percentile(std::move(v), 50.0); }
+
+data::Sample at_resolution(data::Sample s, int64_t side) {
+  for (data::Image& im : s.images) {
+    data::Image out(side, side);
+    for (int64_t y = 0; y < side; ++y)
+      for (int64_t x = 0; x < side; ++x) out.set(y, x, im.at(y * im.height / side, x * im.width / side));
+    im = std::move(out);
+  }
+  return s;
+}
 
 double percentile(std::vector<double> v, double p) {
   if (v.empty()) return std::nan("");

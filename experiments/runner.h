@@ -72,5 +72,8 @@ int run_experiment(const LoadedExperiment& exp, const RunOptions& opt);
 
 double median(std::vector<double> v);
 double percentile(std::vector<double> v, double p);  // linear interpolation, p in [0, 100]
+// The sample's images scaled (nearest neighbour) to side x side: the same scene at another
+// resolution, so cost can be read against image size.
+data::Sample at_resolution(data::Sample s, int64_t side);
 
 }  // namespace vlm::exp

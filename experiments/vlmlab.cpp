@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "architectures/parity.h"
+#include "experiments/bench_model.h"
 #include "experiments/config.h"
 #include "experiments/demo.h"
 #include "experiments/dist.h"
@@ -43,6 +44,7 @@ void usage() {
       "  list     families, projectors and tasks (with their parameters)\n"
       "  parity   compare a family with Hugging Face transformers on a fixture folder\n"
       "  demo     train and evaluate a tiny decoder with the core (a smoke test of the whole stack)\n"
+      "  bench-model  export a family at a bench size and time training, prefill and decode (JSON)\n"
       "Run `vlmlab <command> --help` for a command's options.");
 }
 
@@ -335,6 +337,39 @@ int cmd_report(const std::vector<std::string>& args) {
   return 1;
 }
 
+int cmd_bench_model(const std::vector<std::string>& args) {
+  vlm::exp::BenchModelOptions o;
+  po::options_description desc(
+      "vlmlab bench-model [options]\n"
+      "Builds FAMILY at a bench size on Sort-of-CLEVR samples (small: experiments/quickstart.toml's\n"
+      "sizes; large: the same at hidden size 256), optionally exports it, and times a training step\n"
+      "(forward, loss, backward, AdamW) at --batch, prefill at batch 1 and greedy decode per token with\n"
+      "the KV cache. Prints one JSON object: sizes, counted FLOPs per timed thing, and each repeat's\n"
+      "milliseconds. --export DIR writes config.json and model.safetensors (read back for everything\n"
+      "after), io.safetensors (the training batch's inputs, labels, loss, logits and generated tokens,\n"
+      "in the parity fixture layout: `vlmlab parity DIR` checks it) and prefill.safetensors (the batch-1\n"
+      "prompt, its logits and the tokens the cached greedy decode makes). bench/torch_reference.py\n"
+      "drives it");
+  desc.add_options()("help,h", "show this help")(
+      "family", po::value<std::string>(&o.family)->default_value(o.family), "family (vlmlab list)")(
+      "size", po::value<std::string>(&o.size)->default_value(o.size), "small or large")(
+      "threads", po::value<int>(&o.threads)->default_value(o.threads), "threads for the core (BLAS runs inside them)")(
+      "batch", po::value<int>(&o.batch)->default_value(o.batch), "training batch")(
+      "export", po::value<std::string>(&o.export_dir), "folder to export the model and its inputs to")(
+      "time", po::value<std::string>(&o.time), "what to time: train,prefill,decode (comma separated)")(
+      "warmup", po::value<int>(&o.warmup)->default_value(o.warmup), "untimed repeats first")(
+      "repeats", po::value<int>(&o.repeats)->default_value(o.repeats), "timed repeats")(
+      "decode-tokens", po::value<int>(&o.decode_tokens)->default_value(o.decode_tokens), "tokens per decode repeat");
+  po::variables_map vm;
+  po::store(po::command_line_parser(args).options(desc).run(), vm);
+  if (vm.count("help")) {
+    std::cout << desc;
+    return 0;
+  }
+  po::notify(vm);
+  return vlm::exp::run_bench_model(o);
+}
+
 int cmd_list(const std::vector<std::string>& args) {
   po::options_description desc("vlmlab list\nFamilies (with the transformers class each reproduces), projectors and tasks");
   desc.add_options()("help,h", "show this help");
@@ -379,6 +414,7 @@ int main(int argc, char** argv) {
     if (cmd == "report") return cmd_report(args);
     if (cmd == "sample") return cmd_sample(args);
     if (cmd == "parity") return cmd_parity(args);
+    if (cmd == "bench-model") return cmd_bench_model(args);
     std::fprintf(stderr, "vlmlab: unknown command \"%s\"\n", cmd.c_str());
     usage();
     return 2;

@@ -1,5 +1,7 @@
 #include "lib/core/memory.h"
 
+#include <malloc.h>
+
 #include <atomic>
 #include <cstdlib>
 #include <fstream>
@@ -60,7 +62,26 @@ void reset_peak_memory() {
   g_peak_total.store(g_live_total.load());
 }
 
+namespace {
+
+// Tensors of a step are allocated and freed again every step. glibc serves blocks above its mmap
+// threshold (128 KiB at first) with fresh mappings and unmaps them on free, so each step would
+// page-fault its activations and gradients in again, zero-filled by the kernel (several % of a
+// training step). Raise the threshold to glibc's maximum and keep freed memory in the heap for the
+// next step: the first call settles it for the process.
+void keep_freed_memory() {
+  static const bool once = [] {
+    mallopt(M_MMAP_THRESHOLD, 32 << 20);
+    mallopt(M_TRIM_THRESHOLD, 1 << 30);
+    return true;
+  }();
+  (void)once;
+}
+
+}  // namespace
+
 void* mem_alloc(std::size_t bytes, MemCat cat) {
+  keep_freed_memory();
   const std::size_t rounded = (bytes + 63) / 64 * 64;
   void* p = std::aligned_alloc(64, rounded == 0 ? 64 : rounded);
   if (p == nullptr) throw std::bad_alloc();

@@ -7,11 +7,24 @@
 
 #include "lib/core/check.h"
 
+// OpenBLAS (exported, not in cblas.h): stops its worker threads; a later threaded call restarts them.
+extern "C" int blas_thread_shutdown_(void);
+
 namespace vlm {
 namespace {
 
+// GEMMs are split by the core, on its own threads, so OpenBLAS runs on the calling thread. Its pool
+// was started when the library loaded (OPENBLAS_NUM_THREADS, or one thread per core), and
+// openblas_set_num_threads starts it again; an idle worker busy-waits (sched_yield) for about 0.1 s
+// after it started or last ran: long enough to take a core from the core's own threads (a 0.8 ms
+// prefill took 8 ms after a process start). So after pinning OpenBLAS to one thread, stop the pool.
+void pin_openblas() {
+  openblas_set_num_threads(1);
+  blas_thread_shutdown_();
+}
+
 int initial_threads() {
-  openblas_set_num_threads(1);  // GEMMs are split by the core, on its own threads
+  pin_openblas();
   return 1;
 }
 
@@ -21,7 +34,7 @@ std::atomic<int> g_threads{initial_threads()};
 
 void set_num_threads(int n) {
   VLM_CHECK(n >= 1, "thread count must be >= 1, got " << n);
-  openblas_set_num_threads(1);
+  pin_openblas();
   g_threads.store(n);
 }
 

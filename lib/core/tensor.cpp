@@ -4,6 +4,7 @@
 #include <sstream>
 #include <unordered_set>
 
+#include "lib/core/parallel.h"
 #include "lib/core/random.h"
 
 namespace vlm {
@@ -37,7 +38,11 @@ Buffer<T>::Buffer(int64_t n, MemCat cat, bool zero)
     : data_(static_cast<T*>(mem_alloc(static_cast<std::size_t>(n) * sizeof(T), cat))),
       n_(n),
       cat_(cat) {
-  if (zero && n > 0) std::memset(data_, 0, static_cast<std::size_t>(n) * sizeof(T));
+  // Zeroing a large gradient is a pass over memory: split it over the threads like any elementwise op.
+  if (zero && n > 0)
+    parallel_for(n, int64_t{1} << 16, [this](int64_t b, int64_t e) {
+      std::memset(data_ + b, 0, static_cast<std::size_t>(e - b) * sizeof(T));
+    });
 }
 
 template <typename T>

@@ -1,5 +1,7 @@
 #include "lib/measure/phase.h"
 
+#include "lib/measure/flops.h"
+
 namespace vlm {
 
 namespace {
@@ -14,13 +16,21 @@ double PhaseCapture::ms(const std::string& phase) const {
   return it == ms_.end() ? 0.0 : it->second;
 }
 
+int64_t PhaseCapture::flops(const std::string& phase) const {
+  const auto it = flops_.find(phase);
+  return it == flops_.end() ? 0 : it->second;
+}
+
 PhaseScope::PhaseScope(const char* phase) : phase_(phase), capture_(g_capture) {
-  if (capture_) start_ = std::chrono::steady_clock::now();
+  if (!capture_) return;
+  flops_start_ = flop_count();
+  start_ = std::chrono::steady_clock::now();
 }
 
 PhaseScope::~PhaseScope() {
   if (!capture_) return;
   capture_->ms_[phase_] += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start_).count();
+  capture_->flops_[phase_] += flop_count() - flops_start_;
 }
 
 }  // namespace vlm

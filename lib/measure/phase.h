@@ -8,10 +8,12 @@
 //               the language model's own run inside it and count as LM time.
 // A runner times a whole prefill and subtracts these to get the LM's share. Where each family puts
 // its marks is written beside the marks (architectures/<family>/).
-// Marks cost one clock read each and nothing at all when no capture is active.
+// Marks cost one clock read and one FLOP-counter read each, and nothing at all when no capture is
+// active. A capture also sums the FLOPs the ops counted inside each phase.
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <map>
 #include <string>
 
@@ -25,10 +27,12 @@ class PhaseCapture {
   PhaseCapture& operator=(const PhaseCapture&) = delete;
   const std::map<std::string, double>& ms() const { return ms_; }  // per phase, summed
   double ms(const std::string& phase) const;                       // 0 when it did not occur
+  int64_t flops(const std::string& phase) const;                   // counted FLOPs (lib/measure/flops.h)
 
  private:
   friend class PhaseScope;
   std::map<std::string, double> ms_;
+  std::map<std::string, int64_t> flops_;
   PhaseCapture* previous_;
 };
 
@@ -43,6 +47,7 @@ class PhaseScope {
   const char* phase_;
   PhaseCapture* capture_;
   std::chrono::steady_clock::time_point start_;
+  int64_t flops_start_ = 0;
 };
 
 }  // namespace vlm

@@ -38,9 +38,47 @@ struct AttnProblem {
     return causal ? std::clamp<int64_t>(i_end + Tk - Tq, 0, Tk) : Tk;
   }
   static constexpr int64_t kCausalTile = 64;
+
+  // Heads per thread chunk at least, for tasks of `heads_per_task` query heads (x2 backward): a
+  // thread is only worth waking for about kMinChunkFlops of GEMM work (a decode step's attention
+  // is a few thousand FLOPs per head). Depends only on the sizes.
+  int64_t head_grain(int64_t heads_per_task) const {
+    const int64_t per_task = std::max<int64_t>(1, 2 * Tq * Tk * (D + Dv) * heads_per_task);
+    return std::max<int64_t>(1, kMinChunkFlops / per_task);
+  }
+  static constexpr int64_t kMinChunkFlops = int64_t{1} << 18;
+
+  // Calls f(i0, i1, kb, ke) for every tile of query rows [i0, i1) with the keys [kb, ke) they may
+  // see: row tiles of each segment (mask->segments; one segment when empty), keys within the
+  // segment and, when causal, up to the tile's last visible key. A fixed order.
+  template <class F>
+  void for_each_tile(const std::vector<int64_t>& segments, F&& f) const {
+    auto run = [&](int64_t r0, int64_t r1, int64_t k0, int64_t k1) {
+      for (int64_t i0 = r0; i0 < r1; i0 += tile_rows()) {
+        const int64_t i1 = std::min(r1, i0 + tile_rows());
+        f(i0, i1, k0, std::min(k1, key_end(i1)));
+      }
+    };
+    if (segments.empty()) return run(0, Tq, 0, Tk);
+    int64_t start = 0;  // Tq == Tk (check_mask): rows and keys share the segment bounds
+    for (const int64_t len : segments) {
+      run(start, start + len, start, start + len);
+      start += len;
+    }
+  }
 };
 
 void check_mask(const AttnMask& mask, int64_t B, int64_t Tq, int64_t Tk) {
+  if (!mask.segments.empty()) {
+    int64_t total = 0;
+    for (const int64_t len : mask.segments) {
+      VLM_CHECK(len >= 0, "attention: negative segment length " << len);
+      total += len;
+    }
+    VLM_CHECK(Tq == Tk && total == Tk, "attention: segments sum to " << total << ", but block-diagonal attention needs "
+                                                                     << "Tq == Tk == that sum; got Tq " << Tq
+                                                                     << ", Tk " << Tk);
+  }
   VLM_CHECK(mask.key_valid.empty() || static_cast<int64_t>(mask.key_valid.size()) == B * Tk,
             "attention: key_valid has " << mask.key_valid.size() << " entries, expected B*Tk = "
                                         << B << "*" << Tk << " = " << B * Tk);
@@ -96,7 +134,7 @@ void attention_forward(const AttnProblem<T>& p, T* out, T* probs) {
   const uint8_t* key_valid = mask.key_valid.empty() ? nullptr : mask.key_valid.data();
   const uint8_t* allowed = mask.allowed.empty() ? nullptr : mask.allowed.data();
   const int64_t ldq = p.Hq * p.D, ldk = p.Hkv * p.D, ldv = p.Hkv * p.Dv, ldo = p.Hq * p.Dv;
-  parallel_for(p.B * p.Hq, 1, [&](int64_t begin, int64_t end) {
+  parallel_for(p.B * p.Hq, p.head_grain(1), [&](int64_t begin, int64_t end) {
     // Per-thread scores when probabilities are not kept: Tq×Tk, not B·H·Tq·Tk.
     std::unique_ptr<Buffer<T>> scratch;
     if (probs == nullptr) {
@@ -112,20 +150,23 @@ void attention_forward(const AttnProblem<T>& p, T* out, T* probs) {
       const uint8_t* kv_row = key_valid != nullptr ? key_valid + b * p.Tk : nullptr;
       const uint8_t* al_b =
           allowed != nullptr ? allowed + (mask.allowed_batch == 1 ? 0 : b) * p.Tq * p.Tk : nullptr;
-      for (int64_t i0 = 0; i0 < p.Tq; i0 += p.tile_rows()) {
-        const int64_t i1 = std::min(p.Tq, i0 + p.tile_rows()), m = i1 - i0;
-        const int64_t kend = p.key_end(i1);
-        T* st = s + i0 * p.Tk;
-        // S = scale · Q Kᵀ  [m, kend] (row stride Tk)
-        gemm_serial(false, true, m, kend, p.D, p.scale, qh + i0 * ldq, ldq, kh, ldk, T(0), st,
-                    p.Tk);
-        for (int64_t i = i0; i < i1; ++i) {
-          masked_softmax_row(s + i * p.Tk, p.Tk, p.key_end(i + 1), kv_row,
-                             al_b != nullptr ? al_b + i * p.Tk : nullptr);
+      p.for_each_tile(mask.segments, [&](int64_t i0, int64_t i1, int64_t kb, int64_t ke) {
+        const int64_t m = i1 - i0;
+        T* st = s + i0 * p.Tk + kb;  // the tile's scores start at key kb (row stride Tk)
+        if (ke <= kb) {  // no key visible to any row of the tile
+          for (int64_t i = i0; i < i1; ++i) std::fill_n(oh + i * ldo, p.Dv, T(0));
+          return;
         }
-        // O = P V, written straight into out's head slice  [m, Dv]
-        gemm_serial(false, false, m, p.Dv, kend, T(1), st, p.Tk, vh, ldv, T(0), oh + i0 * ldo, ldo);
-      }
+        // S = scale · Q K[kb, ke)ᵀ  [m, ke - kb]
+        gemm_serial(false, true, m, ke - kb, p.D, p.scale, qh + i0 * ldq, ldq, kh + kb * ldk, ldk, T(0), st, p.Tk);
+        for (int64_t i = i0; i < i1; ++i) {
+          masked_softmax_row(s + i * p.Tk + kb, ke - kb, std::max(kb, std::min(ke, p.key_end(i + 1))) - kb,
+                             kv_row != nullptr ? kv_row + kb : nullptr,
+                             al_b != nullptr ? al_b + i * p.Tk + kb : nullptr);
+        }
+        // O = P V[kb, ke), written straight into out's head slice  [m, Dv]
+        gemm_serial(false, false, m, p.Dv, ke - kb, T(1), st, p.Tk, vh + kb * ldv, ldv, T(0), oh + i0 * ldo, ldo);
+      });
     }
   });
 }
@@ -152,21 +193,9 @@ void check_qkv(const TensorT<T>& q, const TensorT<T>& k, const TensorT<T>& v, co
 }  // namespace
 
 AttnMask block_diagonal_mask(const std::vector<int64_t>& segment_lengths) {
-  int64_t total = 0;
-  for (int64_t len : segment_lengths) {
-    VLM_CHECK(len >= 0, "block_diagonal_mask: negative segment length " << len);
-    total += len;
-  }
+  for (int64_t len : segment_lengths) VLM_CHECK(len >= 0, "block_diagonal_mask: negative segment length " << len);
   AttnMask m;
-  m.allowed.assign(static_cast<std::size_t>(total * total), 0);
-  m.allowed_batch = 1;
-  int64_t start = 0;
-  for (int64_t len : segment_lengths) {
-    for (int64_t i = start; i < start + len; ++i) {
-      std::fill_n(m.allowed.begin() + i * total + start, len, uint8_t{1});
-    }
-    start += len;
-  }
+  m.segments = segment_lengths;
   return m;
 }
 
@@ -200,7 +229,7 @@ TensorT<T> attention(const TensorT<T>& q, const TensorT<T>& k, const TensorT<T>&
 
   p.q = p.k = p.v = nullptr;  // the closure reads its inputs' data, and the mask is not kept
   p.mask = nullptr;
-  out.set_backward({q, k, v}, [probs, p](const TensorT<T>& o) {
+  out.set_backward({q, k, v}, [probs, p, segments = mask.segments](const TensorT<T>& o) {
     TensorT<T> qt = o.input(0), kt = o.input(1), vt = o.input(2);
     const bool need_q = qt.requires_grad(), need_k = kt.requires_grad(),
                need_v = vt.requires_grad();
@@ -222,7 +251,7 @@ TensorT<T> attention(const TensorT<T>& q, const TensorT<T>& k, const TensorT<T>&
     // heads of its group and their row tiles in a fixed order, so the result does not depend on
     // the thread count.
     const int64_t ldq = Hq * D, ldk = Hkv * D, ldv = Hkv * Dv, ldo = Hq * Dv;
-    parallel_for(p.B * Hkv, 1, [&](int64_t begin, int64_t end) {
+    parallel_for(p.B * Hkv, p.head_grain(2 * rep), [&](int64_t begin, int64_t end) {
       std::unique_ptr<Buffer<T>> ds_buf;
       if (need_ds) ds_buf = std::make_unique<Buffer<T>>(Tq * Tk, MemCat::kActivations, false);
       for (int64_t bg = begin; bg < end; ++bg) {
@@ -233,35 +262,35 @@ TensorT<T> attention(const TensorT<T>& q, const TensorT<T>& k, const TensorT<T>&
           const T* qh = qd + b * Tq * ldq + h * D;
           const T* doh = dout + b * Tq * ldo + h * Dv;
           const T* ph = pd + (b * Hq + h) * Tq * Tk;
-          for (int64_t i0 = 0; i0 < Tq; i0 += p.tile_rows()) {
-            const int64_t i1 = std::min(Tq, i0 + p.tile_rows()), m = i1 - i0;
-            const int64_t kend = p.key_end(i1);
-            const T* pt = ph + i0 * Tk;      // P tile [m, kend], row stride Tk
-            const T* do_t = doh + i0 * ldo;  // dO tile [m, Dv]
-            if (need_v) {                    // dV += Pᵀ dO  [kend, Dv]
-              gemm_serial(true, false, kend, Dv, m, T(1), pt, Tk, do_t, ldo, T(1),
-                          dv + b * Tk * ldv + g * Dv, ldv);
+          p.for_each_tile(segments, [&](int64_t i0, int64_t i1, int64_t kb, int64_t ke) {
+            const int64_t m = i1 - i0, n = ke - kb;
+            if (n <= 0) return;               // nothing visible: P and every gradient term are zero
+            const T* pt = ph + i0 * Tk + kb;  // P tile [m, n], row stride Tk
+            const T* do_t = doh + i0 * ldo;   // dO tile [m, Dv]
+            if (need_v) {                     // dV[kb, ke) += Pᵀ dO  [n, Dv]
+              gemm_serial(true, false, n, Dv, m, T(1), pt, Tk, do_t, ldo, T(1),
+                          dv + b * Tk * ldv + g * Dv + kb * ldv, ldv);
             }
-            if (!need_ds) continue;
-            T* ds = ds_buf->data() + i0 * Tk;
-            // dP = dO Vᵀ  [m, kend]
-            gemm_serial(false, true, m, kend, Dv, T(1), do_t, ldo, vh, ldv, T(0), ds, Tk);
+            if (!need_ds) return;
+            T* ds = ds_buf->data() + i0 * Tk + kb;
+            // dP = dO V[kb, ke)ᵀ  [m, n]
+            gemm_serial(false, true, m, n, Dv, T(1), do_t, ldo, vh + kb * ldv, ldv, T(0), ds, Tk);
             // dS = P ⊙ (dP − rowsum(dP ⊙ P)): zero wherever P is (masked keys, empty rows)
             for (int64_t i = 0; i < m; ++i) {
-              typename TensorT<T>::ConstMap pr(pt + i * Tk, kend);
-              typename TensorT<T>::Map dr(ds + i * Tk, kend);
+              typename TensorT<T>::ConstMap pr(pt + i * Tk, n);
+              typename TensorT<T>::Map dr(ds + i * Tk, n);
               const T dot = (dr * pr).sum();
               dr = pr * (dr - dot);
             }
-            if (need_q) {  // dQ += scale · dS K  [m, D]
-              gemm_serial(false, false, m, D, kend, sc, ds, Tk, kh, ldk, T(1),
+            if (need_q) {  // dQ += scale · dS K[kb, ke)  [m, D]
+              gemm_serial(false, false, m, D, n, sc, ds, Tk, kh + kb * ldk, ldk, T(1),
                           dq + b * Tq * ldq + h * D + i0 * ldq, ldq);
             }
-            if (need_k) {  // dK += scale · dSᵀ Q  [kend, D]
-              gemm_serial(true, false, kend, D, m, sc, ds, Tk, qh + i0 * ldq, ldq, T(1),
-                          dk + b * Tk * ldk + g * D, ldk);
+            if (need_k) {  // dK[kb, ke) += scale · dSᵀ Q  [n, D]
+              gemm_serial(true, false, n, D, m, sc, ds, Tk, qh + i0 * ldq, ldq, T(1),
+                          dk + b * Tk * ldk + g * D + kb * ldk, ldk);
             }
-          }
+          });
         }
       }
     });

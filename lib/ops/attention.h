@@ -22,9 +22,13 @@ struct AttnMask {
   // diagonal attention (per image / per frame) and per-token image masks. Empty = all allowed.
   std::vector<uint8_t> allowed;
   int64_t allowed_batch = 1;
+  // Block-diagonal attention (per image / per frame): query i sees key j only when both lie in the
+  // same one of these consecutive segments, whose lengths sum to Tq == Tk. Empty = one segment. The
+  // kernel computes only the diagonal blocks (a dense `allowed` mask would cost the whole T×T).
+  std::vector<int64_t> segments;
 };
 
-// Block-diagonal mask [1, T, T] from segment lengths (e.g. tokens per image): allowed iff same segment.
+// Block-diagonal mask from segment lengths (e.g. tokens per image): visible iff same segment.
 AttnMask block_diagonal_mask(const std::vector<int64_t>& segment_lengths);
 
 template <typename T>

@@ -26,6 +26,22 @@ void blas_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, 
               static_cast<blasint>(lda), B, static_cast<blasint>(ldb), beta, C, static_cast<blasint>(ldc));
 }
 
+// Matrix-vector products (M == 1: decoding one token; N == 1) go to gemv: sgemm would pack the whole
+// matrix first, which costs as much as the product itself when one side is a vector.
+void blas_gemv(bool trans, int64_t rows, int64_t cols, float alpha, const float* A, int64_t lda, const float* x,
+               int64_t incx, float beta, float* y, int64_t incy) {
+  cblas_sgemv(CblasRowMajor, trans ? CblasTrans : CblasNoTrans, static_cast<blasint>(rows),
+              static_cast<blasint>(cols), alpha, A, static_cast<blasint>(lda), x, static_cast<blasint>(incx), beta, y,
+              static_cast<blasint>(incy));
+}
+
+void blas_gemv(bool trans, int64_t rows, int64_t cols, double alpha, const double* A, int64_t lda, const double* x,
+               int64_t incx, double beta, double* y, int64_t incy) {
+  cblas_dgemv(CblasRowMajor, trans ? CblasTrans : CblasNoTrans, static_cast<blasint>(rows),
+              static_cast<blasint>(cols), alpha, A, static_cast<blasint>(lda), x, static_cast<blasint>(incx), beta, y,
+              static_cast<blasint>(incy));
+}
+
 // Below this much work a split costs more than it gains (sgemm 64³ gains nothing from 2 threads).
 constexpr int64_t kSplitFlops = int64_t{1} << 22;
 constexpr int64_t kMinRowsPerThread = 32;
@@ -40,6 +56,16 @@ void gemm_serial(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T 
   if (K == 0) {  // BLAS would only scale C by beta
     for (int64_t i = 0; i < M; ++i)
       for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = beta == T(0) ? T(0) : beta * C[i * ldc + j];
+    return;
+  }
+  if (M == 1) {  // c[N] = op(B)ᵀ a: B is [N, K] (trans_b) or [K, N]; a's elements are lda apart when trans_a
+    if (trans_b) blas_gemv(false, N, K, alpha, B, ldb, A, trans_a ? lda : 1, beta, C, 1);
+    else blas_gemv(true, K, N, alpha, B, ldb, A, trans_a ? lda : 1, beta, C, 1);
+    return;
+  }
+  if (N == 1) {  // c[M] (stride ldc) = op(A) b: A is [M, K] or [K, M] (trans_a); b's elements are ldb apart unless trans_b
+    if (trans_a) blas_gemv(true, K, M, alpha, A, lda, B, trans_b ? 1 : ldb, beta, C, ldc);
+    else blas_gemv(false, M, K, alpha, A, lda, B, trans_b ? 1 : ldb, beta, C, ldc);
     return;
   }
   blas_gemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);

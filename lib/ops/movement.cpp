@@ -1,8 +1,10 @@
 // Movement ops: reshape shares data (cheap); permute, slice, concat and broadcast_to copy into a
 // new contiguous tensor (every tensor is contiguous, which keeps every kernel simple).
+#include <algorithm>
 #include <cstring>
 #include <numeric>
 
+#include "lib/core/parallel.h"
 #include "lib/ops/op_util.h"
 #include "lib/ops/ops.h"
 
@@ -63,14 +65,19 @@ TensorT<T> permute(const TensorT<T>& x, const std::vector<int>& dims) {
     out_shape[i] = in_shape[static_cast<std::size_t>(p[i])];
     src_stride[i] = in_stride[static_cast<std::size_t>(p[i])];
   }
-  // offsets[e] = offset in x of output element e.
+  // The output in rows of its last dimension: row r starts at row_offs[r] in x and steps by s_in
+  // there (1 when the last dimension stays last: the row is one contiguous copy).
   const int64_t n = x.numel();
-  std::vector<int64_t> offs(static_cast<std::size_t>(n));
+  const int64_t inner = nd == 0 ? 1 : out_shape.back();
+  const int64_t s_in = nd == 0 ? 1 : src_stride.back();
+  const int64_t rows = inner == 0 ? 0 : n / inner;
+  std::vector<int64_t> row_offs(static_cast<std::size_t>(rows));
   std::vector<int64_t> idx(dims.size(), 0);
+  const std::size_t outer_dims = dims.empty() ? 0 : dims.size() - 1;
   int64_t off = 0;
-  for (int64_t e = 0; e < n; ++e) {
-    offs[static_cast<std::size_t>(e)] = off;
-    for (std::size_t d = dims.size(); d-- > 0;) {
+  for (int64_t r = 0; r < rows; ++r) {
+    row_offs[static_cast<std::size_t>(r)] = off;
+    for (std::size_t d = outer_dims; d-- > 0;) {
       if (++idx[d] < out_shape[d]) {
         off += src_stride[d];
         break;
@@ -82,12 +89,31 @@ TensorT<T> permute(const TensorT<T>& x, const std::vector<int>& dims) {
   TensorT<T> out = TensorT<T>::empty(out_shape);
   const T* xp = x.data();
   T* y = out.data();
-  for (int64_t e = 0; e < n; ++e) y[e] = xp[offs[static_cast<std::size_t>(e)]];
-  out.set_backward({x}, [offs](const TensorT<T>& o) {
+  const int64_t grain = std::max<int64_t>(1, detail::kElementwiseGrain / std::max<int64_t>(inner, 1));
+  parallel_for(rows, grain, [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) {
+      const T* src = xp + row_offs[static_cast<std::size_t>(r)];
+      T* dst = y + r * inner;
+      if (s_in == 1) {
+        std::copy(src, src + inner, dst);
+      } else {
+        for (int64_t k = 0; k < inner; ++k) dst[k] = src[k * s_in];
+      }
+    }
+  });
+  out.set_backward({x}, [row_offs = std::move(row_offs), inner, s_in, grain](const TensorT<T>& o) {
     TensorT<T> in = o.input(0);
-    const T* g = o.grad().data();
+    const TensorT<T> gt = o.grad();
+    const T* g = gt.data();
     T* dx = in.grad_data();
-    for (std::size_t e = 0; e < offs.size(); ++e) dx[offs[e]] += g[e];
+    // A permutation: every element of x is written by exactly one row, so rows split freely.
+    parallel_for(static_cast<int64_t>(row_offs.size()), grain, [&](int64_t b, int64_t e) {
+      for (int64_t r = b; r < e; ++r) {
+        T* dst = dx + row_offs[static_cast<std::size_t>(r)];
+        const T* src = g + r * inner;
+        for (int64_t k = 0; k < inner; ++k) dst[k * s_in] += src[k];
+      }
+    });
   });
   return out;
 }

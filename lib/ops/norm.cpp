@@ -4,12 +4,11 @@
 #include <memory>
 
 #include "lib/core/parallel.h"
+#include "lib/ops/op_util.h"
 #include "lib/ops/ops.h"
 
 namespace vlm {
 namespace {
-
-constexpr int64_t kRowGrain = 16;
 
 template <typename T>
 void check_param(const TensorT<T>& p, int64_t C, const char* what) {
@@ -27,24 +26,28 @@ void norm_backward(const TensorT<T>& o, const std::vector<T>& mu, const std::vec
   const T* xp = x.data();
   const T* g = o.grad().data();
   const T* w = has_w ? o.input(1).data() : nullptr;
-  auto xhat = [&](int64_t r, int64_t j) {
-    return (xp[r * C + j] - mu[static_cast<std::size_t>(r)]) * rstd[static_cast<std::size_t>(r)];
-  };
   if (x.requires_grad()) {
     T* dx = x.grad_data();
-    parallel_for(rows, kRowGrain, [&](int64_t b, int64_t e) {
+    parallel_for(rows, detail::row_grain(C), [&](int64_t b, int64_t e) {
       for (int64_t r = b; r < e; ++r) {
+        const T* gr = g + r * C;
+        const T* xr = xp + r * C;
+        const T m = mu[static_cast<std::size_t>(r)], rs = rstd[static_cast<std::size_t>(r)];
+        T* dxr = dx + r * C;
         T s1 = 0, s2 = 0;
-        for (int64_t j = 0; j < C; ++j) {
-          const T d = g[r * C + j] * (w ? w[j] : T(1));
-          s1 += d;
-          s2 += d * xhat(r, j);
+        if (w) {
+          s1 = center ? detail::lane_sum<T>(C, [&](int64_t j) { return gr[j] * w[j]; }) : T(0);
+          s2 = detail::lane_sum<T>(C, [&](int64_t j) { return gr[j] * w[j] * ((xr[j] - m) * rs); });
+        } else {
+          s1 = center ? detail::lane_sum<T>(C, [&](int64_t j) { return gr[j]; }) : T(0);
+          s2 = detail::lane_sum<T>(C, [&](int64_t j) { return gr[j] * ((xr[j] - m) * rs); });
         }
         s1 /= static_cast<T>(C);
         s2 /= static_cast<T>(C);
-        for (int64_t j = 0; j < C; ++j) {
-          const T d = g[r * C + j] * (w ? w[j] : T(1));
-          dx[r * C + j] += rstd[static_cast<std::size_t>(r)] * (d - (center ? s1 : T(0)) - xhat(r, j) * s2);
+        if (w) {
+          for (int64_t j = 0; j < C; ++j) dxr[j] += rs * (gr[j] * w[j] - s1 - (xr[j] - m) * rs * s2);
+        } else {
+          for (int64_t j = 0; j < C; ++j) dxr[j] += rs * (gr[j] - s1 - (xr[j] - m) * rs * s2);
         }
       }
     });
@@ -55,8 +58,16 @@ void norm_backward(const TensorT<T>& o, const std::vector<T>& mu, const std::vec
     if (!p.requires_grad()) continue;
     T* dp = p.grad_data();
     const bool is_weight = (k == 1 && has_w);
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t j = 0; j < C; ++j) dp[j] += g[r * C + j] * (is_weight ? xhat(r, j) : T(1));
+    for (int64_t r = 0; r < rows; ++r) {
+      const T* gr = g + r * C;
+      if (!is_weight) {
+        for (int64_t j = 0; j < C; ++j) dp[j] += gr[j];
+        continue;
+      }
+      const T* xr = xp + r * C;
+      const T m = mu[static_cast<std::size_t>(r)], rs = rstd[static_cast<std::size_t>(r)];
+      for (int64_t j = 0; j < C; ++j) dp[j] += gr[j] * ((xr[j] - m) * rs);
+    }
   }
 }
 
@@ -75,20 +86,21 @@ TensorT<T> layer_norm(const TensorT<T>& x, const TensorT<T>& weight, const Tenso
   const T* bp = bias.defined() ? bias.data() : nullptr;
   T* y = out.data();
   const T e = static_cast<T>(eps);
-  parallel_for(rows, kRowGrain, [&](int64_t b, int64_t end) {
+  parallel_for(rows, detail::row_grain(C), [&](int64_t b, int64_t end) {
     for (int64_t r = b; r < end; ++r) {
       const T* xr = xp + r * C;
-      T m = 0;
-      for (int64_t j = 0; j < C; ++j) m += xr[j];
-      m /= static_cast<T>(C);
-      T v = 0;
-      for (int64_t j = 0; j < C; ++j) v += (xr[j] - m) * (xr[j] - m);
-      v /= static_cast<T>(C);  // biased variance, as torch
+      const T m = detail::lane_sum<T>(C, [&](int64_t j) { return xr[j]; }) / static_cast<T>(C);
+      // biased variance, as torch
+      const T v = detail::lane_sum<T>(C, [&](int64_t j) { return (xr[j] - m) * (xr[j] - m); }) / static_cast<T>(C);
       const T rs = T(1) / std::sqrt(v + e);
       mu[static_cast<std::size_t>(r)] = m;
       rstd[static_cast<std::size_t>(r)] = rs;
-      for (int64_t j = 0; j < C; ++j)
-        y[r * C + j] = (xr[j] - m) * rs * (w ? w[j] : T(1)) + (bp ? bp[j] : T(0));
+      T* yr = y + r * C;
+      if (w && bp) {
+        for (int64_t j = 0; j < C; ++j) yr[j] = (xr[j] - m) * rs * w[j] + bp[j];
+      } else {
+        for (int64_t j = 0; j < C; ++j) yr[j] = (xr[j] - m) * rs * (w ? w[j] : T(1)) + (bp ? bp[j] : T(0));
+      }
     }
   });
   // Inputs: x, then weight (possibly undefined, kept as a slot), then bias if defined.
@@ -111,15 +123,19 @@ TensorT<T> rms_norm(const TensorT<T>& x, const TensorT<T>& weight, double eps) {
   const T* w = weight.defined() ? weight.data() : nullptr;
   T* y = out.data();
   const T e = static_cast<T>(eps);
-  parallel_for(rows, kRowGrain, [&](int64_t b, int64_t end) {
+  parallel_for(rows, detail::row_grain(C), [&](int64_t b, int64_t end) {
     for (int64_t r = b; r < end; ++r) {
       const T* xr = xp + r * C;
-      T ss = 0;
-      for (int64_t j = 0; j < C; ++j) ss += xr[j] * xr[j];
+      const T ss = detail::lane_sum<T>(C, [&](int64_t j) { return xr[j] * xr[j]; });
       const T rs = T(1) / std::sqrt(ss / static_cast<T>(C) + e);
       rstd[static_cast<std::size_t>(r)] = rs;
       // HF: normalise (cast back to the input dtype), then multiply by the weight.
-      for (int64_t j = 0; j < C; ++j) y[r * C + j] = (xr[j] * rs) * (w ? w[j] : T(1));
+      T* yr = y + r * C;
+      if (w) {
+        for (int64_t j = 0; j < C; ++j) yr[j] = (xr[j] * rs) * w[j];
+      } else {
+        for (int64_t j = 0; j < C; ++j) yr[j] = xr[j] * rs;
+      }
     }
   });
   out.set_backward({x, weight}, [zero = std::move(zero), rstd = std::move(rstd)](const TensorT<T>& o) {

@@ -1,6 +1,7 @@
 // Internal helpers shared by the op implementations (not part of the public API).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -23,7 +24,28 @@ struct AxisView {
 };
 AxisView axis_view(const Shape& shape, int axis);
 
+// sum over j in [0, n) of f(j), in 16 interleaved partial sums: the compiler keeps them in one vector
+// register (a plain running sum is a chain of dependent adds, 4 cycles per element), and the order
+// depends only on n, not on where the data lies.
+template <typename T, class F>
+T lane_sum(int64_t n, F f) {
+  constexpr int64_t kLanes = 16;
+  T acc[kLanes] = {};
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes)
+    for (int64_t k = 0; k < kLanes; ++k) acc[k] += f(j + k);
+  for (int64_t k = 0; j + k < n; ++k) acc[k] += f(j + k);
+  T s = 0;
+  for (int64_t k = 0; k < kLanes; ++k) s += acc[k];
+  return s;
+}
+
 // Element count above which elementwise loops are split over threads.
 inline constexpr int64_t kElementwiseGrain = 1 << 15;
+
+// Rows per thread chunk at least for row-wise ops (norms, softmax) over rows of `cols` elements:
+// 16 rows, or enough rows for about 8k elements, so small inputs (a prefill's few dozen tokens)
+// do not wake the threads for microseconds of work.
+inline int64_t row_grain(int64_t cols) { return std::max<int64_t>(16, (kElementwiseGrain / 4) / std::max<int64_t>(cols, 1)); }
 
 }  // namespace vlm::detail

@@ -3,12 +3,11 @@
 #include <cmath>
 
 #include "lib/core/parallel.h"
+#include "lib/ops/op_util.h"
 #include "lib/ops/ops.h"
 
 namespace vlm {
 namespace {
-
-constexpr int64_t kRowGrain = 16;
 
 template <typename T>
 void check_rows(const TensorT<T>& x, const char* op) {
@@ -18,7 +17,7 @@ void check_rows(const TensorT<T>& x, const char* op) {
 // y[r] = x[r] - logsumexp(x[r]); returns nothing, writes y.
 template <typename T>
 void log_softmax_rows(const T* x, T* y, int64_t rows, int64_t V) {
-  parallel_for(rows, kRowGrain, [&](int64_t b, int64_t e) {
+  parallel_for(rows, detail::row_grain(V), [&](int64_t b, int64_t e) {
     for (int64_t r = b; r < e; ++r) {
       const T* xr = x + r * V;
       T* yr = y + r * V;
@@ -40,7 +39,7 @@ TensorT<T> softmax(const TensorT<T>& x) {
   TensorT<T> out = TensorT<T>::empty(x.shape());
   const T* xp = x.data();
   T* y = out.data();
-  parallel_for(rows, kRowGrain, [&](int64_t b, int64_t e) {
+  parallel_for(rows, detail::row_grain(V), [&](int64_t b, int64_t e) {
     for (int64_t r = b; r < e; ++r) {
       const T* xr = xp + r * V;
       T* yr = y + r * V;
@@ -56,7 +55,7 @@ TensorT<T> softmax(const TensorT<T>& x) {
     const T* yp = o.data();
     const T* g = o.grad().data();
     T* dx = in.grad_data();
-    parallel_for(rows, kRowGrain, [&](int64_t b, int64_t e) {
+    parallel_for(rows, detail::row_grain(V), [&](int64_t b, int64_t e) {
       for (int64_t r = b; r < e; ++r) {
         const T* yr = yp + r * V;
         const T* gr = g + r * V;
@@ -80,7 +79,7 @@ TensorT<T> log_softmax(const TensorT<T>& x) {
     const T* yp = o.data();
     const T* g = o.grad().data();
     T* dx = in.grad_data();
-    parallel_for(rows, kRowGrain, [&](int64_t b, int64_t e) {
+    parallel_for(rows, detail::row_grain(V), [&](int64_t b, int64_t e) {
       for (int64_t r = b; r < e; ++r) {
         T gs = 0;
         for (int64_t j = 0; j < V; ++j) gs += g[r * V + j];
@@ -119,7 +118,7 @@ TensorT<T> cross_entropy(const TensorT<T>& logits, const std::vector<int64_t>& t
     const T g = o.grad().item() / static_cast<T>(count);
     T* dx = in.grad_data();
     const auto rows = static_cast<int64_t>(targets.size());
-    parallel_for(rows, kRowGrain, [&](int64_t b, int64_t e) {
+    parallel_for(rows, detail::row_grain(V), [&](int64_t b, int64_t e) {
       for (int64_t r = b; r < e; ++r) {
         const int64_t t = targets[static_cast<std::size_t>(r)];
         if (t == ignore_index) continue;

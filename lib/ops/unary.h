@@ -28,4 +28,33 @@ TensorT<T> unary_op(const TensorT<T>& x, Fwd fwd, Deriv dydx) {
   return out;
 }
 
+// The same pattern on whole chunks as Eigen array expressions, for activations whose math Eigen
+// vectorises (exp, logistic, tanh): fwd(x, y) sets y = f(x); grad(x, y, g, dx) adds g · f'(x) to dx.
+// x, y, g are const maps and dx a map of one chunk; the chunks depend only on (numel, threads).
+template <typename T, class Fwd, class Grad>
+TensorT<T> unary_op_chunks(const TensorT<T>& x, Fwd fwd, Grad grad) {
+  using CMap = typename TensorT<T>::ConstMap;
+  using Map = typename TensorT<T>::Map;
+  TensorT<T> out = TensorT<T>::empty(x.shape());
+  const T* xp = x.data();
+  T* yp = out.data();
+  parallel_for(x.numel(), kElementwiseGrain, [&](int64_t b, int64_t e) {
+    Map y(yp + b, e - b);
+    fwd(CMap(xp + b, e - b), y);
+  });
+  out.set_backward({x}, [grad](const TensorT<T>& o) {
+    TensorT<T> in = o.input(0);
+    const TensorT<T> gt = o.grad();
+    const T* xi = in.data();
+    const T* y = o.data();
+    const T* g = gt.data();
+    T* dx = in.grad_data();
+    parallel_for(in.numel(), kElementwiseGrain, [&](int64_t b, int64_t e) {
+      Map d(dx + b, e - b);
+      grad(CMap(xi + b, e - b), CMap(y + b, e - b), CMap(g + b, e - b), d);
+    });
+  });
+  return out;
+}
+
 }  // namespace vlm::detail

@@ -6,8 +6,12 @@
 #include <sstream>
 
 #include "lib/core/memory.h"
+#include "lib/core/parallel.h"
 
 namespace vlm {
+namespace {
+constexpr int64_t kChunk = 1 << 15;  // elements per thread chunk at least
+}  // namespace
 
 template <typename T>
 bool decay_matrices_only(const std::string& /*name*/, const TensorT<T>& param) {
@@ -65,15 +69,22 @@ void AdamW<T>::step(double lr) {
     const T bc2_sqrt = static_cast<T>(std::sqrt(bias_correction2));
     const T eps = static_cast<T>(cfg_.eps);
 
-    auto w = p.vec();
-    const Array g = p.grad_vec();
-    auto m = s.exp_avg.vec();
-    auto v = s.exp_avg_sq.vec();
-    if (params_[i].decay) w *= static_cast<T>(1.0 - lr * cfg_.weight_decay);  // decoupled decay
-    m += static_cast<T>(1.0 - cfg_.beta1) * (g - m);                          // torch lerp_
-    v = v * static_cast<T>(cfg_.beta2) + static_cast<T>(1.0 - cfg_.beta2) * g * g;
-    const Array denom = v.sqrt() / bc2_sqrt + eps;
-    w -= step_size * (m / denom);
+    T* wp = p.data();
+    const T* gp = p.grad_data();
+    T* mp = s.exp_avg.data();
+    T* vp = s.exp_avg_sq.data();
+    const bool decay = params_[i].decay;
+    // Elementwise, so chunks over the threads change nothing in the result.
+    parallel_for(p.numel(), kChunk, [&](int64_t b, int64_t e) {
+      using Map = typename TensorT<T>::Map;
+      Map w(wp + b, e - b), m(mp + b, e - b), v(vp + b, e - b);
+      const typename TensorT<T>::ConstMap g(gp + b, e - b);
+      if (decay) w *= static_cast<T>(1.0 - lr * cfg_.weight_decay);  // decoupled decay
+      m += static_cast<T>(1.0 - cfg_.beta1) * (g - m);                // torch lerp_
+      v = v * static_cast<T>(cfg_.beta2) + static_cast<T>(1.0 - cfg_.beta2) * g * g;
+      const Array denom = v.sqrt() / bc2_sqrt + eps;
+      w -= step_size * (m / denom);
+    });
   }
 }
 

@@ -5,6 +5,7 @@ Run by meson (tests/meson.build) with Debian's /usr/bin/python3 (h5py, pandas):
 Prints a Catch2-style summary line ("test cases: N | P passed | F failed") that
 scripts/count_tests.py counts, and exits non-zero if anything failed.
 """
+import json
 import os
 import shutil
 import signal
@@ -254,8 +255,38 @@ def test_sigkill_then_resume():
     assert r.returncode == 2 and "different version" in r.stderr, r.stderr
 
 
+def test_bench_model():
+    """`vlmlab bench-model`: its export reads back (`vlmlab parity` on it) and agrees with the plain-torch
+    models of bench/torch_reference.py; its timings come as JSON; a bad size is a clear error."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    sys.path.insert(0, os.path.join(root, "bench"))
+    import torch_reference  # noqa: E402 (torch: only this test needs it)
+    for family in ["llava", "qwen2vl"]:
+        out = os.path.join(TMP, "bench_" + family)
+        r = vlmlab("bench-model", "--family", family, "--size", "small", "--batch", "4", "--export", out,
+                   "--decode-tokens", "5")
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["export"] == out
+        r = vlmlab("parity", out)
+        assert r.returncode == 0 and "parity OK" in r.stdout, r.stdout
+        agree = torch_reference.TorchBench(family, out).agreement(5)
+        assert agree["train_logits"] <= 1e-4 and agree["prompt_logits"] <= 1e-4, agree
+        assert agree["loss"] <= 1e-5 and agree["decode_tokens_equal"], agree
+    r = vlmlab("bench-model", "--family", "qwen2vl", "--time", "train,decode", "--batch", "2", "--warmup", "0",
+               "--repeats", "2", "--decode-tokens", "3")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    for what in ["train", "decode"]:
+        assert len(d[what]["ms"]) == 2 and d[what]["flops"] > 0, d
+    assert "prefill" not in d
+    r = vlmlab("bench-model", "--size", "huge")
+    assert r.returncode == 2 and "--size must be small or large" in r.stderr, r.stderr
+    r = vlmlab("bench-model", "--time", "train,eval")
+    assert r.returncode == 2 and "--time takes train, prefill, decode" in r.stderr, r.stderr
+
+
 TESTS = [test_config_errors, test_check_and_list, test_results_schema_and_pandas, test_reproducible,
-         test_sigkill_then_resume]
+         test_sigkill_then_resume, test_bench_model]
 
 if __name__ == "__main__":
     passed = failed = 0

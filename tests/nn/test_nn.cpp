@@ -211,6 +211,14 @@ Vec ref_attention(const Attention<double>& a, const Vec& x, int64_t B, int64_t T
             const int64_t ab = mask.allowed_batch == 1 ? 0 : b;
             if (mask.allowed[(ab * T + i) * Tk + j] == 0) ok[j] = false;
           }
+          if (!mask.segments.empty()) {  // block-diagonal: the same segment
+            auto segment = [&](int64_t pos) {
+              int64_t seg = 0, end = 0;
+              while ((end += mask.segments[static_cast<std::size_t>(seg)]) <= pos) ++seg;
+              return seg;
+            };
+            if (segment(i) != segment(j)) ok[j] = false;
+          }
           double dot = 0.0;
           for (int64_t d = 0; d < D; ++d) {
             dot += r.q[((b * T + i) * H + h) * D + d] * r.k[((b * Tk + j) * Hkv + hk) * D + d];

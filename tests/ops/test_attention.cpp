@@ -26,9 +26,18 @@ struct Case {
   AttnMask mask;
 };
 
+// Which segment position i falls in (AttnMask::segments).
+int64_t segment_of(const std::vector<int64_t>& segments, int64_t i) {
+  int64_t s = 0;
+  for (int64_t end = 0; s < static_cast<int64_t>(segments.size()); ++s)
+    if (i < (end += segments[static_cast<std::size_t>(s)])) break;
+  return s;
+}
+
 // The mask semantics, written independently of the kernel.
 bool visible(const AttnMask& m, int64_t Tq, int64_t Tk, int64_t b, int64_t i, int64_t j) {
   if (m.causal && j > i + (Tk - Tq)) return false;
+  if (!m.segments.empty() && segment_of(m.segments, i) != segment_of(m.segments, j)) return false;
   if (!m.key_valid.empty() && m.key_valid[static_cast<std::size_t>(b * Tk + j)] == 0) return false;
   if (!m.allowed.empty()) {
     const int64_t ab = m.allowed_batch == 1 ? 0 : b;
@@ -208,14 +217,50 @@ TEST_CASE("attention: block-diagonal per image matches the composite", "[attenti
   c.Tq = c.Tk = 7;
   c.mask = block_diagonal_mask({3, 1, 3});
   check_against_reference(c);
+  c.mask.segments = {3, 0, 4};  // an empty segment
+  check_against_reference(c);
+  c.mask.causal = true;  // combined with causal and key padding
+  c.mask.key_valid = padding(c.B, c.Tk, {1, 0});
+  check_against_reference(c);
+}
+
+TEST_CASE("attention: segments give what the dense block-diagonal mask gives", "[attention]") {
+  Case c;
+  c.Tq = c.Tk = 70;  // more than a causal tile
+  c.mask.segments = {30, 25, 15};
+  AttnMask dense;
+  dense.allowed.assign(static_cast<std::size_t>(c.Tq * c.Tk), 0);
+  for (int64_t i = 0; i < c.Tq; ++i)
+    for (int64_t j = 0; j < c.Tk; ++j)
+      dense.allowed[static_cast<std::size_t>(i * c.Tk + j)] = segment_of(c.mask.segments, i) == segment_of(c.mask.segments, j);
+  for (const bool causal : {false, true}) {
+    c.mask.causal = dense.causal = causal;
+    const Inputs in = make_inputs(c, 11);
+    auto run = [&](const AttnMask& m) {
+      TD q = in.q.clone().set_requires_grad(true), k = in.k.clone().set_requires_grad(true),
+         v = in.v.clone().set_requires_grad(true);
+      TD out = attention(q, k, v, m, 0.5);
+      Rng r(12);
+      out.backward(TD::randn(out.shape(), r));
+      return std::vector<TD>{out.detach(), q.grad(), k.grad(), v.grad()};
+    };
+    const auto a = run(c.mask), b = run(dense);
+    for (std::size_t i = 0; i < a.size(); ++i) CHECK(max_abs_diff(a[i], b[i]) < 1e-12);
+  }
 }
 
 TEST_CASE("block_diagonal_mask layout", "[attention]") {
   const AttnMask m = block_diagonal_mask({2, 1});
-  CHECK(m.allowed_batch == 1);
+  CHECK(m.segments == std::vector<int64_t>{2, 1});
   CHECK_FALSE(m.causal);
   CHECK(m.key_valid.empty());
-  CHECK(m.allowed == std::vector<uint8_t>{1, 1, 0, 1, 1, 0, 0, 0, 1});
+  CHECK(m.allowed.empty());
+  CHECK_THROWS_WITH(block_diagonal_mask({2, -1}), Catch::Matchers::Contains("negative segment length -1"));
+  Case c;
+  c.Tq = c.Tk = 4;
+  const Inputs in = make_inputs(c, 1);
+  CHECK_THROWS_WITH(attention(in.q, in.k, in.v, block_diagonal_mask({2, 1}), 1.0),
+                    Catch::Matchers::Contains("segments sum to 3"));
 }
 
 TEST_CASE("attention: per-token boolean mask [B, Tq, Tk] matches the composite", "[attention]") {

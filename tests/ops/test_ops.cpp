@@ -1,11 +1,14 @@
 // Forward values of the ops: hand-computed cases, fused ops against their composites (the oracle,
 // values and gradients), error messages, FLOP counts and thread determinism.
+#include <array>
 #include <catch2/catch.hpp>
+#include <cblas.h>
 #include <cmath>
 
 #include "lib/core/parallel.h"
 #include "lib/core/random.h"
 #include "lib/measure/flops.h"
+#include "lib/measure/phase.h"
 #include "lib/ops/ops.h"
 
 using vlm::Tensor;
@@ -82,9 +85,12 @@ TEST_CASE("reshape shares storage and infers -1", "[ops]") {
 
 TEST_CASE("matmul and linear against naive loops", "[ops]") {
   vlm::Rng rng(3);
+  // (B, M, N): general products, and a vector side (M == 1 or N == 1 go to gemv).
+  const std::vector<std::array<int64_t, 3>> sizes = {{3, 5, 4}, {1, 1, 4}, {3, 1, 4}, {1, 5, 1}, {3, 5, 1}, {1, 1, 1}};
+  for (const auto& [B, M, N] : sizes)
   for (bool ta : {false, true}) {
     for (bool tb : {false, true}) {
-      const int64_t B = 3, M = 5, K = 7, N = 4;
+      const int64_t K = 7;
       const Tensor a = Tensor::randn(ta ? vlm::Shape{B, K, M} : vlm::Shape{B, M, K}, rng);
       const Tensor b = Tensor::randn(tb ? vlm::Shape{N, K} : vlm::Shape{K, N}, rng);
       const Tensor c = vlm::matmul(a, b, ta, tb);
@@ -217,6 +223,24 @@ TEST_CASE("ops count their FLOPs", "[ops][flops]") {
   CHECK(lin.flops() == 2 * (2 * 16 * 16 * 4));
 }
 
+TEST_CASE("a phase capture sums the FLOPs counted inside each phase", "[ops][flops]") {
+  vlm::Rng rng(1);
+  const Tensor a = Tensor::randn({8, 16}, rng), b = Tensor::randn({16, 4}, rng);
+  vlm::PhaseCapture cap;
+  for (int i = 0; i < 2; ++i) {
+    const vlm::PhaseScope phase("vision");
+    vlm::matmul(a, b);
+  }
+  vlm::matmul(a, b);  // outside any phase
+  {
+    const vlm::PhaseScope phase("connector");
+    vlm::matmul(b, b, true, false);
+  }
+  CHECK(cap.flops("vision") == 2 * (2 * 8 * 16 * 4));
+  CHECK(cap.flops("connector") == 2 * 4 * 4 * 16);
+  CHECK(cap.flops("lm") == 0);
+}
+
 TEST_CASE("results are bitwise reproducible for a fixed thread count", "[ops][threads]") {
   vlm::Rng rng(2);
   const Tensor a = Tensor::randn({512, 384}, rng), b = Tensor::randn({256, 384}, rng);
@@ -233,4 +257,20 @@ TEST_CASE("results are bitwise reproducible for a fixed thread count", "[ops][th
   }
   vlm::set_num_threads(1);
   CHECK_THROWS_WITH(vlm::set_num_threads(0), Contains(">= 1"));
+}
+
+// OpenBLAS (exported by the library): nonzero while its worker threads exist.
+extern "C" int blas_server_avail;
+
+TEST_CASE("OpenBLAS keeps no thread pool beside the core's threads", "[ops][threads]") {
+  // Its idle workers busy-wait: next to the core's own threads they oversubscribe the cores.
+  for (int threads : {2, 1}) {
+    vlm::set_num_threads(threads);
+    CHECK(openblas_get_num_threads() == 1);
+    CHECK(blas_server_avail == 0);
+    vlm::Rng rng(4);
+    const Tensor a = Tensor::randn({512, 256}, rng), b = Tensor::randn({256, 256}, rng);
+    vlm::matmul(a, b);  // split over the core's threads when there are 2
+    CHECK(blas_server_avail == 0);
+  }
 }
