@@ -488,7 +488,7 @@ def test_subtypes_not_asked():
 
 TESTS = [test_cli_errors_and_default_out, test_what_was_run, test_tables_match_the_file,
          test_figures_and_gallery_are_pngs, test_same_file_same_report, test_failed_run_and_single_seed,
-         test_interval_on_known_numbers, test_subtypes_not_asked]
+         test_interval_on_known_numbers, test_at_a_glance_names_variants_at_the_prior, test_subtypes_not_asked]
 
 if __name__ == "__main__":
     passed = failed = 0
