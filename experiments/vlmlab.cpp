@@ -33,6 +33,28 @@ namespace po = boost::program_options;
 
 namespace {
 
+// Parses a subcommand's options, and its one positional argument when `positional` names it (stored
+// in *value); returns false, having printed the options, when --help was asked.
+bool parse_args(const std::vector<std::string>& args, const po::options_description& desc, po::variables_map& vm,
+                const char* positional = nullptr, std::string* value = nullptr) {
+  po::options_description all;
+  all.add(desc);
+  po::positional_options_description pos;
+  if (positional) {
+    po::options_description hidden;
+    hidden.add_options()(positional, po::value<std::string>(value));
+    all.add(hidden);
+    pos.add(positional, 1);
+  }
+  po::store(po::command_line_parser(args).options(all).positional(pos).run(), vm);
+  if (vm.count("help")) {
+    std::cout << desc;
+    return false;
+  }
+  po::notify(vm);
+  return true;
+}
+
 void usage() {
   std::puts(
       "usage: vlmlab <command> [options]\n"
@@ -60,12 +82,7 @@ int cmd_demo(const std::vector<std::string>& args) {
       "seed", po::value<unsigned long long>(&o.seed)->default_value(o.seed), "random seed")(
       "out", po::value<std::string>(&o.out_dir)->default_value(o.out_dir), "folder for the saved model");
   po::variables_map vm;
-  po::store(po::command_line_parser(args).options(desc).run(), vm);
-  if (vm.count("help")) {
-    std::cout << desc;
-    return 0;
-  }
-  po::notify(vm);
+  if (!parse_args(args, desc, vm)) return 0;
   VLM_CHECK(o.threads >= 1, "--threads must be >= 1");
   VLM_CHECK(o.steps >= 1 && o.batch >= 1 && o.layers >= 1, "--steps, --batch and --layers must be >= 1");
   VLM_CHECK(o.hidden >= 8 && o.hidden % 8 == 0, "--hidden must be a positive multiple of 8");
@@ -83,19 +100,8 @@ int cmd_parity(const std::vector<std::string>& args) {
       "folder it cannot run");
   desc.add_options()("help,h", "show this help")("tolerance", po::value<double>(&tol)->default_value(tol),
                                                  "max |diff| allowed on float stages");
-  po::options_description hidden;
-  hidden.add_options()("dir", po::value<std::string>(&dir));
-  po::options_description all;
-  all.add(desc).add(hidden);
-  po::positional_options_description pos;
-  pos.add("dir", 1);
   po::variables_map vm;
-  po::store(po::command_line_parser(args).options(all).positional(pos).run(), vm);
-  if (vm.count("help")) {
-    std::cout << desc;
-    return 0;
-  }
-  po::notify(vm);
+  if (!parse_args(args, desc, vm, "dir", &dir)) return 0;
   if (dir.empty()) {
     std::fprintf(stderr, "vlmlab parity: missing DIR (see --help)\n");
     return 2;
@@ -126,18 +132,7 @@ int cmd_parity(const std::vector<std::string>& args) {
 // Parses `vlmlab CMD EXP.toml [options]`; returns false (and prints help) when --help was asked.
 bool parse_with_file(const std::vector<std::string>& args, po::options_description& desc, std::string& file,
                      po::variables_map& vm, const char* what = "the experiment file") {
-  po::options_description hidden;
-  hidden.add_options()("file", po::value<std::string>(&file));
-  po::options_description all;
-  all.add(desc).add(hidden);
-  po::positional_options_description pos;
-  pos.add("file", 1);
-  po::store(po::command_line_parser(args).options(all).positional(pos).run(), vm);
-  if (vm.count("help")) {
-    std::cout << desc;
-    return false;
-  }
-  po::notify(vm);
+  if (!parse_args(args, desc, vm, "file", &file)) return false;
   if (file.empty()) throw po::error(std::string("missing ") + what + " (see --help)");
   return true;
 }
@@ -361,12 +356,7 @@ int cmd_bench_model(const std::vector<std::string>& args) {
       "repeats", po::value<int>(&o.repeats)->default_value(o.repeats), "timed repeats")(
       "decode-tokens", po::value<int>(&o.decode_tokens)->default_value(o.decode_tokens), "tokens per decode repeat");
   po::variables_map vm;
-  po::store(po::command_line_parser(args).options(desc).run(), vm);
-  if (vm.count("help")) {
-    std::cout << desc;
-    return 0;
-  }
-  po::notify(vm);
+  if (!parse_args(args, desc, vm)) return 0;
   return vlm::exp::run_bench_model(o);
 }
 
@@ -374,11 +364,7 @@ int cmd_list(const std::vector<std::string>& args) {
   po::options_description desc("vlmlab list\nFamilies (with the transformers class each reproduces), projectors and tasks");
   desc.add_options()("help,h", "show this help");
   po::variables_map vm;
-  po::store(po::command_line_parser(args).options(desc).run(), vm);
-  if (vm.count("help")) {
-    std::cout << desc;
-    return 0;
-  }
+  if (!parse_args(args, desc, vm)) return 0;
   std::puts("families:");
   for (const vlm::FamilyEntry& f : vlm::families())
     std::printf("  %-9s %s (config model_type \"%s\")\n", std::string(f.name).c_str(), std::string(f.hf_class).c_str(),
