@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <fnmatch.h>
 #include <sstream>
 
 #include "lib/core/random.h"
@@ -93,9 +94,44 @@ Vlm::Vlm(const VlmSpec& spec, const data::Task& task) : family_(spec.family), vo
   const io::HfConfig cfg(hf_config_, spec.family + " config");
   Rng rng(spec.init_seed);
   model_ = entry.make(cfg, rng);
+  reinitialise(spec);
   processor_ = entry.make_processor(cfg, spec.processor_options.is_null() ? nlohmann::json::object()
                                                                           : spec.processor_options,
                                     tokens_);
+}
+
+void Vlm::reinitialise(const VlmSpec& spec) {
+  const std::vector<std::pair<std::string, double>>& rules = spec.init_std;
+  if (rules.empty()) return;
+  // Its own stream, so the family's init of every other parameter is unchanged.
+  Rng rng(spec.init_seed ^ 0x5EED1417A11CE5EDULL);
+  std::vector<int> hits(rules.size(), 0);
+  for (auto& [name, t] : named_parameters(*model_)) {
+    std::size_t rule = rules.size();
+    for (std::size_t r = 0; r < rules.size(); ++r) {
+      if (fnmatch(rules[r].first.c_str(), name.c_str(), 0) != 0) continue;
+      ++hits[r];
+      if (rule < rules.size())
+        throw ConfigError("init_std: \"" + rules[rule].first + "\" and \"" + rules[r].first + "\" both match " +
+                          name + "; make the globs disjoint");
+      rule = r;
+    }
+    if (rule == rules.size()) continue;
+    float* d = t.data();
+    for (int64_t k = 0; k < t.numel(); ++k) d[k] = static_cast<float>(rules[rule].second * rng.normal());
+  }
+  for (std::size_t r = 0; r < rules.size(); ++r) {
+    if (hits[r] > 0) continue;
+    std::ostringstream os;
+    os << "init_std: \"" << rules[r].first << "\" matches no parameter of " << spec.family << " (names look like";
+    int shown = 0;
+    for (const auto& [name, t] : named_parameters(*model_)) {
+      if (shown++ == 3) break;
+      os << ' ' << name;
+    }
+    os << " ...; `vlmlab check --params` lists them)";
+    throw ConfigError(os.str());
+  }
 }
 
 ParamCounts Vlm::param_counts() {

@@ -27,6 +27,11 @@ struct VlmSpec {
   nlohmann::json family_keys;       // HF config keys of the family (may be null)
   nlohmann::json processor_options; // HF preprocessor_config keys (may be null)
   uint64_t init_seed = 0;
+  // Re-initialisations applied after the family's own init: each parameter whose name (the HF name,
+  // as in model.safetensors; `vlmlab check --params` lists them) matches a glob is redrawn from
+  // N(0, std) (std 0: zeros), from a stream of its own, so every other parameter keeps its value. A
+  // glob matching no parameter, or two globs matching one parameter, is a ConfigError.
+  std::vector<std::pair<std::string, double>> init_std = {};
 };
 
 struct ParamCounts {
@@ -64,6 +69,7 @@ class Vlm {
   std::vector<std::vector<std::string>> answer(std::span<const data::Sample> samples, int max_tokens);
 
  private:
+  void reinitialise(const VlmSpec& spec);
   std::string family_;
   data::Vocab vocab_;
   SpecialTokens tokens_;

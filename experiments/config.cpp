@@ -419,13 +419,23 @@ Experiment parse(const toml::table& root, const std::string& file, int ranks) {
       if (!p->is_table()) s.fail_key("processor", std::string("expected a table, got ") + type_name(*p));
       v.processor = to_json(*p);
     }
+    if (const toml::node* p = s.node("init_std")) {
+      if (!p->is_table()) s.fail_key("init_std", std::string("expected a table of \"glob\" = std, got ") + type_name(*p));
+      for (const auto& [k, val] : *p->as_table()) {
+        const std::string key = path + ".init_std." + std::string(k.str());
+        const std::optional<double> std = val.value<double>();
+        if (!std || !val.is_number()) fail(file, val.source(), key, std::string("expected a number, got ") + type_name(val));
+        if (!(*std >= 0.0 && *std <= 100.0)) fail(file, val.source(), key, "expected a standard deviation in [0, 100]");
+        v.init_std.emplace_back(std::string(k.str()), *std);
+      }
+    }
     const FamilyEntry& fam = *std::find_if(families().begin(), families().end(),
                                            [&](const FamilyEntry& x) { return x.name == v.family; });
     ModelSizes probe = e.sizes;
     probe.vocab_size = 64;
     for (const auto& [k, val] : vt) {
       const std::string key(k.str());
-      if (key == "family" || key == "name" || key == "processor") continue;
+      if (key == "family" || key == "name" || key == "processor" || key == "init_std") continue;
       nlohmann::json one = nlohmann::json::object();
       one[key] = to_json(val);
       try {
@@ -500,7 +510,8 @@ VlmSpec RunSpec::vlm_spec() const {
                  .sizes = config.sizes,
                  .family_keys = variant.family_keys,
                  .processor_options = variant.processor,
-                 .init_seed = seed};
+                 .init_seed = seed,
+                 .init_std = variant.init_std};
 }
 
 LoadedExperiment load_experiment(const std::string& path, int ranks) {
@@ -616,7 +627,8 @@ LoadedExperiment load_experiment(const std::string& path, int ranks) {
       const std::string msg = err.what();
       for (const auto& [k, val] : vt) {
         const std::string vkey(k.str());
-        if (msg.find("." + vkey + ":") != std::string::npos || msg.find(" " + vkey + ":") != std::string::npos)
+        if (msg.rfind(vkey + ":", 0) == 0 || msg.find("." + vkey + ":") != std::string::npos ||
+            msg.find(" " + vkey + ":") != std::string::npos)
           where = val.source();
       }
       std::ostringstream os;

@@ -32,6 +32,7 @@ struct Variant {
   std::string name, family;
   nlohmann::json family_keys = nlohmann::json::object();
   nlohmann::json processor = nlohmann::json::object();
+  std::vector<std::pair<std::string, double>> init_std;  // `init_std = { "glob" = std }` (VlmSpec::init_std)
 };
 
 // [[train.phase]]: a curriculum step. The first phase's `steps` training steps use the task with

@@ -168,12 +168,15 @@ int cmd_run(const std::vector<std::string>& args) {
 int cmd_check(const std::vector<std::string>& args) {
   std::string file;
   int ranks = 1;
+  bool params = false;
   po::options_description desc(
       "vlmlab check EXP.toml\n"
       "Validates the experiment (exit 2 with file:line:col on an error) and prints the runs it would\n"
       "make with their parameter counts and visual tokens per image, without training");
   desc.add_options()("help,h", "show this help")(
-      "ranks", po::value<int>(&ranks)->default_value(ranks), "validate for `mpirun -n RANKS` (data_parallel batches)");
+      "ranks", po::value<int>(&ranks)->default_value(ranks), "validate for `mpirun -n RANKS` (data_parallel batches)")(
+      "params", po::bool_switch(&params),
+      "also list each run's parameters: HF name (what a variant's init_std globs match), shape, component");
   po::variables_map vm;
   if (!parse_with_file(args, desc, file, vm)) return 0;
   if (ranks < 1) throw po::error("--ranks must be >= 1");
@@ -190,6 +193,10 @@ int cmd_check(const std::vector<std::string>& args) {
     std::printf("  %-40s %-9s %10lld %10lld %10lld %10lld %8lld\n", r.run_id.c_str(), r.variant.family.c_str(),
                 static_cast<long long>(c.vision), static_cast<long long>(c.connector), static_cast<long long>(c.lm),
                 static_cast<long long>(c.total()), static_cast<long long>(v.processor().image_cost(h, w).visual_tokens));
+    if (!params) continue;
+    for (const auto& [name, t] : vlm::named_parameters(v.model()))
+      std::printf("      %-70s %-18s %s\n", name.c_str(), vlm::shape_str(t.shape()).c_str(),
+                  vlm::component_of(v.model(), name).c_str());
   }
   return 0;
 }

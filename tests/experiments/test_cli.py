@@ -7,6 +7,7 @@ scripts/count_tests.py counts, and exits non-zero if anything failed.
 """
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -75,6 +76,15 @@ def test_config_errors():
          'train.phase[0].task: sort_of_clevr: questions: unknown subtype "left"'),
         ("[eval]", "[[train.phase]]\ntask = { num_objects = 2 }\n\n[eval]", "[[train.phase]]",
          "train.phase[0].steps: is required"),
+        # init_std: a table of "glob" = std; each glob must name parameters of the variant's family
+        ('family = "llava"', 'family = "llava"\ninit_std = 0.5', "init_std = 0.5",
+         'variant[0].init_std: expected a table of "glob" = std, got a float'),
+        ('family = "llava"', 'family = "llava"\ninit_std = { "*position_embedding*" = "big" }', "init_std",
+         "variant[0].init_std.*position_embedding*: expected a number, got a string"),
+        ('family = "llava"', 'family = "llava"\ninit_std = { "*position_embedding*" = -1.0 }', "init_std",
+         "variant[0].init_std.*position_embedding*: expected a standard deviation in [0, 100]"),
+        ('family = "llava"', 'family = "llava"\ninit_std = { "*perceiver*" = 1.0 }', "init_std",
+         'init_std: "*perceiver*" matches no parameter of llava'),
     ]
     cases = [(TINY.replace(old, new), locate, expect) for old, new, locate, expect in cases]
     for text, locate, expect in cases:
@@ -107,6 +117,11 @@ def test_check_and_list():
         if exp.endswith(".toml"):
             r = vlmlab("check", os.path.join(root, "experiments", exp))
             assert r.returncode == 0, (exp, r.stderr)
+    # --params lists each run's parameters by HF name (what init_std globs match), shape and component.
+    r = vlmlab("check", path, "--params")
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"vision_tower\.embeddings\.position_embedding\.weight +\[\d+, 32\] +vision", r.stdout), r.stdout
+    assert re.search(r"vision_embed_tokens\.weight +\[32, \d+\] +connector", r.stdout), r.stdout
     r = vlmlab("list")
     assert r.returncode == 0
     for word in ["llava", "flamingo", "fuyu", "qwen2vl", "sort_of_clevr", "counting", "ocr", "multi_image"]:
