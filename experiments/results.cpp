@@ -136,6 +136,8 @@ void write_run(io::H5File& f, const RunResult& r) {
   f.set_attr(g, "threads", static_cast<int64_t>(r.threads));  // a resumed file may mix thread counts
   f.set_attr(g, "rank", static_cast<int64_t>(r.rank));        // where it ran (MPI; 0 in one process)
   f.set_attr(g, "host", r.host);
+  f.set_attr(g, "cpu", r.cpu);
+  f.set_attr(g, "cores", r.cores);
   f.set_attr(g, "ranks", static_cast<int64_t>(r.ranks));      // ranks that trained it (data-parallel)
   // The training budget in FLOPs (counted by the ops), beside the per-resolution inference cost table.
   {

@@ -1,5 +1,6 @@
 #include "experiments/runner.h"
 
+#include <thread>
 #include <unistd.h>
 
 #include <algorithm>
@@ -194,6 +195,8 @@ RunResult execute_run(const RunSpec& spec, Progress* progress, bool data_paralle
   RunResult r;
   r.rank = dist::rank();
   r.host = dist::host();
+  r.cpu = cpu_model();
+  r.cores = static_cast<int64_t>(std::thread::hardware_concurrency());
   r.run_id = spec.run_id;
   r.family = spec.variant.family;
   r.variant = spec.variant.name;

@@ -44,6 +44,10 @@ struct RunResult {
   // runs of one experiment.
   int rank = 0, ranks = 1;
   std::string host;
+  // The machine its timings come from (the file's root attributes name the machine that last wrote
+  // the file, which folding part files made elsewhere makes a different one).
+  std::string cpu;
+  int64_t cores = 0;
 };
 
 // Phases, in table order. Their definitions (README "Measuring", lib/measure/phase.h): preprocess =

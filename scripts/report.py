@@ -236,6 +236,8 @@ class Run:
         self.resolved_config = s_(a.get("resolved_config", ""))
         self.wall_s = float(a.get("wall_s", float("nan")))
         self.threads = int(a.get("threads", 0))
+        self.cpu = s_(a.get("cpu", ""))  # files before this attribute: the root's machine
+        self.cores = int(a.get("cores", 0))
         self.flops_per_step = float(a.get("train_flops_per_step", 0.0))
         self.flops_per_sample = float(a.get("train_flops_per_sample", 0.0))
         self.params = dict(zip(*[read_table(g, "params").get(c, []) for c in ("component", "count")]))
@@ -698,7 +700,15 @@ def report(path, out_dir, vlmlab):
               f"{joined(res) if res else '(not measured)'} px with {joined(reps) if reps else '–'} timed repeats "
               "per phase and run."]
     threads = distinct(r.threads for r in runs) or [meta.get("threads", "?")]
-    L += [f"- Machine: {meta.get('cpu', '?')}, {meta.get('cores', '?')} cores, {joined(threads)} thread(s); "
+    # Timings come from where each run ran; the root names the machine that last wrote the file.
+    where = distinct((r.cpu, r.cores) for r in runs if r.cpu)
+    if not where or where == [(meta.get("cpu"), meta.get("cores"))]:
+        machine = f"{meta.get('cpu', '?')}, {meta.get('cores', '?')} cores"
+    else:
+        machine = "runs measured on " + "; ".join(
+            f"{cpu}, {cores} cores ({sum(1 for r in runs if (r.cpu, r.cores) == (cpu, cores))} run(s))"
+            for cpu, cores in where) + f"; file written on {meta.get('cpu', '?')}, {meta.get('cores', '?')} cores"
+    L += [f"- Machine: {machine}, {joined(threads)} thread(s); "
           f"BLAS: {meta.get('blas', '?')}; compiler: {meta.get('compiler', '?')}.",
           f"- vlmlab {meta.get('vlmlab_version', '?')}, git commit `{meta.get('git_commit', '?')}`, results schema "
           f"{meta.get('schema_version', '?')}; results file created {meta.get('created_utc', '?')}.",

@@ -245,6 +245,27 @@ def test_what_was_run():
     assert "4 run(s): 4 complete, 0 failed" in sec, sec
     assert "```toml\n" + TINY.rstrip("\n") + "\n```" in sec  # the experiment config, as run
     assert md.startswith("# vlmlab report: tiny_report\n"), md[:80]
+    with h5py.File(path, "r") as f:  # every run records the machine its timings come from
+        for rid in f["runs"]:
+            assert s_(f[f"runs/{rid}"].attrs["cpu"]) == s_(attrs["cpu"]), rid
+            assert int(f[f"runs/{rid}"].attrs["cores"]) == int(attrs["cores"]), rid
+
+
+def test_runs_measured_elsewhere():
+    """Runs made on another machine (part files folded here) are named as measured there, not here."""
+    path = os.path.join(TMP, "elsewhere.h5")
+    shutil.copy(results_file(), path)
+    with h5py.File(path, "r+") as f:
+        for rid in f["runs"]:
+            if rid.startswith("fuyu"):
+                f[f"runs/{rid}"].attrs["cpu"] = "Other CPU 9000"
+                f[f"runs/{rid}"].attrs["cores"] = 16
+        here, cores = s_(f.attrs["cpu"]), int(f.attrs["cores"])
+        n_fuyu = sum(1 for rid in f["runs"] if rid.startswith("fuyu"))
+    sec = sections(make_report(path, os.path.join(TMP, "elsewhere")))["What was run"]
+    assert f"Other CPU 9000, 16 cores ({n_fuyu} run(s))" in sec, sec
+    assert f"{here}, {cores} cores ({4 - n_fuyu} run(s))" in sec, sec
+    assert f"file written on {here}, {cores} cores" in sec, sec
 
 
 def test_tables_match_the_file():
@@ -488,7 +509,8 @@ def test_subtypes_not_asked():
 
 TESTS = [test_cli_errors_and_default_out, test_what_was_run, test_tables_match_the_file,
          test_figures_and_gallery_are_pngs, test_same_file_same_report, test_failed_run_and_single_seed,
-         test_interval_on_known_numbers, test_at_a_glance_names_variants_at_the_prior, test_subtypes_not_asked]
+         test_interval_on_known_numbers, test_at_a_glance_names_variants_at_the_prior, test_subtypes_not_asked,
+         test_runs_measured_elsewhere]
 
 if __name__ == "__main__":
     passed = failed = 0
