@@ -11,6 +11,14 @@ ninja -C build
 # A failed run is recorded in the file with its error (exit 1); the report lists it, so write the
 # report either way and exit with the run's status. An invalid config (exit 2) writes no file.
 status=0
-build/experiments/vlmlab run experiments/quickstart.toml --out results/quickstart.h5 --overwrite "$@" || status=$?
+# With MPI (the build links it and mpirun is there) the four runs go to one rank per core, up to four,
+# one thread each: independent runs use small models' cores better than one run on two threads.
+cmd=(build/experiments/vlmlab)
+ranks=$(( $(nproc) < 4 ? $(nproc) : 4 ))
+if [ "$ranks" -ge 2 ] && command -v mpirun >/dev/null && ldd build/experiments/vlmlab | grep -q libmpi; then
+  cmd=(mpirun --oversubscribe --allow-run-as-root -n "$ranks" build/experiments/vlmlab)
+  [[ " $* " == *" --threads"* ]] || set -- --threads 1 "$@"
+fi
+"${cmd[@]}" run experiments/quickstart.toml --out results/quickstart.h5 --overwrite "$@" || status=$?
 [ "$status" -le 1 ] && build/experiments/vlmlab report results/quickstart.h5
 exit "$status"
