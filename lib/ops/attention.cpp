@@ -243,9 +243,13 @@ TensorT<T> attention(const TensorT<T>& q, const TensorT<T>& k, const TensorT<T>&
     const TensorT<T> dout_t = o.grad();  // shares the gradient buffer, no copy
     const T* dout = dout_t.data();
     const T* pd = probs.data();
-    T* dq = need_q ? qt.grad_data() : nullptr;
-    T* dk = need_k ? kt.grad_data() : nullptr;
-    T* dv = need_v ? vt.grad_data() : nullptr;
+    // Gradients allocated just now are zeroed by the task that owns each part of them, in its own
+    // cache, instead of by this thread beforehand (not when two of q, k, v are one tensor).
+    const bool distinct = !qt.same_node(kt) && !qt.same_node(vt) && !kt.same_node(vt);
+    bool fresh_q = false, fresh_k = false, fresh_v = false;
+    T* dq = need_q ? (distinct ? qt.grad_data_fresh(fresh_q) : qt.grad_data()) : nullptr;
+    T* dk = need_k ? (distinct ? kt.grad_data_fresh(fresh_k) : kt.grad_data()) : nullptr;
+    T* dv = need_v ? (distinct ? vt.grad_data_fresh(fresh_v) : vt.grad_data()) : nullptr;
 
     // One task per (b, kv head): it alone writes that kv head's dK/dV, and it visits the query
     // heads of its group and their row tiles in a fixed order, so the result does not depend on
@@ -258,6 +262,14 @@ TensorT<T> attention(const TensorT<T>& q, const TensorT<T>& k, const TensorT<T>&
         const int64_t b = bg / Hkv, g = bg % Hkv;
         const T* kh = kd + b * Tk * ldk + g * D;
         const T* vh = vd + b * Tk * ldv + g * Dv;
+        for (int64_t t = 0; t < Tk; ++t) {  // this task's parts of fresh gradients start at zero
+          if (fresh_k) std::fill_n(dk + b * Tk * ldk + g * D + t * ldk, D, T(0));
+          if (fresh_v) std::fill_n(dv + b * Tk * ldv + g * Dv + t * ldv, Dv, T(0));
+        }
+        if (fresh_q) {
+          for (int64_t h = g * rep; h < (g + 1) * rep; ++h)
+            for (int64_t t = 0; t < Tq; ++t) std::fill_n(dq + b * Tq * ldq + h * D + t * ldq, D, T(0));
+        }
         for (int64_t h = g * rep; h < (g + 1) * rep; ++h) {
           const T* qh = qd + b * Tq * ldq + h * D;
           const T* doh = dout + b * Tq * ldo + h * Dv;

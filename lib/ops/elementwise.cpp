@@ -1,5 +1,7 @@
 // Elementwise ops. Binary ops broadcast numpy-style; their backward sums the gradient over the
-// broadcast dimensions (serially, in element order, so it is deterministic).
+// broadcast dimensions in element order (split over the broadcast operand's elements when it is a
+// trailing block such as a bias, else serially), so it does not depend on the thread count.
+#include <algorithm>
 #include <cmath>
 
 #include "lib/ops/ops.h"
@@ -9,6 +11,19 @@ namespace vlm {
 namespace {
 
 using detail::kElementwiseGrain;
+
+// Elements of `in` per period when `in` broadcasts to `out` as a trailing block (leading dims of
+// size 1 dropped, the rest equal to out's last dims: a bias or position table added to every row),
+// else 0. Then element i of out reads element i % period of in.
+inline int64_t suffix_period(const Shape& out, const Shape& in) {
+  std::size_t lead = 0;
+  while (lead < in.size() && in[lead] == 1) ++lead;
+  const std::size_t k = in.size() - lead;
+  if (k > out.size()) return 0;
+  for (std::size_t i = 0; i < k; ++i)
+    if (in[lead + i] != out[out.size() - k + i]) return 0;
+  return numel_of(in);
+}
 
 // fwd(a, b) -> y; da(a, b, y) and db(a, b, y) are the partial derivatives.
 template <typename T, class Fwd, class Da, class Db>
@@ -31,35 +46,66 @@ TensorT<T> binary_op(const TensorT<T>& a, const TensorT<T>& b, Fwd fwd, Da da, D
       for (int64_t i = s; i < e; ++i) y[i] = fwd(ap[i], bp[i]);
     });
   } else {
-    for (int64_t i = 0; i < n; ++i) {
-      const std::size_t k = static_cast<std::size_t>(i);
-      y[i] = fwd(ap[ao.empty() ? i : ao[k]], bp[bo.empty() ? i : bo[k]]);
-    }
+    parallel_for(n, kElementwiseGrain, [&](int64_t s, int64_t e) {
+      for (int64_t i = s; i < e; ++i) {
+        const std::size_t k = static_cast<std::size_t>(i);
+        y[i] = fwd(ap[ao.empty() ? i : ao[k]], bp[bo.empty() ? i : bo[k]]);
+      }
+    });
   }
-  out.set_backward({a, b}, [da, db, ao, bo](const TensorT<T>& o) {
+  const int64_t a_period = ao.empty() ? 0 : suffix_period(out_shape, a.shape());
+  const int64_t b_period = bo.empty() ? 0 : suffix_period(out_shape, b.shape());
+  out.set_backward({a, b}, [da, db, ao, bo, a_period, b_period](const TensorT<T>& o) {
     TensorT<T> x = o.input(0), z = o.input(1);
     const T* xp = x.data();
     const T* zp = z.data();
     const T* yp = o.data();
-    const T* g = o.grad().data();
+    const TensorT<T> gt = o.grad();
+    const T* g = gt.data();
     const int64_t m = o.numel();
-    T* dx = x.requires_grad() ? x.grad_data() : nullptr;
-    T* dz = z.requires_grad() ? z.grad_data() : nullptr;
-    if (ao.empty() && bo.empty()) {
-      parallel_for(m, kElementwiseGrain, [&](int64_t s, int64_t e) {
-        for (int64_t i = s; i < e; ++i) {
-          if (dx) dx[i] += g[i] * da(xp[i], zp[i], yp[i]);
-          if (dz) dz[i] += g[i] * db(xp[i], zp[i], yp[i]);
-        }
-      });
-      return;
-    }
-    for (int64_t i = 0; i < m; ++i) {
-      const std::size_t k = static_cast<std::size_t>(i);
-      const int64_t ia = ao.empty() ? i : ao[k], ib = bo.empty() ? i : bo[k];
-      if (dx) dx[ia] += g[i] * da(xp[ia], zp[ib], yp[i]);
-      if (dz) dz[ib] += g[i] * db(xp[ia], zp[ib], yp[i]);
-    }
+    auto xa = [&](int64_t i) { return ao.empty() ? i : ao[static_cast<std::size_t>(i)]; };
+    auto zb = [&](int64_t i) { return bo.empty() ? i : bo[static_cast<std::size_t>(i)]; };
+    // One operand's gradient; x's first, then z's, so that add(t, t) sums both terms in that order.
+    // d = g ⊙ deriv, at the operand's own elements: a full-size operand elementwise (set when its
+    // gradient was just allocated); a broadcast one summed over the elements that read it, in
+    // element order (split over its elements when it is a trailing block, else serially).
+    auto one = [&](TensorT<T>& t, bool broadcast, int64_t period, auto deriv) {
+      if (!t.requires_grad()) return;
+      if (!broadcast) {
+        bool fresh = false;
+        T* d = t.grad_data_fresh(fresh);
+        const bool plain = ao.empty() && bo.empty();
+        parallel_for(m, kElementwiseGrain, [&](int64_t s, int64_t e) {
+          if (plain && fresh) {
+            for (int64_t i = s; i < e; ++i) d[i] = g[i] * deriv(xp[i], zp[i], yp[i]);
+          } else if (plain) {
+            for (int64_t i = s; i < e; ++i) d[i] += g[i] * deriv(xp[i], zp[i], yp[i]);
+          } else if (fresh) {
+            for (int64_t i = s; i < e; ++i) d[i] = g[i] * deriv(xp[xa(i)], zp[zb(i)], yp[i]);
+          } else {
+            for (int64_t i = s; i < e; ++i) d[i] += g[i] * deriv(xp[xa(i)], zp[zb(i)], yp[i]);
+          }
+        });
+        return;
+      }
+      T* d = t.grad_data();
+      if (period > 0) {
+        const int64_t rows = m / period;
+        const int64_t grain = std::max<int64_t>(16, kElementwiseGrain / std::max<int64_t>(rows, 1));
+        parallel_for(period, grain, [&](int64_t j0, int64_t j1) {
+          for (int64_t r = 0; r < rows; ++r)
+            for (int64_t j = j0; j < j1; ++j) {
+              const int64_t i = r * period + j;
+              d[j] += g[i] * deriv(xp[xa(i)], zp[zb(i)], yp[i]);
+            }
+        });
+        return;
+      }
+      const std::vector<int64_t>& off = &t == &x ? ao : bo;
+      for (int64_t i = 0; i < m; ++i) d[off[static_cast<std::size_t>(i)]] += g[i] * deriv(xp[xa(i)], zp[zb(i)], yp[i]);
+    };
+    one(x, !ao.empty(), a_period, da);
+    one(z, !bo.empty(), b_period, db);
   });
   return out;
 }

@@ -131,14 +131,20 @@ TensorT<T> matmul(const TensorT<T>& a, const TensorT<T>& b, bool trans_a, bool t
     TensorT<T> ga = o.input(0), gb = o.input(1);
     const T* g = o.grad().data();
     if (fold) {
-      // C = A·op(B): dA = dC·op(B)ᵀ; dB (or dBᵀ) = Aᵀ·dC.
-      if (ga.requires_grad())
-        gemm(false, !trans_b, nb * M, K, N, T(1), g, N, gb.data(), ldb, T(1), ga.grad_data(), lda);
+      // C = A·op(B): dA = dC·op(B)ᵀ; dB (or dBᵀ) = Aᵀ·dC. A gradient allocated just now is written
+      // (beta 0), not zeroed and added to; ga before gb, in case they are one tensor.
+      bool fresh = false;
+      if (ga.requires_grad()) {
+        T* da = ga.grad_data_fresh(fresh);
+        gemm(false, !trans_b, nb * M, K, N, T(1), g, N, gb.data(), ldb, fresh ? T(0) : T(1), da, lda);
+      }
       if (gb.requires_grad()) {
+        T* db = gb.grad_data_fresh(fresh);
+        const T beta = fresh ? T(0) : T(1);
         if (trans_b)
-          gemm(true, false, N, K, nb * M, T(1), g, N, ga.data(), lda, T(1), gb.grad_data(), ldb);
+          gemm(true, false, N, K, nb * M, T(1), g, N, ga.data(), lda, beta, db, ldb);
         else
-          gemm(true, false, K, N, nb * M, T(1), ga.data(), lda, g, N, T(1), gb.grad_data(), ldb);
+          gemm(true, false, K, N, nb * M, T(1), ga.data(), lda, g, N, beta, db, ldb);
       }
       return;
     }
@@ -189,13 +195,20 @@ TensorT<T> linear(const TensorT<T>& x, const TensorT<T>& weight, const TensorT<T
   out.set_backward(std::move(inputs), [M, in, outf](const TensorT<T>& o) {
     TensorT<T> xi = o.input(0), w = o.input(1);
     const T* g = o.grad().data();
-    if (xi.requires_grad()) gemm(false, false, M, in, outf, T(1), g, outf, w.data(), in, T(1), xi.grad_data(), in);
-    if (w.requires_grad()) gemm(true, false, outf, in, M, T(1), g, outf, xi.data(), in, T(1), w.grad_data(), in);
+    // A gradient allocated just now is written (beta 0), not zeroed first and added to.
+    bool fresh = false;
+    if (xi.requires_grad()) {
+      T* dx = xi.grad_data_fresh(fresh);
+      gemm(false, false, M, in, outf, T(1), g, outf, w.data(), in, fresh ? T(0) : T(1), dx, in);
+    }
+    if (w.requires_grad()) {
+      T* dw = w.grad_data_fresh(fresh);
+      gemm(true, false, outf, in, M, T(1), g, outf, xi.data(), in, fresh ? T(0) : T(1), dw, in);
+    }
     if (o.num_inputs() == 3 && o.input(2).requires_grad()) {
       TensorT<T> b = o.input(2);
-      T* db = b.grad_data();
-      for (int64_t i = 0; i < M; ++i)
-        for (int64_t j = 0; j < outf; ++j) db[j] += g[i * outf + j];
+      T* db = b.grad_data_fresh(fresh);
+      detail::sum_rows_into(g, M, outf, db, fresh);
     }
   });
   return out;
