@@ -272,7 +272,9 @@ void TensorT<T>::backward(const TensorT& seed) {
     NoGradGuard no_grad;  // closures compute gradients; they must not record a tape
     bool fresh = false;
     T* g0 = grad_data_fresh(fresh);
-    for (int64_t i = 0; i < numel(); ++i) g0[i] = (fresh ? T(0) : g0[i]) + seed.data()[i];
+    const T* s0 = seed.data();
+    const int64_t count = numel();
+    for (int64_t i = 0; i < count; ++i) g0[i] = (fresh ? T(0) : g0[i]) + s0[i];
     for (auto it = order.rbegin(); it != order.rend(); ++it) {
       std::shared_ptr<Node<T>> n = std::move(*it);
       if (n->grad && n->backward_fn) n->backward_fn(TensorT(n));
