@@ -185,9 +185,12 @@ TensorT<T> linear(const TensorT<T>& x, const TensorT<T>& weight, const TensorT<T
   out_shape.back() = outf;
   TensorT<T> out = TensorT<T>::empty(out_shape);
   T* y = out.data();
-  if (bias.defined()) {
+  if (bias.defined()) {  // rows split as the GEMM's rows will be: each thread's rows stay in its cache
     const T* bp = bias.data();
-    for (int64_t i = 0; i < M; ++i) std::copy(bp, bp + outf, y + i * outf);
+    parallel_for(M, std::max<int64_t>(kMinRowsPerThread, detail::kElementwiseGrain / std::max<int64_t>(outf, 1)),
+                 [&](int64_t r0, int64_t r1) {
+                   for (int64_t i = r0; i < r1; ++i) std::copy(bp, bp + outf, y + i * outf);
+                 });
   }
   gemm(false, true, M, outf, in, T(1), x.data(), in, weight.data(), in, bias.defined() ? T(1) : T(0), y, outf);
   std::vector<TensorT<T>> inputs{x, weight};
