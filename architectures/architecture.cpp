@@ -7,6 +7,7 @@
 #include <set>
 #include <sstream>
 
+#include "lib/core/parallel.h"
 #include "lib/core/random.h"
 #include "lib/io/weights.h"
 
@@ -34,6 +35,18 @@ std::vector<int64_t> Inputs::ints(const std::string& name) const {
 }
 
 Tensor Inputs::floats(const std::string& name) const {
+  const io::RawTensor& raw = at(name);
+  // F32 (what every processor writes): one copy straight into the tensor, split over the threads.
+  // Pixel values are megabytes per training batch; the general path below copies them three times.
+  if (raw.dtype == io::DType::F32 && static_cast<int64_t>(raw.bytes.size()) == raw.numel() * 4) {
+    Tensor t = Tensor::empty(raw.shape);
+    const std::uint8_t* src = raw.bytes.data();
+    auto* dst = reinterpret_cast<std::uint8_t*>(t.data());
+    parallel_for(static_cast<int64_t>(raw.bytes.size()), int64_t{1} << 18, [&](int64_t b, int64_t e) {
+      std::memcpy(dst + b, src + b, static_cast<std::size_t>(e - b));
+    });
+    return t;
+  }
   io::Safetensors st;
   st.source = "inputs";
   st.tensors.emplace(name, at(name));

@@ -2,6 +2,13 @@
 // counted (or, for raw sgemm, 2·M·N·K), so the tensor layer can be read against raw OpenBLAS at the
 // same shapes; the memory-bound ops (norms, softmax, RoPE, cross-entropy) report bytes/s.
 //   build/bench/bench_ops --benchmark_filter=matmul
+// Tensor layer against raw sgemm, read side by side: run both in one process with repetitions in
+// random order, or the later one pays for whatever the host did meanwhile (on the shared 2-core
+// machine that alone made 4096x256x768 look 8% slower through the tensor layer; interleaved,
+// the two are equal within 1%):
+//   build/bench/bench_ops --benchmark_filter='BM_(sgemm_raw|matmul_tensor)/'
+//     --benchmark_repetitions=12 --benchmark_enable_random_interleaving=true
+//     --benchmark_report_aggregates_only=true   (one command line)
 // Arguments: M, K, N, threads (matmul); T, causal(0/1) or blocks, threads (attention); bwd (0: forward
 // only, 1: forward + backward) for the norms, softmax, RoPE, M-RoPE and cross-entropy.
 #include <benchmark/benchmark.h>
@@ -33,6 +40,7 @@ void matmul_shapes(benchmark::internal::Benchmark* b) {
     b->Args({2048, 512, 2048, threads});
     b->Args({64, 128, 128, threads});
     b->Args({256, 256, 256, threads});
+    b->Args({35, 256, 1024, threads});  // a batch-1 prefill's rows through a 4x MLP (large size)
   }
   b->ArgNames({"M", "K", "N", "threads"})->UseRealTime();
 }

@@ -184,6 +184,40 @@ T* TensorT<T>::grad_data() {
 }
 
 template <typename T>
+T* TensorT<T>::grad_data_fresh(bool& fresh) {
+  Node<T>& n = node();
+  fresh = !n.grad;
+  if (fresh) {
+    n.grad = std::make_shared<Buffer<T>>(n.data->size(),
+                                         n.backward_fn ? MemCat::kActivations : MemCat::kGradients,
+                                         false);
+  }
+  return n.grad->data();
+}
+
+template <typename T>
+void TensorT<T>::accumulate_grad(const TensorT& g) {
+  Node<T>& n = node();
+  const Node<T>& gn = g.node();
+  VLM_CHECK(gn.data->size() == n.data->size(), "accumulate_grad: " << gn.data->size() << " elements into a gradient of "
+                                                                    << n.data->size());
+  if (!n.grad && n.backward_fn) {  // an activation gradient like g's own buffer: share it
+    n.grad = gn.data;
+    return;
+  }
+  bool fresh = false;
+  T* d = grad_data_fresh(fresh);
+  const T* s = gn.data->data();
+  parallel_for(n.data->size(), int64_t{1} << 14, [&](int64_t b, int64_t e) {
+    if (fresh) {
+      std::memcpy(d + b, s + b, static_cast<std::size_t>(e - b) * sizeof(T));
+    } else {
+      for (int64_t i = b; i < e; ++i) d[i] += s[i];
+    }
+  });
+}
+
+template <typename T>
 TensorT<T> TensorT<T>::grad() const {
   const Node<T>& n = node();
   if (!n.grad) return zeros(n.shape);
@@ -236,7 +270,11 @@ void TensorT<T>::backward(const TensorT& seed) {
 
   {
     NoGradGuard no_grad;  // closures compute gradients; they must not record a tape
-    grad_vec() += seed.vec();
+    bool fresh = false;
+    T* g0 = grad_data_fresh(fresh);
+    const T* s0 = seed.data();
+    const int64_t count = numel();
+    for (int64_t i = 0; i < count; ++i) g0[i] = (fresh ? T(0) : g0[i]) + s0[i];
     for (auto it = order.rbegin(); it != order.rend(); ++it) {
       std::shared_ptr<Node<T>> n = std::move(*it);
       if (n->grad && n->backward_fn) n->backward_fn(TensorT(n));

@@ -119,6 +119,14 @@ class TensorT {
   bool is_leaf() const { return !node().backward_fn; }
   bool has_grad() const { return defined() && node().grad != nullptr; }
   T* grad_data();                      // allocates a zero gradient on first use
+  // For backward closures that set every element of the gradient: the gradient, and in `fresh`
+  // whether this call allocated it, uninitialised (then write with =, not +=). Spares zeroing a
+  // buffer only to add into it once (and keeps that pass off the main thread).
+  T* grad_data_fresh(bool& fresh);
+  // Adds g (same number of elements) to the gradient. A non-leaf without a gradient yet takes g's
+  // buffer itself (reshape: the same elements under another shape), so nothing is copied: pass a
+  // gradient nothing else will touch again (an op's own output gradient, once).
+  void accumulate_grad(const TensorT& g);
   Map grad_vec() { return Map(grad_data(), numel()); }
   TensorT grad() const;                // the gradient as a tensor (zeros if none yet)
   void zero_grad() { node().grad.reset(); }

@@ -2,7 +2,8 @@
 // softmax in between, and an explicit backward. One kernel (raw pointers + batch strides) serves
 // both attention() and KvCache::attend(). Threads split the (batch, head) loop, so the GEMMs run
 // serially (gemm_serial), and they count their FLOPs: 2·Tq·Tk·(D + Dv) per head forward, twice
-// that backward.
+// that backward. Without gradients (inference) the forward is fused with an online softmax over
+// key blocks, so no Tq×Tk score matrix exists at all (attention_forward_online).
 #include "lib/ops/attention.h"
 
 #include <algorithm>
@@ -125,21 +126,128 @@ void masked_softmax_row(T* s, int64_t Tk, int64_t key_end, const uint8_t* key_va
   row *= T(1) / row.sum();
 }
 
-// Forward over every (b, h): out [B, Tq, Hq, Dv] (contiguous). probs [B, Hq, Tq, Tk] is filled when
-// non-null (kept for backward); otherwise each thread works in its own Tq×Tk scratch.
+// Forward without probabilities (inference: prefill, decode, no-grad forward), flash-attention
+// style: per row tile (kOnlineRows query rows of one segment), keys in blocks of kOnlineKeys, each
+// row keeping its running max and sum (online softmax) and its output rescaled as the max grows.
+// Scratch is one kOnlineRows × kOnlineKeys score block per thread, whatever Tq and Tk are. A row
+// with no visible key stays all zeros. Mathematically the softmax of the kept-probabilities path;
+// in floating point equal to rounding.
+constexpr int64_t kOnlineRows = 64, kOnlineKeys = 512;
+
 template <typename T>
-void attention_forward(const AttnProblem<T>& p, T* out, T* probs) {
+void attention_forward_online(const AttnProblem<T>& p, T* out) {
   const int64_t rep = p.Hq / p.Hkv;
   const AttnMask& mask = *p.mask;
   const uint8_t* key_valid = mask.key_valid.empty() ? nullptr : mask.key_valid.data();
   const uint8_t* allowed = mask.allowed.empty() ? nullptr : mask.allowed.data();
   const int64_t ldq = p.Hq * p.D, ldk = p.Hkv * p.D, ldv = p.Hkv * p.Dv, ldo = p.Hq * p.Dv;
   parallel_for(p.B * p.Hq, p.head_grain(1), [&](int64_t begin, int64_t end) {
-    // Per-thread scores when probabilities are not kept: Tq×Tk, not B·H·Tq·Tk.
-    std::unique_ptr<Buffer<T>> scratch;
-    if (probs == nullptr) {
-      scratch = std::make_unique<Buffer<T>>(p.Tq * p.Tk, MemCat::kActivations, false);
+    // Score block [rows, kn]: no bigger than the problem (a decode step needs one short row).
+    const int64_t rows_max = std::min(kOnlineRows, p.Tq), kn = std::min(kOnlineKeys, p.Tk);
+    Buffer<T> scores(rows_max * kn, MemCat::kActivations, false);
+    std::vector<T> row_max(static_cast<std::size_t>(rows_max)), row_sum(static_cast<std::size_t>(rows_max));
+    for (int64_t bh = begin; bh < end; ++bh) {
+      const int64_t b = bh / p.Hq, h = bh % p.Hq, g = h / rep;
+      const T* qh = p.q + b * p.q_bs + h * p.D;
+      const T* kh = p.k + b * p.k_bs + g * p.D;
+      const T* vh = p.v + b * p.v_bs + g * p.Dv;
+      T* oh = out + b * p.Tq * ldo + h * p.Dv;
+      const uint8_t* kv_row = key_valid != nullptr ? key_valid + b * p.Tk : nullptr;
+      const uint8_t* al_b =
+          allowed != nullptr ? allowed + (mask.allowed_batch == 1 ? 0 : b) * p.Tq * p.Tk : nullptr;
+      // Rows [r0, r1) see keys [k0, k1) (their segment), further cut by the causal bound.
+      auto run = [&](int64_t r0, int64_t r1, int64_t k0, int64_t k1) {
+        for (int64_t i0 = r0; i0 < r1; i0 += kOnlineRows) {
+          const int64_t i1 = std::min(r1, i0 + kOnlineRows), m = i1 - i0;
+          for (int64_t i = i0; i < i1; ++i) std::fill_n(oh + i * ldo, p.Dv, T(0));
+          std::fill_n(row_max.begin(), m, -std::numeric_limits<T>::infinity());
+          std::fill_n(row_sum.begin(), m, T(0));
+          const int64_t ke = std::min(k1, p.key_end(i1));
+          for (int64_t kb = k0; kb < ke; kb += kn) {
+            const int64_t n = std::min(kn, ke - kb);
+            T* st = scores.data();  // [m, n], row stride kn
+            gemm_serial(false, true, m, n, p.D, p.scale, qh + i0 * ldq, ldq, kh + kb * ldk, ldk, T(0), st, kn);
+            for (int64_t r = 0; r < m; ++r) {
+              const int64_t i = i0 + r;
+              T* sr = st + r * kn;
+              // Keys of this block row i sees: [kb, kb + vis), less the masked ones.
+              const int64_t vis = std::clamp<int64_t>(std::min(kb + n, p.key_end(i + 1)) - kb, 0, n);
+              const uint8_t* kvr = kv_row != nullptr ? kv_row + kb : nullptr;
+              const uint8_t* alr = al_b != nullptr ? al_b + i * p.Tk + kb : nullptr;
+              auto visible = [&](int64_t j) {
+                return (kvr == nullptr || kvr[j] != 0) && (alr == nullptr || alr[j] != 0);
+              };
+              const bool masked = kvr != nullptr || alr != nullptr;
+              typename TensorT<T>::Map pr(sr, vis);
+              T bmax = -std::numeric_limits<T>::infinity();
+              if (!masked) {
+                if (vis > 0) bmax = pr.maxCoeff();
+              } else {
+                for (int64_t j = 0; j < vis; ++j)
+                  if (visible(j)) bmax = std::max(bmax, sr[j]);
+              }
+              if (bmax == -std::numeric_limits<T>::infinity()) {  // nothing visible here: no update
+                std::fill_n(sr, n, T(0));
+                continue;
+              }
+              const T m_new = std::max(row_max[static_cast<std::size_t>(r)], bmax);
+              const T corr = std::exp(row_max[static_cast<std::size_t>(r)] - m_new);  // 0 on the first block
+              row_max[static_cast<std::size_t>(r)] = m_new;
+              pr = (pr - m_new).exp();
+              if (masked) {
+                for (int64_t j = 0; j < vis; ++j)
+                  if (!visible(j)) sr[j] = T(0);
+              }
+              std::fill(sr + vis, sr + n, T(0));
+              row_sum[static_cast<std::size_t>(r)] = row_sum[static_cast<std::size_t>(r)] * corr + pr.sum();
+              if (corr != T(1)) {
+                typename TensorT<T>::Map o(oh + i * ldo, p.Dv);
+                o *= corr;
+              }
+            }
+            // O += P V[kb, kb + n)
+            gemm_serial(false, false, m, p.Dv, n, T(1), st, kn, vh + kb * ldv, ldv, T(1), oh + i0 * ldo, ldo);
+          }
+          for (int64_t r = 0; r < m; ++r) {
+            const T l = row_sum[static_cast<std::size_t>(r)];
+            if (l > T(0)) {
+              typename TensorT<T>::Map o(oh + (i0 + r) * ldo, p.Dv);
+              o *= T(1) / l;
+            }
+          }
+        }
+      };
+      if (mask.segments.empty()) {
+        run(0, p.Tq, 0, p.Tk);
+      } else {
+        int64_t start = 0;  // Tq == Tk (check_mask): rows and keys share the segment bounds
+        for (const int64_t len : mask.segments) {
+          run(start, start + len, start, start + len);
+          start += len;
+        }
+      }
     }
+  });
+}
+
+// Forward over every (b, h): out [B, Tq, Hq, Dv] (contiguous). probs [B, Hq, Tq, Tk] is filled when
+// non-null (kept for backward). Without it, scores no bigger than one online block (a prefill of a
+// few dozen tokens, a decode step) go through one per-thread Tq×Tk scratch, which costs less
+// bookkeeping for tiny segments; larger ones through the online-softmax forward above.
+template <typename T>
+void attention_forward(const AttnProblem<T>& p, T* out, T* probs) {
+  if (probs == nullptr && p.Tq * p.Tk > kOnlineRows * kOnlineKeys) {
+    attention_forward_online(p, out);
+    return;
+  }
+  const int64_t rep = p.Hq / p.Hkv;
+  const AttnMask& mask = *p.mask;
+  const uint8_t* key_valid = mask.key_valid.empty() ? nullptr : mask.key_valid.data();
+  const uint8_t* allowed = mask.allowed.empty() ? nullptr : mask.allowed.data();
+  const int64_t ldq = p.Hq * p.D, ldk = p.Hkv * p.D, ldv = p.Hkv * p.Dv, ldo = p.Hq * p.Dv;
+  parallel_for(p.B * p.Hq, p.head_grain(1), [&](int64_t begin, int64_t end) {
+    std::unique_ptr<Buffer<T>> scratch;  // per-thread scores when probabilities are not kept (small)
+    if (probs == nullptr) scratch = std::make_unique<Buffer<T>>(p.Tq * p.Tk, MemCat::kActivations, false);
     for (int64_t bh = begin; bh < end; ++bh) {
       const int64_t b = bh / p.Hq, h = bh % p.Hq, g = h / rep;
       const T* qh = p.q + b * p.q_bs + h * p.D;
@@ -243,9 +351,13 @@ TensorT<T> attention(const TensorT<T>& q, const TensorT<T>& k, const TensorT<T>&
     const TensorT<T> dout_t = o.grad();  // shares the gradient buffer, no copy
     const T* dout = dout_t.data();
     const T* pd = probs.data();
-    T* dq = need_q ? qt.grad_data() : nullptr;
-    T* dk = need_k ? kt.grad_data() : nullptr;
-    T* dv = need_v ? vt.grad_data() : nullptr;
+    // Gradients allocated just now are zeroed by the task that owns each part of them, in its own
+    // cache, instead of by this thread beforehand (not when two of q, k, v are one tensor).
+    const bool distinct = !qt.same_node(kt) && !qt.same_node(vt) && !kt.same_node(vt);
+    bool fresh_q = false, fresh_k = false, fresh_v = false;
+    T* dq = need_q ? (distinct ? qt.grad_data_fresh(fresh_q) : qt.grad_data()) : nullptr;
+    T* dk = need_k ? (distinct ? kt.grad_data_fresh(fresh_k) : kt.grad_data()) : nullptr;
+    T* dv = need_v ? (distinct ? vt.grad_data_fresh(fresh_v) : vt.grad_data()) : nullptr;
 
     // One task per (b, kv head): it alone writes that kv head's dK/dV, and it visits the query
     // heads of its group and their row tiles in a fixed order, so the result does not depend on
@@ -258,6 +370,14 @@ TensorT<T> attention(const TensorT<T>& q, const TensorT<T>& k, const TensorT<T>&
         const int64_t b = bg / Hkv, g = bg % Hkv;
         const T* kh = kd + b * Tk * ldk + g * D;
         const T* vh = vd + b * Tk * ldv + g * Dv;
+        for (int64_t t = 0; t < Tk; ++t) {  // this task's parts of fresh gradients start at zero
+          if (fresh_k) std::fill_n(dk + b * Tk * ldk + g * D + t * ldk, D, T(0));
+          if (fresh_v) std::fill_n(dv + b * Tk * ldv + g * Dv + t * ldv, Dv, T(0));
+        }
+        if (fresh_q) {
+          for (int64_t h = g * rep; h < (g + 1) * rep; ++h)
+            for (int64_t t = 0; t < Tq; ++t) std::fill_n(dq + b * Tq * ldq + h * D + t * ldq, D, T(0));
+        }
         for (int64_t h = g * rep; h < (g + 1) * rep; ++h) {
           const T* qh = qd + b * Tq * ldq + h * D;
           const T* doh = dout + b * Tq * ldo + h * Dv;

@@ -1,7 +1,10 @@
 // Row indexing: gather (embedding lookup) and masked row scatter (HF masked_scatter of image
 // features into token embeddings, rows visited in row-major order).
+#include <algorithm>
 #include <cstring>
 
+#include "lib/core/parallel.h"
+#include "lib/ops/op_util.h"
 #include "lib/ops/ops.h"
 
 namespace vlm {
@@ -49,18 +52,41 @@ TensorT<T> scatter_rows(const TensorT<T>& dst, const std::vector<uint8_t>& row_m
   for (std::size_t r = 0; r < rows.size(); ++r)
     std::memcpy(out.data() + rows[r] * C, src.data() + static_cast<int64_t>(r) * C,
                 static_cast<std::size_t>(C) * sizeof(T));
-  out.set_backward({dst, src}, [rows, C](const TensorT<T>& o) {
+  out.set_backward({dst, src}, [rows, row_mask, C, N](const TensorT<T>& o) {
     TensorT<T> d = o.input(0), s = o.input(1);
-    const T* g = o.grad().data();
-    if (d.requires_grad()) {
-      TensorT<T> gd = o.grad().clone();
-      for (int64_t r : rows) std::memset(gd.data() + r * C, 0, static_cast<std::size_t>(C) * sizeof(T));
-      d.grad_vec() += gd.vec();
+    const TensorT<T> gt = o.grad();
+    const T* g = gt.data();
+    const int64_t grain = std::max<int64_t>(1, detail::kElementwiseGrain / std::max<int64_t>(C, 1));
+    bool fresh = false;  // gradients allocated just now are set, not zeroed and added to
+    if (d.requires_grad()) {  // the rows that were not replaced
+      T* dd = d.grad_data_fresh(fresh);
+      parallel_for(N, grain, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) {
+          T* dr = dd + r * C;
+          const T* gr = g + r * C;
+          if (row_mask[static_cast<std::size_t>(r)] != 0) {
+            if (fresh) std::fill(dr, dr + C, T(0));
+          } else if (fresh) {
+            std::copy(gr, gr + C, dr);
+          } else {
+            for (int64_t c = 0; c < C; ++c) dr[c] += gr[c];
+          }
+        }
+      });
     }
     if (s.requires_grad()) {
-      T* ds = s.grad_data();
-      for (std::size_t r = 0; r < rows.size(); ++r)
-        for (int64_t c = 0; c < C; ++c) ds[static_cast<int64_t>(r) * C + c] += g[rows[r] * C + c];
+      T* ds = s.grad_data_fresh(fresh);
+      parallel_for(static_cast<int64_t>(rows.size()), grain, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) {
+          T* dr = ds + r * C;
+          const T* gr = g + rows[static_cast<std::size_t>(r)] * C;
+          if (fresh) {
+            std::copy(gr, gr + C, dr);
+          } else {
+            for (int64_t c = 0; c < C; ++c) dr[c] += gr[c];
+          }
+        }
+      });
     }
   });
   return out;

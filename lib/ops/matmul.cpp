@@ -42,8 +42,10 @@ void blas_gemv(bool trans, int64_t rows, int64_t cols, double alpha, const doubl
               static_cast<blasint>(incy));
 }
 
-// Below this much work a split costs more than it gains (sgemm 64³ gains nothing from 2 threads).
-constexpr int64_t kSplitFlops = int64_t{1} << 22;
+// Below this much work a split costs more than it gains. With the core's worker spinning between
+// regions a split pays from about 1 MFLOP: a prefill's 25x256x256 projection takes 36 us split,
+// 68 us not (2 threads, best of 200); 64³ (0.5 MFLOP) gains little.
+constexpr int64_t kSplitFlops = int64_t{1} << 20;
 constexpr int64_t kMinRowsPerThread = 32;
 
 }  // namespace
@@ -131,14 +133,20 @@ TensorT<T> matmul(const TensorT<T>& a, const TensorT<T>& b, bool trans_a, bool t
     TensorT<T> ga = o.input(0), gb = o.input(1);
     const T* g = o.grad().data();
     if (fold) {
-      // C = A·op(B): dA = dC·op(B)ᵀ; dB (or dBᵀ) = Aᵀ·dC.
-      if (ga.requires_grad())
-        gemm(false, !trans_b, nb * M, K, N, T(1), g, N, gb.data(), ldb, T(1), ga.grad_data(), lda);
+      // C = A·op(B): dA = dC·op(B)ᵀ; dB (or dBᵀ) = Aᵀ·dC. A gradient allocated just now is written
+      // (beta 0), not zeroed and added to; ga before gb, in case they are one tensor.
+      bool fresh = false;
+      if (ga.requires_grad()) {
+        T* da = ga.grad_data_fresh(fresh);
+        gemm(false, !trans_b, nb * M, K, N, T(1), g, N, gb.data(), ldb, fresh ? T(0) : T(1), da, lda);
+      }
       if (gb.requires_grad()) {
+        T* db = gb.grad_data_fresh(fresh);
+        const T beta = fresh ? T(0) : T(1);
         if (trans_b)
-          gemm(true, false, N, K, nb * M, T(1), g, N, ga.data(), lda, T(1), gb.grad_data(), ldb);
+          gemm(true, false, N, K, nb * M, T(1), g, N, ga.data(), lda, beta, db, ldb);
         else
-          gemm(true, false, K, N, nb * M, T(1), ga.data(), lda, g, N, T(1), gb.grad_data(), ldb);
+          gemm(true, false, K, N, nb * M, T(1), ga.data(), lda, g, N, beta, db, ldb);
       }
       return;
     }
@@ -179,9 +187,12 @@ TensorT<T> linear(const TensorT<T>& x, const TensorT<T>& weight, const TensorT<T
   out_shape.back() = outf;
   TensorT<T> out = TensorT<T>::empty(out_shape);
   T* y = out.data();
-  if (bias.defined()) {
+  if (bias.defined()) {  // rows split as the GEMM's rows will be: each thread's rows stay in its cache
     const T* bp = bias.data();
-    for (int64_t i = 0; i < M; ++i) std::copy(bp, bp + outf, y + i * outf);
+    parallel_for(M, std::max<int64_t>(kMinRowsPerThread, detail::kElementwiseGrain / std::max<int64_t>(outf, 1)),
+                 [&](int64_t r0, int64_t r1) {
+                   for (int64_t i = r0; i < r1; ++i) std::copy(bp, bp + outf, y + i * outf);
+                 });
   }
   gemm(false, true, M, outf, in, T(1), x.data(), in, weight.data(), in, bias.defined() ? T(1) : T(0), y, outf);
   std::vector<TensorT<T>> inputs{x, weight};
@@ -189,13 +200,20 @@ TensorT<T> linear(const TensorT<T>& x, const TensorT<T>& weight, const TensorT<T
   out.set_backward(std::move(inputs), [M, in, outf](const TensorT<T>& o) {
     TensorT<T> xi = o.input(0), w = o.input(1);
     const T* g = o.grad().data();
-    if (xi.requires_grad()) gemm(false, false, M, in, outf, T(1), g, outf, w.data(), in, T(1), xi.grad_data(), in);
-    if (w.requires_grad()) gemm(true, false, outf, in, M, T(1), g, outf, xi.data(), in, T(1), w.grad_data(), in);
+    // A gradient allocated just now is written (beta 0), not zeroed first and added to.
+    bool fresh = false;
+    if (xi.requires_grad()) {
+      T* dx = xi.grad_data_fresh(fresh);
+      gemm(false, false, M, in, outf, T(1), g, outf, w.data(), in, fresh ? T(0) : T(1), dx, in);
+    }
+    if (w.requires_grad()) {
+      T* dw = w.grad_data_fresh(fresh);
+      gemm(true, false, outf, in, M, T(1), g, outf, xi.data(), in, fresh ? T(0) : T(1), dw, in);
+    }
     if (o.num_inputs() == 3 && o.input(2).requires_grad()) {
       TensorT<T> b = o.input(2);
-      T* db = b.grad_data();
-      for (int64_t i = 0; i < M; ++i)
-        for (int64_t j = 0; j < outf; ++j) db[j] += g[i * outf + j];
+      T* db = b.grad_data_fresh(fresh);
+      detail::sum_rows_into(g, M, outf, db, fresh);
     }
   });
   return out;

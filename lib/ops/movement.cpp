@@ -34,7 +34,7 @@ TensorT<T> reshape(const TensorT<T>& x, const Shape& shape) {
   TensorT<T> out = TensorT<T>::view_of(x, s);
   out.set_backward({x}, [](const TensorT<T>& o) {
     TensorT<T> in = o.input(0);
-    in.grad_vec() += o.grad().vec();
+    in.accumulate_grad(o.grad());
   });
   return out;
 }
@@ -105,13 +105,19 @@ TensorT<T> permute(const TensorT<T>& x, const std::vector<int>& dims) {
     TensorT<T> in = o.input(0);
     const TensorT<T> gt = o.grad();
     const T* g = gt.data();
-    T* dx = in.grad_data();
-    // A permutation: every element of x is written by exactly one row, so rows split freely.
+    // A permutation: every element of x is written by exactly one row, so rows split freely, and a
+    // gradient allocated just now is set rather than zeroed and added to.
+    bool fresh = false;
+    T* dx = in.grad_data_fresh(fresh);
     parallel_for(static_cast<int64_t>(row_offs.size()), grain, [&](int64_t b, int64_t e) {
       for (int64_t r = b; r < e; ++r) {
         T* dst = dx + row_offs[static_cast<std::size_t>(r)];
         const T* src = g + r * inner;
-        for (int64_t k = 0; k < inner; ++k) dst[k * s_in] += src[k];
+        if (fresh) {
+          for (int64_t k = 0; k < inner; ++k) dst[k * s_in] = src[k];
+        } else {
+          for (int64_t k = 0; k < inner; ++k) dst[k * s_in] += src[k];
+        }
       }
     });
   });
@@ -136,17 +142,34 @@ TensorT<T> slice(const TensorT<T>& x, int axis, int64_t start, int64_t end) {
   s[static_cast<std::size_t>(detail::normalize_axis(axis, x.ndim()))] = end - start;
   TensorT<T> out = TensorT<T>::empty(s);
   const int64_t len = (end - start) * v.inner;
-  for (int64_t o = 0; o < v.outer; ++o)
-    std::memcpy(out.data() + o * len, x.data() + (o * v.n + start) * v.inner, static_cast<std::size_t>(len) * sizeof(T));
-  out.set_backward({x}, [v, start, len](const TensorT<T>& o) {
+  const int64_t grain = std::max<int64_t>(1, detail::kElementwiseGrain / std::max<int64_t>(v.n * v.inner, 1));
+  const T* xp = x.data();
+  T* y = out.data();
+  parallel_for(v.outer, grain, [&](int64_t o0, int64_t o1) {
+    for (int64_t o = o0; o < o1; ++o)
+      std::memcpy(y + o * len, xp + (o * v.n + start) * v.inner, static_cast<std::size_t>(len) * sizeof(T));
+  });
+  out.set_backward({x}, [v, start, len, grain](const TensorT<T>& o) {
     TensorT<T> in = o.input(0);
-    const T* g = o.grad().data();
-    T* dx = in.grad_data();
-    for (int64_t a = 0; a < v.outer; ++a) {
-      T* d = dx + (a * v.n + start) * v.inner;
-      const T* s2 = g + a * len;
-      for (int64_t i = 0; i < len; ++i) d[i] += s2[i];
-    }
+    const TensorT<T> gt = o.grad();
+    const T* g = gt.data();
+    // A gradient allocated just now gets the slice's part copied and zeros around it.
+    bool fresh = false;
+    T* dx = in.grad_data_fresh(fresh);
+    const int64_t row = v.n * v.inner, before = start * v.inner;
+    parallel_for(v.outer, grain, [&](int64_t a0, int64_t a1) {
+      for (int64_t a = a0; a < a1; ++a) {
+        T* d = dx + a * row;
+        const T* s2 = g + a * len;
+        if (fresh) {
+          std::fill(d, d + before, T(0));
+          std::copy(s2, s2 + len, d + before);
+          std::fill(d + before + len, d + row, T(0));
+        } else {
+          for (int64_t i = 0; i < len; ++i) d[before + i] += s2[i];
+        }
+      }
+    });
   });
   return out;
 }
@@ -180,17 +203,26 @@ TensorT<T> concat(const Tensors<T>& xs, int axis) {
     at += n;
   }
   out.set_backward(xs, [v, starts, total, a](const TensorT<T>& o) {
-    const T* g = o.grad().data();
-    for (std::size_t k = 0; k < o.num_inputs(); ++k) {
+    const TensorT<T> gt = o.grad();
+    const T* g = gt.data();
+    for (std::size_t k = 0; k < o.num_inputs(); ++k) {  // in input order: concat({t, t}) sums in order
       TensorT<T> in = o.input(k);
       if (!in.requires_grad()) continue;
       const int64_t n = in.dim(a);
-      T* dx = in.grad_data();
-      for (int64_t q = 0; q < v.outer; ++q) {
-        const T* src = g + (q * total + starts[k]) * v.inner;
-        T* dst = dx + q * n * v.inner;
-        for (int64_t i = 0; i < n * v.inner; ++i) dst[i] += src[i];
-      }
+      bool fresh = false;  // each input's gradient is covered whole: set when allocated just now
+      T* dx = in.grad_data_fresh(fresh);
+      const int64_t grain = std::max<int64_t>(1, detail::kElementwiseGrain / std::max<int64_t>(n * v.inner, 1));
+      parallel_for(v.outer, grain, [&](int64_t q0, int64_t q1) {
+        for (int64_t q = q0; q < q1; ++q) {
+          const T* src = g + (q * total + starts[k]) * v.inner;
+          T* dst = dx + q * n * v.inner;
+          if (fresh) {
+            std::copy(src, src + n * v.inner, dst);
+          } else {
+            for (int64_t i = 0; i < n * v.inner; ++i) dst[i] += src[i];
+          }
+        }
+      });
     }
   });
   return out;

@@ -1,5 +1,6 @@
 // LayerNorm and RMSNorm over the last axis, fused with their backward (llm.c's layernorm: forward
 // keeps mean and rstd per row, backward uses them).
+#include <algorithm>
 #include <cmath>
 #include <memory>
 
@@ -27,7 +28,8 @@ void norm_backward(const TensorT<T>& o, const std::vector<T>& mu, const std::vec
   const T* g = o.grad().data();
   const T* w = has_w ? o.input(1).data() : nullptr;
   if (x.requires_grad()) {
-    T* dx = x.grad_data();
+    bool fresh = false;  // a gradient allocated just now is set, not zeroed and added to
+    T* dx = x.grad_data_fresh(fresh);
     parallel_for(rows, detail::row_grain(C), [&](int64_t b, int64_t e) {
       for (int64_t r = b; r < e; ++r) {
         const T* gr = g + r * C;
@@ -44,6 +46,7 @@ void norm_backward(const TensorT<T>& o, const std::vector<T>& mu, const std::vec
         }
         s1 /= static_cast<T>(C);
         s2 /= static_cast<T>(C);
+        if (fresh) std::fill(dxr, dxr + C, T(0));
         if (w) {
           for (int64_t j = 0; j < C; ++j) dxr[j] += rs * (gr[j] * w[j] - s1 - (xr[j] - m) * rs * s2);
         } else {
@@ -52,22 +55,27 @@ void norm_backward(const TensorT<T>& o, const std::vector<T>& mu, const std::vec
       }
     });
   }
-  // Parameter gradients: summed over rows serially, in row order (deterministic).
+  // Parameter gradients: each element summed over rows in row order, split over the elements, so
+  // the result does not depend on the thread count.
   for (std::size_t k = 1; k < o.num_inputs(); ++k) {
     TensorT<T> p = o.input(k);
     if (!p.requires_grad()) continue;
-    T* dp = p.grad_data();
-    const bool is_weight = (k == 1 && has_w);
-    for (int64_t r = 0; r < rows; ++r) {
-      const T* gr = g + r * C;
-      if (!is_weight) {
-        for (int64_t j = 0; j < C; ++j) dp[j] += gr[j];
-        continue;
-      }
-      const T* xr = xp + r * C;
-      const T m = mu[static_cast<std::size_t>(r)], rs = rstd[static_cast<std::size_t>(r)];
-      for (int64_t j = 0; j < C; ++j) dp[j] += gr[j] * ((xr[j] - m) * rs);
+    bool fresh = false;
+    T* dp = p.grad_data_fresh(fresh);
+    if (!(k == 1 && has_w)) {  // bias
+      detail::sum_rows_into(g, rows, C, dp, fresh);
+      continue;
     }
+    const int64_t grain = std::max<int64_t>(16, detail::kElementwiseGrain / std::max<int64_t>(rows, 1));
+    parallel_for(C, grain, [&](int64_t j0, int64_t j1) {
+      if (fresh) std::fill(dp + j0, dp + j1, T(0));
+      for (int64_t r = 0; r < rows; ++r) {
+        const T* gr = g + r * C;
+        const T* xr = xp + r * C;
+        const T m = mu[static_cast<std::size_t>(r)], rs = rstd[static_cast<std::size_t>(r)];
+        for (int64_t j = j0; j < j1; ++j) dp[j] += gr[j] * ((xr[j] - m) * rs);
+      }
+    });
   }
 }
 

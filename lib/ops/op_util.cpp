@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "lib/core/parallel.h"
+
 namespace vlm::detail {
 
 int normalize_axis(int axis, int ndim) {
@@ -52,6 +54,21 @@ std::vector<int64_t> broadcast_offsets(const Shape& out, const Shape& in) {
   }
   return offs;
 }
+
+template <typename T>
+void sum_rows_into(const T* g, int64_t rows, int64_t cols, T* d, bool overwrite) {
+  // Chunks of at least 16 columns (a cache line) with about kElementwiseGrain elements between them.
+  const int64_t grain = std::max<int64_t>(16, kElementwiseGrain / std::max<int64_t>(rows, 1));
+  parallel_for(cols, grain, [&](int64_t j0, int64_t j1) {
+    if (overwrite) std::fill(d + j0, d + j1, T(0));
+    for (int64_t i = 0; i < rows; ++i) {
+      const T* gi = g + i * cols;
+      for (int64_t j = j0; j < j1; ++j) d[j] += gi[j];
+    }
+  });
+}
+template void sum_rows_into<float>(const float*, int64_t, int64_t, float*, bool);
+template void sum_rows_into<double>(const double*, int64_t, int64_t, double*, bool);
 
 AxisView axis_view(const Shape& shape, int axis) {
   const int a = normalize_axis(axis, static_cast<int>(shape.size()));

@@ -40,8 +40,14 @@ T lane_sum(int64_t n, F f) {
   return s;
 }
 
+// d[j] (+)= Σ_i g[i·cols + j] over rows i in [0, rows): a bias or norm-parameter gradient. Split
+// over columns, each summed in row order, so the result does not depend on the thread count.
+// With overwrite, d is set rather than added to (a gradient allocated just now).
+template <typename T>
+void sum_rows_into(const T* g, int64_t rows, int64_t cols, T* d, bool overwrite);
+
 // Element count above which elementwise loops are split over threads.
-inline constexpr int64_t kElementwiseGrain = 1 << 15;
+inline constexpr int64_t kElementwiseGrain = 1 << 13;
 
 // Rows per thread chunk at least for row-wise ops (norms, softmax) over rows of `cols` elements:
 // 16 rows, or enough rows for about 8k elements, so small inputs (a prefill's few dozen tokens)

@@ -2,6 +2,7 @@
 // RoPE, all built by rope_tables, and the fused rope op with its explicit backward.
 #include "lib/ops/rope.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -157,8 +158,11 @@ TensorT<T> rope(const TensorT<T>& x, const TensorT<T>& cos, const TensorT<T>& si
   out.set_backward({x}, [cos, sin, for_rows, half, R, D](const TensorT<T>& o) {
     TensorT<T> xt = o.input(0);
     const TensorT<T> dy = o.grad();
-    for_rows(dy.data(), xt.grad_data(), cos.data(), sin.data(),
-             [half, R, D](const T* g, T* dx, const T* c, const T* s) {
+    bool fresh = false;  // every element is written: a gradient allocated just now is set
+    T* dxp = xt.grad_data_fresh(fresh);
+    for_rows(dy.data(), dxp, cos.data(), sin.data(),
+             [half, R, D, fresh](const T* g, T* dx, const T* c, const T* s) {
+               if (fresh) std::fill(dx, dx + D, T(0));
                for (int64_t j = 0; j < half; ++j) {
                  dx[j] += g[j] * c[j] + g[j + half] * s[j + half];
                  dx[j + half] += g[j + half] * c[j + half] - g[j] * s[j];

@@ -54,13 +54,15 @@ TensorT<T> softmax(const TensorT<T>& x) {
     TensorT<T> in = o.input(0);
     const T* yp = o.data();
     const T* g = o.grad().data();
-    T* dx = in.grad_data();
+    bool fresh = false;  // a gradient allocated just now is zeroed row by row, in cache
+    T* dx = in.grad_data_fresh(fresh);
     parallel_for(rows, detail::row_grain(V), [&](int64_t b, int64_t e) {
       for (int64_t r = b; r < e; ++r) {
         const T* yr = yp + r * V;
         const T* gr = g + r * V;
         T dot = 0;
         for (int64_t j = 0; j < V; ++j) dot += gr[j] * yr[j];
+        if (fresh) std::fill(dx + r * V, dx + (r + 1) * V, T(0));
         for (int64_t j = 0; j < V; ++j) dx[r * V + j] += yr[j] * (gr[j] - dot);
       }
     });
@@ -78,11 +80,13 @@ TensorT<T> log_softmax(const TensorT<T>& x) {
     TensorT<T> in = o.input(0);
     const T* yp = o.data();
     const T* g = o.grad().data();
-    T* dx = in.grad_data();
+    bool fresh = false;  // a gradient allocated just now is zeroed row by row, in cache
+    T* dx = in.grad_data_fresh(fresh);
     parallel_for(rows, detail::row_grain(V), [&](int64_t b, int64_t e) {
       for (int64_t r = b; r < e; ++r) {
         T gs = 0;
         for (int64_t j = 0; j < V; ++j) gs += g[r * V + j];
+        if (fresh) std::fill(dx + r * V, dx + (r + 1) * V, T(0));
         for (int64_t j = 0; j < V; ++j) dx[r * V + j] += g[r * V + j] - std::exp(yp[r * V + j]) * gs;
       }
     });
@@ -116,11 +120,13 @@ TensorT<T> cross_entropy(const TensorT<T>& logits, const std::vector<int64_t>& t
     if (count == 0) return;
     TensorT<T> in = o.input(0);
     const T g = o.grad().item() / static_cast<T>(count);
-    T* dx = in.grad_data();
+    bool fresh = false;  // a gradient allocated just now is zeroed row by row, in cache
+    T* dx = in.grad_data_fresh(fresh);
     const auto rows = static_cast<int64_t>(targets.size());
     parallel_for(rows, detail::row_grain(V), [&](int64_t b, int64_t e) {
       for (int64_t r = b; r < e; ++r) {
         const int64_t t = targets[static_cast<std::size_t>(r)];
+        if (fresh) std::fill(dx + r * V, dx + (r + 1) * V, T(0));
         if (t == ignore_index) continue;
         for (int64_t j = 0; j < V; ++j) dx[r * V + j] += g * std::exp((*logp)[static_cast<std::size_t>(r * V + j)]);
         dx[r * V + t] -= g;

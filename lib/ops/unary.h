@@ -20,9 +20,14 @@ TensorT<T> unary_op(const TensorT<T>& x, Fwd fwd, Deriv dydx) {
     const T* xi = in.data();
     const T* y = o.data();
     const T* g = o.grad().data();
-    T* dx = in.grad_data();
+    bool fresh = false;  // a gradient allocated just now is set, not zeroed and added to
+    T* dx = in.grad_data_fresh(fresh);
     parallel_for(in.numel(), kElementwiseGrain, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) dx[i] += g[i] * dydx(xi[i], y[i]);
+      if (fresh) {
+        for (int64_t i = b; i < e; ++i) dx[i] = g[i] * dydx(xi[i], y[i]);
+      } else {
+        for (int64_t i = b; i < e; ++i) dx[i] += g[i] * dydx(xi[i], y[i]);
+      }
     });
   });
   return out;
@@ -48,9 +53,11 @@ TensorT<T> unary_op_chunks(const TensorT<T>& x, Fwd fwd, Grad grad) {
     const T* xi = in.data();
     const T* y = o.data();
     const T* g = gt.data();
-    T* dx = in.grad_data();
+    bool fresh = false;  // a gradient allocated just now is zeroed here, chunk by chunk, in cache
+    T* dx = in.grad_data_fresh(fresh);
     parallel_for(in.numel(), kElementwiseGrain, [&](int64_t b, int64_t e) {
       Map d(dx + b, e - b);
+      if (fresh) d.setZero();
       grad(CMap(xi + b, e - b), CMap(y + b, e - b), CMap(g + b, e - b), d);
     });
   });

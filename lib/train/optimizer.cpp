@@ -51,6 +51,19 @@ template <typename T>
 void AdamW<T>::step(double lr) {
   using Array = typename TensorT<T>::Array;
   NoGradGuard no_grad;
+  // Every parameter's update, laid end to end and split over the threads as one elementwise loop:
+  // a small model has dozens of small tensors, too small to split one by one.
+  struct Item {
+    T* w;
+    const T* g;
+    T* m;
+    T* v;
+    T step_size, bc2_sqrt;
+    bool decay;
+    int64_t begin;  // offset in the concatenation
+  };
+  std::vector<Item> items;
+  int64_t total = 0;
   for (std::size_t i = 0; i < params_.size(); ++i) {
     TensorT<T> p = params_[i].param;
     if (!p.has_grad()) continue;
@@ -65,27 +78,37 @@ void AdamW<T>::step(double lr) {
     const double t = static_cast<double>(s.step);
     const double bias_correction1 = 1.0 - std::pow(cfg_.beta1, t);
     const double bias_correction2 = 1.0 - std::pow(cfg_.beta2, t);
-    const T step_size = static_cast<T>(lr / bias_correction1);
-    const T bc2_sqrt = static_cast<T>(std::sqrt(bias_correction2));
-    const T eps = static_cast<T>(cfg_.eps);
-
-    T* wp = p.data();
-    const T* gp = p.grad_data();
-    T* mp = s.exp_avg.data();
-    T* vp = s.exp_avg_sq.data();
-    const bool decay = params_[i].decay;
-    // Elementwise, so chunks over the threads change nothing in the result.
-    parallel_for(p.numel(), kChunk, [&](int64_t b, int64_t e) {
-      using Map = typename TensorT<T>::Map;
-      Map w(wp + b, e - b), m(mp + b, e - b), v(vp + b, e - b);
-      const typename TensorT<T>::ConstMap g(gp + b, e - b);
-      if (decay) w *= static_cast<T>(1.0 - lr * cfg_.weight_decay);  // decoupled decay
-      m += static_cast<T>(1.0 - cfg_.beta1) * (g - m);                // torch lerp_
-      v = v * static_cast<T>(cfg_.beta2) + static_cast<T>(1.0 - cfg_.beta2) * g * g;
-      const Array denom = v.sqrt() / bc2_sqrt + eps;
-      w -= step_size * (m / denom);
-    });
+    items.push_back({p.data(), p.grad_data(), s.exp_avg.data(), s.exp_avg_sq.data(),
+                     static_cast<T>(lr / bias_correction1), static_cast<T>(std::sqrt(bias_correction2)),
+                     params_[i].decay, total});
+    total += p.numel();
   }
+  const T eps = static_cast<T>(cfg_.eps);
+  const T keep = static_cast<T>(1.0 - lr * cfg_.weight_decay);
+  const T one_minus_beta1 = static_cast<T>(1.0 - cfg_.beta1);
+  const T beta2 = static_cast<T>(cfg_.beta2), one_minus_beta2 = static_cast<T>(1.0 - cfg_.beta2);
+  // Elementwise, so chunks over the threads change nothing in the result.
+  parallel_for(total, kChunk, [&](int64_t b, int64_t e) {
+    using Map = typename TensorT<T>::Map;
+    using ConstMap = typename TensorT<T>::ConstMap;
+    // The first item that ends past b, then every item overlapping [b, e).
+    auto it = std::upper_bound(items.begin(), items.end(), b,
+                               [](int64_t x, const Item& item) { return x < item.begin; });
+    for (--it; it != items.end() && it->begin < e; ++it) {
+      const Item& item = *it;
+      const int64_t end = it + 1 != items.end() ? (it + 1)->begin : total;
+      const int64_t lo = std::max(b, item.begin) - item.begin, hi = std::min(e, end) - item.begin;
+      if (hi <= lo) continue;
+      const int64_t n = hi - lo;
+      Map w(item.w + lo, n), m(item.m + lo, n), v(item.v + lo, n);
+      const ConstMap g(item.g + lo, n);
+      if (item.decay) w *= keep;                      // decoupled decay
+      m += one_minus_beta1 * (g - m);                 // torch lerp_
+      v = v * beta2 + one_minus_beta2 * g * g;
+      const Array denom = v.sqrt() / item.bc2_sqrt + eps;
+      w -= item.step_size * (m / denom);
+    }
+  });
 }
 
 template <typename T>

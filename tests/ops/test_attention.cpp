@@ -485,8 +485,44 @@ TEST_CASE("attention: no probability buffer is kept without grad", "[attention][
   set_num_threads(saved);
   INFO("no-grad peak " << no_grad_peak << ", grad peak " << grad_peak << ", B*H*T*T*4 "
                        << probs_bytes);
-  CHECK(no_grad_peak < probs_bytes / 2);  // out + one Tq×Tk scratch per thread
+  CHECK(no_grad_peak < probs_bytes / 2);  // out + one score block per thread
   CHECK(grad_peak >= probs_bytes);
+}
+
+TEST_CASE("attention: without gradients no Tq x Tk score matrix exists (online softmax)", "[attention][memory]") {
+  // One head, long sequences: a single Tq×Tk score scratch would be 4 MiB; the online forward keeps
+  // one 64×512 block per thread. Its output equals the kept-probabilities forward's (which runs
+  // when q needs a gradient) across many key blocks, with causal, padding and large scores (the
+  // running max moves).
+  const int saved = num_threads();
+  const int64_t B = 2, H = 1, T = 1024, D = 16;
+  const int64_t scores_bytes = T * T * static_cast<int64_t>(sizeof(float));
+  Rng rng(5);
+  TF q = scale(TF::randn({B, T, H, D}, rng), 3.0), k = TF::randn({B, T, H, D}, rng);
+  const TF v = TF::randn({B, T, H, D}, rng);
+  AttnMask m;
+  m.causal = true;
+  m.key_valid = padding(B, T, {0, 300});
+  for (int threads : {1, 2}) {
+    set_num_threads(threads);
+    int64_t peak = 0;
+    TF fused;
+    {
+      NoGradGuard guard;
+      reset_peak_memory();
+      const int64_t before = memory_stats().live_of(MemCat::kActivations);
+      fused = attention(q, k, v, m, 0.25);
+      peak = memory_stats().peak_of(MemCat::kActivations) - before;
+    }
+    const int64_t out_bytes = fused.numel() * static_cast<int64_t>(sizeof(float));
+    INFO("threads " << threads << ": peak " << peak << ", output " << out_bytes << ", Tq*Tk*4 " << scores_bytes);
+    CHECK(peak - out_bytes < scores_bytes / 8);
+    TF qg = q.clone();
+    qg.set_requires_grad(true);
+    const TF kept = attention(qg, k, v, m, 0.25);
+    CHECK(max_abs_diff(fused, kept) < 1e-5);
+  }
+  set_num_threads(saved);
 }
 
 // ---- KV cache ----

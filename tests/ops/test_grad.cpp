@@ -52,7 +52,8 @@ TEST_CASE("gradcheck catches a wrong backward", "[grad][meta]") {
 
 TEST_CASE("elementwise binary ops with broadcasting", "[grad]") {
   const std::vector<std::pair<vlm::Shape, vlm::Shape>> shapes = {
-      {{2, 3}, {2, 3}}, {{2, 3}, {3}}, {{2, 1, 4}, {3, 1}}, {{4}, {2, 3, 4}}, {{2, 3}, {}}};
+      {{2, 3}, {2, 3}}, {{2, 3}, {3}}, {{2, 1, 4}, {3, 1}}, {{4}, {2, 3, 4}}, {{2, 3}, {}},
+      {{2, 1}, {1, 3}}};  // the last: one operand through offsets, the other a trailing block
   for (const auto& [sa, sb] : shapes) {
     INFO(vlm::shape_str(sa) << " op " << vlm::shape_str(sb));
     const Inputs in = {randn(sa, 2), away_from_zero(sb, 3)};
