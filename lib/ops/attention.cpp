@@ -134,27 +134,42 @@ void masked_softmax_row(T* s, int64_t Tk, int64_t key_end, const uint8_t* key_va
 // in floating point equal to rounding.
 constexpr int64_t kOnlineRows = 64, kOnlineKeys = 512;
 
+// One (batch, head) of a forward problem: where its q, k, v and output rows start, its key-padding
+// row and its rows of the allowed matrix (null where the mask has none), and the row strides.
+template <typename T>
+struct HeadRows {
+  int64_t ldq, ldk, ldv, ldo;
+  const T *q, *k, *v;
+  T* o;
+  const uint8_t *key_valid, *allowed;
+  HeadRows(const AttnProblem<T>& p, T* out, int64_t bh)
+      : ldq(p.Hq * p.D), ldk(p.Hkv * p.D), ldv(p.Hkv * p.Dv), ldo(p.Hq * p.Dv) {
+    const AttnMask& mask = *p.mask;
+    const int64_t b = bh / p.Hq, h = bh % p.Hq, g = h / (p.Hq / p.Hkv);
+    q = p.q + b * p.q_bs + h * p.D;
+    k = p.k + b * p.k_bs + g * p.D;
+    v = p.v + b * p.v_bs + g * p.Dv;
+    o = out + b * p.Tq * ldo + h * p.Dv;
+    key_valid = mask.key_valid.empty() ? nullptr : mask.key_valid.data() + b * p.Tk;
+    allowed = mask.allowed.empty() ? nullptr
+                                   : mask.allowed.data() + (mask.allowed_batch == 1 ? 0 : b) * p.Tq * p.Tk;
+  }
+};
+
 template <typename T>
 void attention_forward_online(const AttnProblem<T>& p, T* out) {
-  const int64_t rep = p.Hq / p.Hkv;
   const AttnMask& mask = *p.mask;
-  const uint8_t* key_valid = mask.key_valid.empty() ? nullptr : mask.key_valid.data();
-  const uint8_t* allowed = mask.allowed.empty() ? nullptr : mask.allowed.data();
-  const int64_t ldq = p.Hq * p.D, ldk = p.Hkv * p.D, ldv = p.Hkv * p.Dv, ldo = p.Hq * p.Dv;
   parallel_for(p.B * p.Hq, p.head_grain(1), [&](int64_t begin, int64_t end) {
     // Score block [rows, kn]: no bigger than the problem (a decode step needs one short row).
     const int64_t rows_max = std::min(kOnlineRows, p.Tq), kn = std::min(kOnlineKeys, p.Tk);
     Buffer<T> scores(rows_max * kn, MemCat::kActivations, false);
     std::vector<T> row_max(static_cast<std::size_t>(rows_max)), row_sum(static_cast<std::size_t>(rows_max));
     for (int64_t bh = begin; bh < end; ++bh) {
-      const int64_t b = bh / p.Hq, h = bh % p.Hq, g = h / rep;
-      const T* qh = p.q + b * p.q_bs + h * p.D;
-      const T* kh = p.k + b * p.k_bs + g * p.D;
-      const T* vh = p.v + b * p.v_bs + g * p.Dv;
-      T* oh = out + b * p.Tq * ldo + h * p.Dv;
-      const uint8_t* kv_row = key_valid != nullptr ? key_valid + b * p.Tk : nullptr;
-      const uint8_t* al_b =
-          allowed != nullptr ? allowed + (mask.allowed_batch == 1 ? 0 : b) * p.Tq * p.Tk : nullptr;
+      const HeadRows<T> hr(p, out, bh);
+      const int64_t ldq = hr.ldq, ldk = hr.ldk, ldv = hr.ldv, ldo = hr.ldo;
+      const T *qh = hr.q, *kh = hr.k, *vh = hr.v;
+      T* oh = hr.o;
+      const uint8_t *kv_row = hr.key_valid, *al_b = hr.allowed;
       // Rows [r0, r1) see keys [k0, k1) (their segment), further cut by the causal bound.
       auto run = [&](int64_t r0, int64_t r1, int64_t k0, int64_t k1) {
         for (int64_t i0 = r0; i0 < r1; i0 += kOnlineRows) {
@@ -240,24 +255,17 @@ void attention_forward(const AttnProblem<T>& p, T* out, T* probs) {
     attention_forward_online(p, out);
     return;
   }
-  const int64_t rep = p.Hq / p.Hkv;
   const AttnMask& mask = *p.mask;
-  const uint8_t* key_valid = mask.key_valid.empty() ? nullptr : mask.key_valid.data();
-  const uint8_t* allowed = mask.allowed.empty() ? nullptr : mask.allowed.data();
-  const int64_t ldq = p.Hq * p.D, ldk = p.Hkv * p.D, ldv = p.Hkv * p.Dv, ldo = p.Hq * p.Dv;
   parallel_for(p.B * p.Hq, p.head_grain(1), [&](int64_t begin, int64_t end) {
     std::unique_ptr<Buffer<T>> scratch;  // per-thread scores when probabilities are not kept (small)
     if (probs == nullptr) scratch = std::make_unique<Buffer<T>>(p.Tq * p.Tk, MemCat::kActivations, false);
     for (int64_t bh = begin; bh < end; ++bh) {
-      const int64_t b = bh / p.Hq, h = bh % p.Hq, g = h / rep;
-      const T* qh = p.q + b * p.q_bs + h * p.D;
-      const T* kh = p.k + b * p.k_bs + g * p.D;
-      const T* vh = p.v + b * p.v_bs + g * p.Dv;
-      T* oh = out + b * p.Tq * ldo + h * p.Dv;
+      const HeadRows<T> hr(p, out, bh);
+      const int64_t ldq = hr.ldq, ldk = hr.ldk, ldv = hr.ldv, ldo = hr.ldo;
+      const T *qh = hr.q, *kh = hr.k, *vh = hr.v;
+      T* oh = hr.o;
       T* s = probs != nullptr ? probs + bh * p.Tq * p.Tk : scratch->data();
-      const uint8_t* kv_row = key_valid != nullptr ? key_valid + b * p.Tk : nullptr;
-      const uint8_t* al_b =
-          allowed != nullptr ? allowed + (mask.allowed_batch == 1 ? 0 : b) * p.Tq * p.Tk : nullptr;
+      const uint8_t *kv_row = hr.key_valid, *al_b = hr.allowed;
       p.for_each_tile(mask.segments, [&](int64_t i0, int64_t i1, int64_t kb, int64_t ke) {
         const int64_t m = i1 - i0;
         T* st = s + i0 * p.Tk + kb;  // the tile's scores start at key kb (row stride Tk)
