@@ -97,11 +97,7 @@ TensorT<T> binary_op(const TensorT<T>& a, const TensorT<T>& b, Fwd fwd, Da da, D
         T* d = t.grad_data_fresh(fresh);
         if (!a_bc && !b_bc) {
           parallel_for(m, kElementwiseGrain, [&](int64_t s, int64_t e) {
-            if (fresh) {
-              for (int64_t i = s; i < e; ++i) d[i] = g[i] * deriv(xp[i], zp[i], yp[i]);
-            } else {
-              for (int64_t i = s; i < e; ++i) d[i] += g[i] * deriv(xp[i], zp[i], yp[i]);
-            }
+            detail::set_or_add(d, s, e, fresh, [&](int64_t i) { return g[i] * deriv(xp[i], zp[i], yp[i]); });
           });
         } else if (!general) {
           parallel_for(m / period, row_grain, [&](int64_t r0, int64_t r1) {

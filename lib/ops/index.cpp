@@ -66,10 +66,8 @@ TensorT<T> scatter_rows(const TensorT<T>& dst, const std::vector<uint8_t>& row_m
           const T* gr = g + r * C;
           if (row_mask[static_cast<std::size_t>(r)] != 0) {
             if (fresh) std::fill(dr, dr + C, T(0));
-          } else if (fresh) {
-            std::copy(gr, gr + C, dr);
           } else {
-            for (int64_t c = 0; c < C; ++c) dr[c] += gr[c];
+            detail::set_or_add(dr, 0, C, fresh, [&](int64_t c) { return gr[c]; });
           }
         }
       });
@@ -80,11 +78,7 @@ TensorT<T> scatter_rows(const TensorT<T>& dst, const std::vector<uint8_t>& row_m
         for (int64_t r = r0; r < r1; ++r) {
           T* dr = ds + r * C;
           const T* gr = g + rows[static_cast<std::size_t>(r)] * C;
-          if (fresh) {
-            std::copy(gr, gr + C, dr);
-          } else {
-            for (int64_t c = 0; c < C; ++c) dr[c] += gr[c];
-          }
+          detail::set_or_add(dr, 0, C, fresh, [&](int64_t c) { return gr[c]; });
         }
       });
     }

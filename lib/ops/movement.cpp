@@ -163,11 +163,9 @@ TensorT<T> slice(const TensorT<T>& x, int axis, int64_t start, int64_t end) {
         const T* s2 = g + a * len;
         if (fresh) {
           std::fill(d, d + before, T(0));
-          std::copy(s2, s2 + len, d + before);
           std::fill(d + before + len, d + row, T(0));
-        } else {
-          for (int64_t i = 0; i < len; ++i) d[before + i] += s2[i];
         }
+        detail::set_or_add(d + before, 0, len, fresh, [&](int64_t i) { return s2[i]; });
       }
     });
   });
@@ -216,11 +214,7 @@ TensorT<T> concat(const Tensors<T>& xs, int axis) {
         for (int64_t q = q0; q < q1; ++q) {
           const T* src = g + (q * total + starts[k]) * v.inner;
           T* dst = dx + q * n * v.inner;
-          if (fresh) {
-            std::copy(src, src + n * v.inner, dst);
-          } else {
-            for (int64_t i = 0; i < n * v.inner; ++i) dst[i] += src[i];
-          }
+          detail::set_or_add(dst, 0, n * v.inner, fresh, [&](int64_t i) { return src[i]; });
         }
       });
     }

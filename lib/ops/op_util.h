@@ -46,6 +46,17 @@ T lane_sum(int64_t n, F f) {
 template <typename T>
 void sum_rows_into(const T* g, int64_t rows, int64_t cols, T* d, bool overwrite);
 
+// Writes a gradient range: d[i] = f(i) for i in [b, e) when the gradient was allocated just now
+// (TensorT::grad_data_fresh set `fresh`), else d[i] += f(i). The branch is taken once per range.
+template <typename T, class F>
+inline void set_or_add(T* d, int64_t b, int64_t e, bool fresh, F f) {
+  if (fresh) {
+    for (int64_t i = b; i < e; ++i) d[i] = f(i);
+  } else {
+    for (int64_t i = b; i < e; ++i) d[i] += f(i);
+  }
+}
+
 // Element count above which elementwise loops are split over threads.
 inline constexpr int64_t kElementwiseGrain = 1 << 13;
 

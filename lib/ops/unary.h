@@ -23,11 +23,7 @@ TensorT<T> unary_op(const TensorT<T>& x, Fwd fwd, Deriv dydx) {
     bool fresh = false;  // a gradient allocated just now is set, not zeroed and added to
     T* dx = in.grad_data_fresh(fresh);
     parallel_for(in.numel(), kElementwiseGrain, [&](int64_t b, int64_t e) {
-      if (fresh) {
-        for (int64_t i = b; i < e; ++i) dx[i] = g[i] * dydx(xi[i], y[i]);
-      } else {
-        for (int64_t i = b; i < e; ++i) dx[i] += g[i] * dydx(xi[i], y[i]);
-      }
+      set_or_add(dx, b, e, fresh, [&](int64_t i) { return g[i] * dydx(xi[i], y[i]); });
     });
   });
   return out;

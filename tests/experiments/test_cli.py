@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 import traceback
 
 import h5py
@@ -117,6 +118,14 @@ def test_check_and_list():
         if exp.endswith(".toml"):
             r = vlmlab("check", os.path.join(root, "experiments", exp))
             assert r.returncode == 0, (exp, r.stderr)
+    # The quickstart is the reference experiment's seed 0: the same task, training, sizes and
+    # variants (so its runs train as the reference's seed-0 runs), only fewer seeds and threads.
+    with open(os.path.join(root, "experiments", "quickstart.toml"), "rb") as fq, \
+            open(os.path.join(root, "experiments", "sort_of_clevr.toml"), "rb") as fr:
+        quick, ref = tomllib.load(fq), tomllib.load(fr)
+    for table in ("task", "train", "model", "variant"):
+        assert quick[table] == ref[table], (table, quick[table], ref[table])
+    assert quick["experiment"]["seeds"] == [0] and 0 in ref["experiment"]["seeds"]
     # --params lists each run's parameters by HF name (what init_std globs match), shape and component.
     r = vlmlab("check", path, "--params")
     assert r.returncode == 0, r.stderr
