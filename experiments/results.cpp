@@ -138,6 +138,9 @@ void write_run(io::H5File& f, const RunResult& r) {
   f.set_attr(g, "host", r.host);
   f.set_attr(g, "cpu", r.cpu);
   f.set_attr(g, "cores", r.cores);
+  // The build that made the run: a file folded from parts, or resumed with a newer build, keeps
+  // each run's own, where the root's names the build that last wrote the file.
+  f.set_attr(g, "git_commit", std::string(VLMLAB_GIT_COMMIT));
   f.set_attr(g, "ranks", static_cast<int64_t>(r.ranks));      // ranks that trained it (data-parallel)
   // The training budget in FLOPs (counted by the ops), beside the per-resolution inference cost table.
   {

@@ -238,6 +238,7 @@ class Run:
         self.threads = int(a.get("threads", 0))
         self.cpu = s_(a.get("cpu", ""))  # files before this attribute: the root's machine
         self.cores = int(a.get("cores", 0))
+        self.git_commit = s_(a.get("git_commit", ""))  # files before this attribute: the root's build
         self.flops_per_step = float(a.get("train_flops_per_step", 0.0))
         self.flops_per_sample = float(a.get("train_flops_per_sample", 0.0))
         self.params = dict(zip(*[read_table(g, "params").get(c, []) for c in ("component", "count")]))
@@ -708,9 +709,17 @@ def report(path, out_dir, vlmlab):
         machine = "runs measured on " + "; ".join(
             f"{cpu}, {cores} cores ({sum(1 for r in runs if (r.cpu, r.cores) == (cpu, cores))} run(s))"
             for cpu, cores in where) + f"; file written on {meta.get('cpu', '?')}, {meta.get('cores', '?')} cores"
+    # Likewise the build: each run names the commit it was made by, the root the build that wrote the file.
+    builds = distinct(r.git_commit for r in runs if r.git_commit)
+    if not builds or builds == [meta.get("git_commit")]:
+        commit = f"git commit `{meta.get('git_commit', '?')}`"
+    else:
+        commit = "runs made by git commit " + "; ".join(
+            f"`{c}` ({sum(1 for r in runs if r.git_commit == c)} run(s))" for c in builds) + \
+            f"; file written by `{meta.get('git_commit', '?')}`"
     L += [f"- Machine: {machine}, {joined(threads)} thread(s); "
           f"BLAS: {meta.get('blas', '?')}; compiler: {meta.get('compiler', '?')}.",
-          f"- vlmlab {meta.get('vlmlab_version', '?')}, git commit `{meta.get('git_commit', '?')}`, results schema "
+          f"- vlmlab {meta.get('vlmlab_version', '?')}, {commit}, results schema "
           f"{meta.get('schema_version', '?')}; results file created {meta.get('created_utc', '?')}.",
           ""]
     toml_text = meta.get("experiment_toml", "")

@@ -57,7 +57,7 @@ TIMING_COLUMNS = {"step_ms", "median_ms", "p10_ms", "p90_ms", "prefill_ms", "dec
                   "train_step_ms", "peak_rss_bytes"}
 TIMING_ATTRS = {"created_utc", "started_utc", "finished_utc", "wall_s"}
 # Where a run ran (MPI): the rank and host that wrote it.
-PLACE_ATTRS = {"rank", "host", "cpu", "cores"}
+PLACE_ATTRS = {"rank", "host", "cpu", "cores", "git_commit"}
 
 
 def numbers(path, skip_attrs=TIMING_ATTRS | PLACE_ATTRS, skip_columns=TIMING_COLUMNS):

@@ -268,6 +268,24 @@ def test_runs_measured_elsewhere():
     assert f"file written on {here}, {cores} cores" in sec, sec
 
 
+def test_runs_made_by_another_build():
+    """Runs made by another build (folded or resumed here) are named with their own commit."""
+    path = os.path.join(TMP, "otherbuild.h5")
+    shutil.copy(results_file(), path)
+    with h5py.File(path, "r+") as f:
+        mine = s_(f.attrs["git_commit"])
+        assert all(s_(f[f"runs/{rid}"].attrs["git_commit"]) == mine for rid in f["runs"])  # each run records it
+        for rid in f["runs"]:
+            if rid.startswith("llava"):
+                f[f"runs/{rid}"].attrs["git_commit"] = "0123abcd"
+        n_llava = sum(1 for rid in f["runs"] if rid.startswith("llava"))
+    sec = sections(make_report(path, os.path.join(TMP, "otherbuild")))["What was run"]
+    assert f"`0123abcd` ({n_llava} run(s))" in sec, sec
+    assert f"`{mine}` ({4 - n_llava} run(s)); file written by `{mine}`" in sec, sec
+    plain = sections(make_report(results_file(), os.path.join(TMP, "samebuild")))["What was run"]
+    assert f"git commit `{mine}`," in plain and "runs made by" not in plain, plain
+
+
 def test_tables_match_the_file():
     path = results_file()
     md = make_report(path, os.path.join(TMP, "tables"))
@@ -510,7 +528,7 @@ def test_subtypes_not_asked():
 TESTS = [test_cli_errors_and_default_out, test_what_was_run, test_tables_match_the_file,
          test_figures_and_gallery_are_pngs, test_same_file_same_report, test_failed_run_and_single_seed,
          test_interval_on_known_numbers, test_at_a_glance_names_variants_at_the_prior, test_subtypes_not_asked,
-         test_runs_measured_elsewhere]
+         test_runs_measured_elsewhere, test_runs_made_by_another_build]
 
 if __name__ == "__main__":
     passed = failed = 0
