@@ -79,6 +79,50 @@ void BM_matmul_tensor(benchmark::State& state) {
 }
 BENCHMARK(BM_matmul_tensor)->Apply(matmul_shapes);
 
+// Few rows through a linear layer (weight stored [N, K], as in a batch-1 prefill), against raw
+// sgemm(NoTrans, Trans) on the same operands, with OpenBLAS's own threads. Read side by side as
+// above: --benchmark_filter='BM_(sgemm_raw_nt|linear_few_rows)/' with random interleaving.
+void few_row_shapes(benchmark::internal::Benchmark* b) {
+  for (int threads : {1, 2}) {
+    b->Args({35, 256, 1024, threads});  // a prefill's rows into the 4x MLP (large size)
+    b->Args({35, 256, 256, threads});   // an attention projection
+    b->Args({35, 1024, 256, threads});  // out of the MLP
+  }
+  b->ArgNames({"M", "K", "N", "threads"})->UseRealTime();
+}
+
+void BM_sgemm_raw_nt(benchmark::State& state) {
+  const int64_t M = state.range(0), K = state.range(1), N = state.range(2);
+  vlm::Rng rng(1);
+  const Tensor x = Tensor::randn({M, K}, rng), w = Tensor::randn({N, K}, rng);
+  Tensor y = Tensor::zeros({M, N});
+  openblas_set_num_threads(static_cast<int>(state.range(3)));
+  for (auto _ : state) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(M), static_cast<blasint>(N),
+                static_cast<blasint>(K), 1.0f, x.data(), static_cast<blasint>(K), w.data(), static_cast<blasint>(K),
+                0.0f, y.data(), static_cast<blasint>(N));
+    benchmark::DoNotOptimize(y.data());
+  }
+  openblas_set_num_threads(1);
+  set_gflops(state, 2.0 * static_cast<double>(M * N * K));
+}
+BENCHMARK(BM_sgemm_raw_nt)->Apply(few_row_shapes);
+
+void BM_linear_few_rows(benchmark::State& state) {
+  const int64_t M = state.range(0), K = state.range(1), N = state.range(2);
+  vlm::set_num_threads(static_cast<int>(state.range(3)));
+  vlm::Rng rng(1);
+  const Tensor x = Tensor::randn({M, K}, rng), w = Tensor::randn({N, K}, rng);
+  vlm::NoGradGuard no_grad;
+  for (auto _ : state) {
+    Tensor y = vlm::linear(x, w, Tensor());
+    benchmark::DoNotOptimize(y.data());
+  }
+  vlm::set_num_threads(1);
+  set_gflops(state, 2.0 * static_cast<double>(M * N * K));
+}
+BENCHMARK(BM_linear_few_rows)->Apply(few_row_shapes);
+
 // Linear layer forward + backward (dX and dW), as in a training step.
 void BM_linear_fwd_bwd(benchmark::State& state) {
   const int64_t M = state.range(0), K = state.range(1), N = state.range(2);

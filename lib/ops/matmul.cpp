@@ -2,10 +2,12 @@
 #include <cblas.h>
 
 #include <algorithm>
+#include <type_traits>
 
 #include "lib/core/parallel.h"
 #include "lib/measure/flops.h"
 #include "lib/ops/gemm.h"
+#include "lib/ops/gemm_kernel.h"
 #include "lib/ops/op_util.h"
 #include "lib/ops/ops.h"
 
@@ -64,6 +66,14 @@ void gemm_serial(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T 
     if (trans_b) blas_gemv(false, N, K, alpha, B, ldb, A, trans_a ? lda : 1, beta, C, 1);
     else blas_gemv(true, K, N, alpha, B, ldb, A, trans_a ? lda : 1, beta, C, 1);
     return;
+  }
+  if constexpr (std::is_same_v<T, float>) {
+    // Few rows times a weight stored [N, K]: a kernel that reads B in place instead of packing it.
+    // The choice depends on M and K only, so it is the same for every column block gemm() splits off.
+    if (!trans_a && trans_b && detail::use_few_rows_kernel(M, K)) {
+      detail::sgemm_nt_few_rows(M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+      return;
+    }
   }
   if (N == 1) {  // c[M] (stride ldc) = op(A) b: A is [M, K] or [K, M] (trans_a); b's elements are ldb apart unless trans_b
     if (trans_a) blas_gemv(true, K, M, alpha, A, lda, B, trans_b ? 1 : ldb, beta, C, ldc);

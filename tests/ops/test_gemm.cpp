@@ -1,0 +1,157 @@
+// gemm() on few rows with a transposed right operand, the case the register-blocked kernel of
+// lib/ops/gemm_kernel.cpp takes (a linear layer on a prefill's rows): against a double-precision
+// reference over shapes that leave every remainder of its 3 x 4 x 8 blocking, with strides, with
+// alpha and beta as BLAS defines them, and bit-identical over thread counts.
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "lib/core/parallel.h"
+#include "lib/core/random.h"
+#include "lib/ops/gemm.h"
+#include "lib/ops/gemm_kernel.h"
+#include "lib/ops/ops.h"
+
+namespace {
+
+struct Problem {
+  int64_t M, N, K, lda, ldb, ldc;
+  std::vector<float> A, B, C0;  // C0: C before the call
+};
+
+Problem make_problem(int64_t M, int64_t N, int64_t K, int64_t pad, uint64_t seed) {
+  Problem p{M, N, K, K + pad, K + 2 * pad, N + pad, {}, {}, {}};
+  vlm::Rng r(seed);
+  auto fill = [&](int64_t n) {
+    std::vector<float> v(static_cast<std::size_t>(n));
+    for (auto& x : v) x = static_cast<float>(r.normal());
+    return v;
+  };
+  p.A = fill(M * p.lda);
+  p.B = fill(N * p.ldb);
+  p.C0 = fill(M * p.ldc);
+  return p;
+}
+
+// The largest error of C = alpha·A·Bᵀ + beta·C0 over the M x N block, relative to the size of the
+// terms (Σ|a·b|·|alpha| + |beta·c0|); the padding between rows of C must be untouched.
+double max_rel_error(const Problem& p, float alpha, float beta, const std::vector<float>& C) {
+  double worst = 0;
+  for (int64_t i = 0; i < p.M; ++i)
+    for (int64_t j = 0; j < p.ldc; ++j) {
+      const std::size_t at = static_cast<std::size_t>(i * p.ldc + j);
+      if (j >= p.N) {  // padding: untouched (NaN stays NaN, so compare the bits)
+        if (std::memcmp(&C[at], &p.C0[at], sizeof(float)) != 0) return std::numeric_limits<double>::infinity();
+        continue;
+      }
+      double s = 0, mag = 0;
+      for (int64_t k = 0; k < p.K; ++k) {
+        const double t =
+            double(p.A[static_cast<std::size_t>(i * p.lda + k)]) * p.B[static_cast<std::size_t>(j * p.ldb + k)];
+        s += t;
+        mag += std::abs(t);
+      }
+      const double c0 = beta == 0.0f ? 0.0 : double(beta) * p.C0[at];
+      const double ref = double(alpha) * s + c0;
+      const double err = std::abs(ref - C[at]) / (std::abs(double(alpha)) * mag + std::abs(c0) + 1e-30);
+      if (!(err <= worst)) worst = std::isnan(err) ? std::numeric_limits<double>::infinity() : std::max(worst, err);
+    }
+  return worst;
+}
+
+std::vector<float> run_gemm(const Problem& p, float alpha, float beta, int threads) {
+  std::vector<float> C = p.C0;
+  vlm::set_num_threads(threads);
+  vlm::gemm(false, true, p.M, p.N, p.K, alpha, p.A.data(), p.lda, p.B.data(), p.ldb, beta, C.data(), p.ldc);
+  vlm::set_num_threads(1);
+  return C;
+}
+
+}  // namespace
+
+TEST_CASE("few-row gemm with a transposed B matches a double reference at every remainder", "[ops][gemm]") {
+  struct Scaling {
+    float alpha, beta;
+  };
+  const std::vector<Scaling> scalings = {{1.0f, 0.0f}, {1.0f, 1.0f}, {-0.75f, 0.5f}, {2.0f, 0.0f}};
+  const std::vector<int64_t> Ns = {1, 2, 3, 4, 5, 7, 9, 13};
+  const std::vector<int64_t> Ks = {1, 3, 7, 8, 9, 16, 31, 47, 48, 49, 67, 131};
+  std::vector<int64_t> Ms;
+  for (int64_t M = 1; M <= 41; ++M) Ms.push_back(M);
+  for (int64_t M : {47, 55, 56, 57}) Ms.push_back(M);  // about where gemm() stops taking the kernel
+  uint64_t seed = 1;
+  for (int64_t M : Ms)
+    for (int64_t N : Ns)
+      for (int64_t K : Ks) {
+        const Problem p = make_problem(M, N, K, (M + N + K) % 3, seed++);
+        // Any order of summing K products, scaled and added to beta·c, is within (K + 2)·2⁻²⁴ of the
+        // terms' size; leaving one product out or counting one twice is off by about 1/K of it.
+        const double tol = static_cast<double>(K + 2) * 0x1.0p-24;
+        for (const Scaling& s : scalings) {
+          Problem q = p;
+          if (s.beta == 0.0f) std::fill(q.C0.begin(), q.C0.end(), std::numeric_limits<float>::quiet_NaN());
+          INFO("M " << M << " N " << N << " K " << K << " alpha " << s.alpha << " beta " << s.beta);
+          const std::vector<float> C = run_gemm(q, s.alpha, s.beta, 1);
+          const double err = max_rel_error(q, s.alpha, s.beta, C);
+          if (!(err < tol)) REQUIRE(err < tol);
+          if (!vlm::detail::kHasFewRowsKernel) continue;
+          // The kernel itself at every shape, and bit for bit what gemm() gave where gemm() takes it.
+          std::vector<float> D = q.C0;
+          vlm::detail::sgemm_nt_few_rows(M, N, K, s.alpha, q.A.data(), q.lda, q.B.data(), q.ldb, s.beta, D.data(),
+                                         q.ldc);
+          const double kerr = max_rel_error(q, s.alpha, s.beta, D);
+          if (!(kerr < tol)) REQUIRE(kerr < tol);
+          if (vlm::detail::use_few_rows_kernel(M, K))
+            REQUIRE(std::memcmp(C.data(), D.data(), C.size() * sizeof(float)) == 0);
+        }
+      }
+}
+
+TEST_CASE("the few-row kernel covers a prefill's rows and gives the same bits with 1 and 2 threads",
+          "[ops][gemm][threads]") {
+  // A prefill's projections (25-40 rows) go to the kernel when the build has it.
+  for (int64_t M : {2, 25, 35, 40}) {
+    CHECK(vlm::detail::use_few_rows_kernel(M, 256) == vlm::detail::kHasFewRowsKernel);
+    CHECK(vlm::detail::use_few_rows_kernel(M, 1024) == vlm::detail::kHasFewRowsKernel);
+  }
+  CHECK_FALSE(vlm::detail::use_few_rows_kernel(1, 256));  // one row: gemv
+  // Large enough that gemm() splits C's columns over 2 threads; N and K not multiples of 4 or 8.
+  struct Shape3 {
+    int64_t M, N, K;
+  };
+  for (const Shape3& s : {Shape3{35, 259, 257}, Shape3{37, 1027, 67}, Shape3{3, 2050, 129}, Shape3{40, 770, 1024}}) {
+    const Problem p = make_problem(s.M, s.N, s.K, 1, 7);
+    for (float beta : {0.0f, 1.0f}) {
+      const std::vector<float> c1 = run_gemm(p, 1.0f, beta, 1), c2 = run_gemm(p, 1.0f, beta, 2);
+      INFO("M " << s.M << " N " << s.N << " K " << s.K << " beta " << beta);
+      CHECK(std::memcmp(c1.data(), c2.data(), c1.size() * sizeof(float)) == 0);
+      CHECK(max_rel_error(p, 1.0f, beta, c2) < 1e-5);
+    }
+  }
+}
+
+TEST_CASE("linear on few rows adds the bias once, with 1 and 2 threads alike", "[ops][gemm][threads]") {
+  vlm::Rng rng(5);
+  const vlm::Tensor x = vlm::Tensor::randn({1, 35, 259}, rng), w = vlm::Tensor::randn({1030, 259}, rng),
+                    bias = vlm::Tensor::randn({1030}, rng);
+  vlm::NoGradGuard no_grad;
+  std::vector<float> y[2];
+  for (int threads : {1, 2}) {
+    vlm::set_num_threads(threads);
+    y[threads - 1] = vlm::linear(x, w, bias).to_vector();
+  }
+  vlm::set_num_threads(1);
+  CHECK(y[0] == y[1]);
+  double worst = 0;
+  for (int64_t i = 0; i < 35; ++i)
+    for (int64_t j = 0; j < 1030; ++j) {
+      double s = bias.data()[j];
+      for (int64_t k = 0; k < 259; ++k) s += double(x.data()[i * 259 + k]) * w.data()[j * 259 + k];
+      worst = std::max(worst, std::abs(s - y[0][static_cast<std::size_t>(i * 1030 + j)]));
+    }
+  CHECK(worst < 1e-4);
+}
