@@ -6,6 +6,7 @@
 #include <atomic>
 
 #include "lib/core/check.h"
+#include "lib/core/tensor.h"
 
 // OpenBLAS (exported, not in cblas.h): stops its worker threads; a later threaded call restarts them.
 extern "C" int blas_thread_shutdown_(void);
@@ -46,8 +47,19 @@ void run_chunks(int64_t chunks, void (*fn)(void*, int64_t), void* ctx) {
     for (int64_t c = 0; c < chunks; ++c) fn(ctx, c);
     return;
   }
+  // A region runs in its caller's grad mode: NoGradGuard is per thread, and what a chunk does may
+  // depend on it (gemm takes its few-row kernel in inference only), so every chunk of one call must
+  // see the same mode whichever thread runs it. Workers start with grad on, like every thread.
+  const bool grad = grad_enabled();
 #pragma omp parallel for num_threads(static_cast<int>(chunks)) schedule(static, 1)
-  for (int64_t c = 0; c < chunks; ++c) fn(ctx, c);
+  for (int64_t c = 0; c < chunks; ++c) {
+    if (grad || !grad_enabled()) {
+      fn(ctx, c);
+    } else {
+      NoGradGuard no_grad;
+      fn(ctx, c);
+    }
+  }
 }
 }  // namespace detail
 

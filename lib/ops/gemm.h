@@ -1,5 +1,5 @@
 // The one GEMM entry point of the core: row-major C = alpha·op(A)·op(B) + beta·C through
-// cblas_{s,d}gemm (or, for a few rows of A times a transposed B in float, the register-blocked kernel
+// cblas_{s,d}gemm (or, in inference, for a few rows of A times a transposed B in float, the register-blocked kernel
 // of gemm_kernel.h), split over the core's threads (OpenBLAS itself runs single-threaded, see
 // parallel.h) and counted in the FLOP counter. Every matrix product in lib/ goes through here.
 #pragma once

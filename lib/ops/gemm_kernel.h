@@ -2,7 +2,7 @@
 // stored [N, K] row-major (a linear layer's weight). OpenBLAS packs B anew on every call, which on
 // a prefill's 25-40 rows costs about a third of the product; this kernel reads B in place instead,
 // each element of C a dot product of a row of A and a row of B with 8-wide FMA accumulators.
-// Internal to lib/ops: gemm_serial (matmul.cpp) decides when to use it.
+// Internal to lib/ops: gemm_serial (matmul.cpp) decides when to use it (in inference only, with grad off).
 #pragma once
 
 #include <cstdint>

@@ -68,9 +68,12 @@ void gemm_serial(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T 
     return;
   }
   if constexpr (std::is_same_v<T, float>) {
-    // Few rows times a weight stored [N, K]: a kernel that reads B in place instead of packing it.
-    // The choice depends on M and K only, so it is the same for every column block gemm() splits off.
-    if (!trans_a && trans_b && detail::use_few_rows_kernel(M, K)) {
+    // Few rows times a weight stored [N, K] in inference (prefill, evaluation): a kernel that reads B
+    // in place instead of packing it. The choice depends on M and K only, so it is the same for every
+    // column block gemm() splits off. Training (grad on) stays on OpenBLAS at every M: a data-parallel
+    // rank's half batch would otherwise take the kernel where the whole batch does not, and the two
+    // would sum in different orders (tests/experiments/test_mpi.py compares them within 1e-5).
+    if (!trans_a && trans_b && !grad_enabled() && detail::use_few_rows_kernel(M, K)) {
       detail::sgemm_nt_few_rows(M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
       return;
     }

@@ -1,6 +1,9 @@
 // The tensor handle and the autograd tape: accumulation, graph release, no-grad scopes, teardown.
 #include <catch2/catch.hpp>
 
+#include <vector>
+
+#include "lib/core/parallel.h"
 #include "lib/core/random.h"
 #include "lib/ops/ops.h"
 
@@ -95,4 +98,25 @@ TEST_CASE("a very long chain is torn down without recursion", "[autograd]") {
   for (int i = 0; i < 200000; ++i) h = vlm::scale(h, 1.0);
   h.backward();
   CHECK(x.grad().item() == 1.0f);
+}
+
+TEST_CASE("a parallel region runs in its caller's grad mode on every thread", "[core][threads]") {
+  // NoGradGuard is per thread; work split over threads (e.g. a GEMM's column blocks) must all see the
+  // caller's mode, or the blocks the workers run could take another code path than the caller's.
+  vlm::set_num_threads(2);
+  std::vector<int> seen(2, -1);
+  auto record = [&] {
+    seen.assign(2, -1);
+    vlm::parallel_for(2, 1, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) seen[static_cast<std::size_t>(i)] = vlm::grad_enabled() ? 1 : 0;
+    });
+  };
+  {
+    vlm::NoGradGuard no_grad;
+    record();
+    CHECK(seen == std::vector<int>{0, 0});
+  }
+  record();
+  CHECK(seen == std::vector<int>{1, 1});
+  vlm::set_num_threads(1);
 }

@@ -3,6 +3,7 @@
 // reference over shapes that leave every remainder of its 3 x 4 x 8 blocking, with strides, with
 // alpha and beta as BLAS defines them, and bit-identical over thread counts.
 #include <catch2/catch.hpp>
+#include <cblas.h>
 
 #include <algorithm>
 #include <cmath>
@@ -63,7 +64,9 @@ double max_rel_error(const Problem& p, float alpha, float beta, const std::vecto
   return worst;
 }
 
+// gemm() in inference, where it takes the kernel (with grad on it stays on OpenBLAS: see below).
 std::vector<float> run_gemm(const Problem& p, float alpha, float beta, int threads) {
+  vlm::NoGradGuard no_grad;
   std::vector<float> C = p.C0;
   vlm::set_num_threads(threads);
   vlm::gemm(false, true, p.M, p.N, p.K, alpha, p.A.data(), p.lda, p.B.data(), p.ldb, beta, C.data(), p.ldc);
@@ -154,4 +157,24 @@ TEST_CASE("linear on few rows adds the bias once, with 1 and 2 threads alike", "
       worst = std::max(worst, std::abs(s - y[0][static_cast<std::size_t>(i * 1030 + j)]));
     }
   CHECK(worst < 1e-4);
+}
+
+TEST_CASE("with grad on, few-row products stay on OpenBLAS: the kernel is for inference only", "[ops][gemm]") {
+  // Training takes OpenBLAS at every M, so a data-parallel rank's half batch runs the same code as the
+  // whole batch instead of the kernel's other summation order.
+  for (int64_t M : {4, 35, 40}) {
+    const Problem p = make_problem(M, 259, 256, 0, 11);
+    std::vector<float> blas = p.C0, train = p.C0;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(M), 259, 256, 1.0f, p.A.data(),
+                static_cast<blasint>(p.lda), p.B.data(), static_cast<blasint>(p.ldb), 0.0f, blas.data(),
+                static_cast<blasint>(p.ldc));
+    REQUIRE(vlm::grad_enabled());
+    vlm::gemm(false, true, M, 259, 256, 1.0f, p.A.data(), p.lda, p.B.data(), p.ldb, 0.0f, train.data(), p.ldc);
+    INFO("M " << M);
+    CHECK(std::memcmp(blas.data(), train.data(), blas.size() * sizeof(float)) == 0);
+    if (vlm::detail::kHasFewRowsKernel) {  // and inference does take the kernel here: another order
+      const std::vector<float> infer = run_gemm(p, 1.0f, 0.0f, 1);
+      CHECK(std::memcmp(blas.data(), infer.data(), blas.size() * sizeof(float)) != 0);
+    }
+  }
 }
