@@ -26,6 +26,7 @@
 
 namespace {
 
+using vlm::Shape;
 using vlm::Tensor;
 
 void set_gflops(benchmark::State& state, double flops_per_iter) {
@@ -45,38 +46,44 @@ void matmul_shapes(benchmark::internal::Benchmark* b) {
   b->ArgNames({"M", "K", "N", "threads"})->UseRealTime();
 }
 
-// Raw OpenBLAS: its own threads, no tensor layer.
-void BM_sgemm_raw(benchmark::State& state) {
+// Raw OpenBLAS: its own threads, no tensor layer. B is [K, N], or with trans_b [N, K] (a linear
+// layer's weight).
+void sgemm_raw(benchmark::State& state, bool trans_b) {
   const int64_t M = state.range(0), K = state.range(1), N = state.range(2);
   vlm::Rng rng(1);
-  const Tensor a = Tensor::randn({M, K}, rng), b = Tensor::randn({K, N}, rng);
+  const Tensor a = Tensor::randn({M, K}, rng), b = Tensor::randn(trans_b ? Shape{N, K} : Shape{K, N}, rng);
   Tensor c = Tensor::zeros({M, N});
   openblas_set_num_threads(static_cast<int>(state.range(3)));
   for (auto _ : state) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<blasint>(M), static_cast<blasint>(N),
-                static_cast<blasint>(K), 1.0f, a.data(), static_cast<blasint>(K), b.data(), static_cast<blasint>(N),
-                0.0f, c.data(), static_cast<blasint>(N));
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, static_cast<blasint>(M),
+                static_cast<blasint>(N), static_cast<blasint>(K), 1.0f, a.data(), static_cast<blasint>(K), b.data(),
+                static_cast<blasint>(trans_b ? K : N), 0.0f, c.data(), static_cast<blasint>(N));
     benchmark::DoNotOptimize(c.data());
   }
   openblas_set_num_threads(1);
   set_gflops(state, 2.0 * static_cast<double>(M * N * K));
 }
-BENCHMARK(BM_sgemm_raw)->Apply(matmul_shapes);
 
-// The same product through vlm::matmul (allocation of the output included, no grad).
-void BM_matmul_tensor(benchmark::State& state) {
+// The same product through the tensor layer (allocation of the output included, no grad): vlm::matmul,
+// or with trans_b vlm::linear, as a prefill's projections run.
+void tensor_product(benchmark::State& state, bool trans_b) {
   const int64_t M = state.range(0), K = state.range(1), N = state.range(2);
   vlm::set_num_threads(static_cast<int>(state.range(3)));
   vlm::Rng rng(1);
-  const Tensor a = Tensor::randn({M, K}, rng), b = Tensor::randn({K, N}, rng);
+  const Tensor a = Tensor::randn({M, K}, rng), b = Tensor::randn(trans_b ? Shape{N, K} : Shape{K, N}, rng);
   vlm::NoGradGuard no_grad;
   for (auto _ : state) {
-    Tensor c = vlm::matmul(a, b);
+    Tensor c = trans_b ? vlm::linear(a, b, Tensor()) : vlm::matmul(a, b);
     benchmark::DoNotOptimize(c.data());
   }
   vlm::set_num_threads(1);
   set_gflops(state, 2.0 * static_cast<double>(M * N * K));
 }
+
+void BM_sgemm_raw(benchmark::State& state) { sgemm_raw(state, false); }
+BENCHMARK(BM_sgemm_raw)->Apply(matmul_shapes);
+
+void BM_matmul_tensor(benchmark::State& state) { tensor_product(state, false); }
 BENCHMARK(BM_matmul_tensor)->Apply(matmul_shapes);
 
 // Few rows through a linear layer (weight stored [N, K], as in a batch-1 prefill), against raw
@@ -91,36 +98,10 @@ void few_row_shapes(benchmark::internal::Benchmark* b) {
   b->ArgNames({"M", "K", "N", "threads"})->UseRealTime();
 }
 
-void BM_sgemm_raw_nt(benchmark::State& state) {
-  const int64_t M = state.range(0), K = state.range(1), N = state.range(2);
-  vlm::Rng rng(1);
-  const Tensor x = Tensor::randn({M, K}, rng), w = Tensor::randn({N, K}, rng);
-  Tensor y = Tensor::zeros({M, N});
-  openblas_set_num_threads(static_cast<int>(state.range(3)));
-  for (auto _ : state) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(M), static_cast<blasint>(N),
-                static_cast<blasint>(K), 1.0f, x.data(), static_cast<blasint>(K), w.data(), static_cast<blasint>(K),
-                0.0f, y.data(), static_cast<blasint>(N));
-    benchmark::DoNotOptimize(y.data());
-  }
-  openblas_set_num_threads(1);
-  set_gflops(state, 2.0 * static_cast<double>(M * N * K));
-}
+void BM_sgemm_raw_nt(benchmark::State& state) { sgemm_raw(state, true); }
 BENCHMARK(BM_sgemm_raw_nt)->Apply(few_row_shapes);
 
-void BM_linear_few_rows(benchmark::State& state) {
-  const int64_t M = state.range(0), K = state.range(1), N = state.range(2);
-  vlm::set_num_threads(static_cast<int>(state.range(3)));
-  vlm::Rng rng(1);
-  const Tensor x = Tensor::randn({M, K}, rng), w = Tensor::randn({N, K}, rng);
-  vlm::NoGradGuard no_grad;
-  for (auto _ : state) {
-    Tensor y = vlm::linear(x, w, Tensor());
-    benchmark::DoNotOptimize(y.data());
-  }
-  vlm::set_num_threads(1);
-  set_gflops(state, 2.0 * static_cast<double>(M * N * K));
-}
+void BM_linear_few_rows(benchmark::State& state) { tensor_product(state, true); }
 BENCHMARK(BM_linear_few_rows)->Apply(few_row_shapes);
 
 // Linear layer forward + backward (dX and dW), as in a training step.

@@ -701,22 +701,19 @@ def report(path, out_dir, vlmlab):
               f"{joined(res) if res else '(not measured)'} px with {joined(reps) if reps else '–'} timed repeats "
               "per phase and run."]
     threads = distinct(r.threads for r in runs) or [meta.get("threads", "?")]
-    # Timings come from where each run ran; the root names the machine that last wrote the file.
-    where = distinct((r.cpu, r.cores) for r in runs if r.cpu)
-    if not where or where == [(meta.get("cpu"), meta.get("cores"))]:
-        machine = f"{meta.get('cpu', '?')}, {meta.get('cores', '?')} cores"
-    else:
-        machine = "runs measured on " + "; ".join(
-            f"{cpu}, {cores} cores ({sum(1 for r in runs if (r.cpu, r.cores) == (cpu, cores))} run(s))"
-            for cpu, cores in where) + f"; file written on {meta.get('cpu', '?')}, {meta.get('cores', '?')} cores"
-    # Likewise the build: each run names the commit it was made by, the root the build that wrote the file.
-    builds = distinct(r.git_commit for r in runs if r.git_commit)
-    if not builds or builds == [meta.get("git_commit")]:
-        commit = f"git commit `{meta.get('git_commit', '?')}`"
-    else:
-        commit = "runs made by git commit " + "; ".join(
-            f"`{c}` ({sum(1 for r in runs if r.git_commit == c)} run(s))" for c in builds) + \
-            f"; file written by `{meta.get('git_commit', '?')}`"
+    # Timings come from where each run ran, and results from the build that ran it; the root names the
+    # machine and the build that last wrote the file (a folded or resumed file can differ from both).
+    def per_run(label, of_run, root, alone, prefix, written):
+        values = distinct(of_run(r) for r in runs if of_run(r))
+        if not values or values == [root]:
+            return alone + label(root)
+        return prefix + "; ".join(f"{label(v)} ({sum(1 for r in runs if of_run(r) == v)} run(s))"
+                                  for v in values) + f"; {written} {label(root)}"
+
+    machine = per_run(lambda m: f"{m[0]}, {m[1]} cores", lambda r: (r.cpu, r.cores) if r.cpu else None,
+                      (meta.get("cpu", "?"), meta.get("cores", "?")), "", "runs measured on ", "file written on")
+    commit = per_run(lambda c: f"`{c}`", lambda r: r.git_commit, meta.get("git_commit", "?"), "git commit ",
+                     "runs made by git commit ", "file written by")
     L += [f"- Machine: {machine}, {joined(threads)} thread(s); "
           f"BLAS: {meta.get('blas', '?')}; compiler: {meta.get('compiler', '?')}.",
           f"- vlmlab {meta.get('vlmlab_version', '?')}, {commit}, results schema "
