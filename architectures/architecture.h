@@ -61,8 +61,10 @@ class Architecture : public Module<float> {
   virtual std::string_view family() const = 0;
   virtual const io::HfConfig& config() const = 0;  // the HF config it was built from
 
-  // Full forward over the whole sequence, no cache.
-  virtual ForwardOutput forward(const Inputs& in) = 0;
+  // Full forward over the whole sequence, no cache. logits_to_keep > 0 (HF's argument of that
+  // name): logits [B, logits_to_keep, V] for the last positions only (the training loss needs no
+  // others); the LM's last layer then computes the other positions' keys and values only.
+  virtual ForwardOutput forward(const Inputs& in, int64_t logits_to_keep = 0) = 0;
   // The prompt's logits [B, T, V] and the state to continue from.
   virtual std::pair<Tensor, std::unique_ptr<DecodeState>> prefill(const Inputs& in) = 0;
   // One new token per row -> logits [B, 1, V].

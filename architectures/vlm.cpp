@@ -181,12 +181,16 @@ Vlm::TrainBatch Vlm::train_batch(std::span<const data::Sample> samples) const {
   return b;
 }
 
-Tensor Vlm::loss(const TrainBatch& batch) {
-  const Tensor logits = model_->forward(batch.inputs).logits;  // [B, T, V]
+Tensor Vlm::loss(const TrainBatch& batch, bool all_logits) {
+  // Row b's last n_b tokens are its targets; the logits one position earlier predict them, so only
+  // the last max(n_b) + 1 positions' logits are needed (rows are left-padded: every row ends in the
+  // last column).
+  std::size_t most = 0;
+  for (const auto& t : batch.targets) most = std::max(most, t.size());
+  const Tensor logits = model_->forward(batch.inputs, all_logits ? 0 : static_cast<int64_t>(most) + 1).logits;
   const int64_t B = logits.dim(0), T = logits.dim(1), V = logits.dim(2);
   VLM_CHECK(B == static_cast<int64_t>(batch.targets.size()), "loss: " << B << " rows for " << batch.targets.size()
                                                                        << " targets");
-  // Row b's last n_b tokens are its targets; the logits one position earlier predict them.
   std::vector<int64_t> rows, ids;
   std::vector<int64_t> offsets{0};
   for (int64_t b = 0; b < B; ++b) {

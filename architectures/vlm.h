@@ -63,7 +63,10 @@ class Vlm {
   TrainBatch train_batch(std::span<const data::Sample> samples) const;
   // Cross-entropy on the answer tokens only: each sample's mean over its answer tokens (+ EOS), then
   // the mean over samples, so a batch gives the same loss and gradients as its samples one by one.
-  Tensor loss(const TrainBatch& batch);
+  // Only the logits that predict answer tokens are computed (Architecture::forward's logits_to_keep,
+  // which also skips the rest of the LM's last layer); all_logits computes every position's, as HF's
+  // models do, for the same loss and gradients at the full forward's cost.
+  Tensor loss(const TrainBatch& batch, bool all_logits = false);
 
   // Greedy answers with the KV cache, stopping at EOS (or after max_tokens): words per sample.
   std::vector<std::vector<std::string>> answer(std::span<const data::Sample> samples, int max_tokens);

@@ -143,7 +143,7 @@ int run_bench_model(const BenchModelOptions& o) {
 
   for (const std::string& w : what) {
     std::vector<double> ms;
-    int64_t flops = 0;
+    int64_t flops = 0, flops_full = 0;
     if (w == "train") {
       Architecture& m = vlm.model();
       AdamW<float> adam(named_parameters(m), decay_matrices_only<float>, AdamWConfig{.lr = 2e-3, .weight_decay = 0.01});
@@ -156,6 +156,12 @@ int run_bench_model(const BenchModelOptions& o) {
         adam.zero_grad();
         if (rep >= 0) ms.push_back(ms_since(t0));
         flops = f.flops();
+      }
+      {  // The step's work with every position's logits (as HF, and torch_reference.py, compute them).
+        const FlopScope f;
+        vlm.loss(batch, true).backward();
+        zero_grad(m);
+        flops_full = f.flops();
       }
     } else {
       NoGradGuard no_grad;
@@ -177,6 +183,7 @@ int run_bench_model(const BenchModelOptions& o) {
       }
     }
     out[w] = timings(ms, flops);
+    if (flops_full > 0) out[w]["flops_full"] = flops_full;
   }
   std::printf("%s\n", out.dump().c_str());
   return 0;

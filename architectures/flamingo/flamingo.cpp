@@ -248,10 +248,10 @@ class Flamingo final : public Architecture {
   std::string_view family() const override { return "flamingo"; }
   const io::HfConfig& config() const override { return hf_; }
 
-  ForwardOutput forward(const Inputs& in) override {
+  ForwardOutput forward(const Inputs& in, int64_t logits_to_keep = 0) override {
     ForwardOutput out;
     Prompt p = prepare(in, &out.stages);
-    Tensor h = run_lm(p, nullptr, &out.stages);
+    Tensor h = run_lm(p, nullptr, &out.stages, logits_to_keep);
     out.logits = logits(h);
     return out;
   }
@@ -434,7 +434,8 @@ class Flamingo final : public Architecture {
     return p;
   }
 
-  Tensor run_lm(const Prompt& p, KvCache<float>* cache, std::map<std::string, Tensor>* stages) const {
+  Tensor run_lm(const Prompt& p, KvCache<float>* cache, std::map<std::string, Tensor>* stages,
+               int64_t keep_last = 0) const {
     const DecoderLm::LayerHook hook = [&](int i, const Tensor& h) -> Tensor {
       if (i % cfg_.interval != 0) return h;
       const auto j = static_cast<std::size_t>(i / cfg_.interval);
@@ -442,7 +443,7 @@ class Flamingo final : public Architecture {
       if (stages != nullptr) (*stages)["gated_xattn_out_" + std::to_string(j)] = out;
       return out;
     };
-    return lm_.forward(p.embeds, &p.rope, p.self, cache, hook);
+    return lm_.forward(p.embeds, &p.rope, p.self, cache, hook, keep_last);
   }
 
   // IdeficsDecoupledEmbedding: ids >= vocab_size read additional_embedding.

@@ -234,7 +234,7 @@ FuyuForCausalLM::Prepared FuyuForCausalLM::prepare(const Inputs& in) const {
   return p;
 }
 
-ForwardOutput FuyuForCausalLM::forward(const Inputs& in) {
+ForwardOutput FuyuForCausalLM::forward(const Inputs& in, int64_t logits_to_keep) {
   Prepared p = prepare(in);
   const int64_t T = p.embeds.dim(1);
   AttnMask mask;
@@ -245,7 +245,7 @@ ForwardOutput FuyuForCausalLM::forward(const Inputs& in) {
   out.stages["inputs_embeds"] = p.embeds;
   RopeTables<float> rope;
   if (has_rope()) rope = rope_for(p.positions, p.Bc, T);
-  const Tensor hidden = language_model.forward(p.embeds, has_rope() ? &rope : nullptr, mask);
+  const Tensor hidden = language_model.forward(p.embeds, has_rope() ? &rope : nullptr, mask, nullptr, {}, logits_to_keep);
   out.logits = language_model.logits(hidden);
   return out;
 }

@@ -47,7 +47,7 @@ class FuyuForCausalLM : public Architecture {
   const io::HfConfig& config() const override { return config_; }
   const FuyuSettings& settings() const { return s_; }
 
-  ForwardOutput forward(const Inputs& in) override;
+  ForwardOutput forward(const Inputs& in, int64_t logits_to_keep = 0) override;
   std::pair<Tensor, std::unique_ptr<DecodeState>> prefill(const Inputs& in) override;
   Tensor decode(DecodeState& state, const std::vector<int64_t>& tokens) override;
   // Also extends position_ids (last position + 1) when the inputs carry them.

@@ -201,7 +201,9 @@ class Llava : public Architecture {
     return {{"vision_tower.", "vision"}, {"multi_modal_projector.", "connector"}};
   }
 
-  ForwardOutput forward(const Inputs& in) override { return run(in, nullptr); }
+  ForwardOutput forward(const Inputs& in, int64_t logits_to_keep = 0) override {
+    return run(in, nullptr, logits_to_keep);
+  }
 
   std::pair<Tensor, std::unique_ptr<DecodeState>> prefill(const Inputs& in) override {
     const int64_t B = in.shape("input_ids").at(0);
@@ -250,7 +252,7 @@ class Llava : public Architecture {
   DecoderLm language_model;
 
  private:
-  ForwardOutput run(const Inputs& in, LlavaState* state) {
+  ForwardOutput run(const Inputs& in, LlavaState* state, int64_t keep_last = 0) {
     const Shape s = in.shape("input_ids");
     VLM_CHECK(s.size() == 2, "llava: input_ids must be [B, T], got " << shape_str(s));
     const int64_t B = s[0], T = s[1], C = language_model.hidden_size();
@@ -313,7 +315,7 @@ class Llava : public Architecture {
         state->next_pos.push_back(std::count(row.begin(), row.end(), 1));
       }
     }
-    out.logits = language_model.logits(language_model.forward(h, &rope, mask, cache));
+    out.logits = language_model.logits(language_model.forward(h, &rope, mask, cache, {}, keep_last));
     return out;
   }
 };

@@ -184,10 +184,10 @@ class Qwen2Vl : public Architecture {
     };
   }
 
-  ForwardOutput forward(const Inputs& in) override {
+  ForwardOutput forward(const Inputs& in, int64_t logits_to_keep = 0) override {
     ForwardOutput out;
     Prepared p = prepare(in, &out.stages);
-    out.logits = lm.logits(lm.forward(p.embeds, &p.rope, p.mask));
+    out.logits = lm.logits(lm.forward(p.embeds, &p.rope, p.mask, nullptr, {}, logits_to_keep));
     out.position_ids = std::move(p.index.position_ids);
     out.position_shape = {3, p.B, p.T};
     return out;

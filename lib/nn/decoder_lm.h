@@ -32,9 +32,11 @@ class DecoderLm : public Module<float> {
   DecoderLm(const DecoderLmConfig& cfg, Rng& rng);
   Tensor embed(const std::vector<int64_t>& ids, const Shape& shape) const;  // [B, T] -> [B, T, C]
   // inputs_embeds [B, T, C] -> final-normed hidden [B, T, C]. `before_layer(i, h)` runs before
-  // layer i when set; `cache` holds one slot per layer.
+  // layer i when set; `cache` holds one slot per layer. keep_last > 0 (no cache): the hidden states
+  // of the last keep_last positions only, [B, keep_last, C], as HF's logits_to_keep but pruned
+  // earlier: the last layer computes the other positions' keys and values and nothing else of them.
   Tensor forward(Tensor h, const RopeTables<float>* rope, const AttnMask& mask, KvCache<float>* cache = nullptr,
-                 const LayerHook& before_layer = {}) const;
+                 const LayerHook& before_layer = {}, int64_t keep_last = 0) const;
   Tensor logits(const Tensor& hidden) const;  // [B, T, C] -> [B, T, V]
   KvCache<float> make_cache(int64_t batch) const;
 

@@ -277,26 +277,28 @@ Attention<T>::Attention(const AttentionConfig& cfg, Rng& rng)
 }
 
 template <typename T>
-typename Attention<T>::Qkv Attention<T>::project_self(const TensorT<T>& x) const {
-  const int64_t B = x.dim(0), S = x.dim(1), D = cfg_.head_dim;
+typename Attention<T>::Qkv Attention<T>::project_self(const TensorT<T>& x, int64_t q_from) const {
+  const int64_t B = x.dim(0), S = x.dim(1), Sq = S - q_from, D = cfg_.head_dim;
   const int64_t H = cfg_.num_heads, Hkv = cfg_.num_kv_heads;
+  // The query rows of a fused projection's output.
+  const auto q_rows = [&](const TensorT<T>& y) { return q_from > 0 ? slice(y, 1, q_from, S) : y; };
   switch (cfg_.qkv_layout) {
     case QkvLayout::kSeparate:
       // [B, S, H*D] -> [B, S, H, D]: heads stay in place, attention() reads this layout.
-      return {reshape(q_proj->forward(x), {B, S, H, D}),
+      return {reshape(q_proj->forward(q_rows(x)), {B, Sq, H, D}),
               reshape(k_proj->forward(x), {B, S, Hkv, D}),
               reshape(v_proj->forward(x), {B, S, Hkv, D})};
     case QkvLayout::kFused: {
       const TensorT<T> y = qkv->forward(x);  // [B, S, (H + 2 Hkv) D] = [Q | K | V]
       const int64_t q_end = H * D, k_end = q_end + Hkv * D;
-      return {reshape(slice(y, 2, 0, q_end), {B, S, H, D}),
+      return {reshape(slice(q_rows(y), 2, 0, q_end), {B, Sq, H, D}),
               reshape(slice(y, 2, q_end, k_end), {B, S, Hkv, D}),
               reshape(slice(y, 2, k_end, k_end + Hkv * D), {B, S, Hkv, D})};
     }
     case QkvLayout::kFusedPerHead: {
       // Persimmon's view(B, S, H, 3, D): each head's slice is [q_h | k_h | v_h].
       const TensorT<T> y = reshape(qkv->forward(x), {B, S, H, 3, D});
-      return {reshape(slice(y, 3, 0, 1), {B, S, H, D}), reshape(slice(y, 3, 1, 2), {B, S, H, D}),
+      return {reshape(slice(q_rows(y), 3, 0, 1), {B, Sq, H, D}), reshape(slice(y, 3, 1, 2), {B, S, H, D}),
               reshape(slice(y, 3, 2, 3), {B, S, H, D})};
     }
   }
@@ -321,15 +323,22 @@ TensorT<T> Attention<T>::output(const TensorT<T>& heads) const {
 
 template <typename T>
 TensorT<T> Attention<T>::forward(const TensorT<T>& x, const RopeTables<T>* rope,
-                                 const AttnMask& mask, KvCache<T>* cache, int layer_idx) const {
+                                 const AttnMask& mask, KvCache<T>* cache, int layer_idx, int64_t keep_last) const {
   VLM_CHECK(x.ndim() == 3 && x.dim(2) == cfg_.hidden_size, "attention: x must be [B, T, "
                                                                << cfg_.hidden_size << "], got "
                                                                << shape_str(x.shape()));
   VLM_CHECK(
       cfg_.kv_input_size == cfg_.hidden_size,
       "attention: self-attention on a module built for a context of width " << cfg_.kv_input_size);
-  const Qkv p = project_self(x);
-  const TensorT<T> q = norm_rope(p.q, q_norm, rope);
+  const int64_t S = x.dim(1);
+  const bool prune = keep_last > 0 && keep_last < S;
+  VLM_CHECK(keep_last >= 0, "attention: keep_last " << keep_last << " < 0");
+  VLM_CHECK(!prune || (cache == nullptr && mask.allowed.empty() && mask.segments.empty()),
+            "attention: keep_last works without a cache and with causal / padding masks only");
+  const Qkv p = project_self(x, prune ? S - keep_last : 0);
+  RopeTables<T> q_rope;  // the queries' positions: the tables' last keep_last rows
+  if (prune && rope != nullptr) q_rope = {slice(rope->cos, 1, S - keep_last, S), slice(rope->sin, 1, S - keep_last, S)};
+  const TensorT<T> q = norm_rope(p.q, q_norm, prune && rope != nullptr ? &q_rope : rope);
   const TensorT<T> k = norm_rope(p.k, k_norm, rope);
   const TensorT<T> out = cache != nullptr ? cache->attend(layer_idx, q, k, p.v, mask, cfg_.scale)
                                           : attention(q, k, p.v, mask, cfg_.scale);
@@ -400,9 +409,9 @@ DecoderBlock<T>::DecoderBlock(const DecoderBlockConfig& cfg, Rng& rng)
 
 template <typename T>
 TensorT<T> DecoderBlock<T>::forward(const TensorT<T>& x, const RopeTables<T>* rope,
-                                    const AttnMask& mask, KvCache<T>* cache, int layer_idx) const {
-  const TensorT<T> h =
-      add(x, self_attn.forward(input_layernorm.forward(x), rope, mask, cache, layer_idx));
+                                    const AttnMask& mask, KvCache<T>* cache, int layer_idx, int64_t keep_last) const {
+  const TensorT<T> a = self_attn.forward(input_layernorm.forward(x), rope, mask, cache, layer_idx, keep_last);
+  const TensorT<T> h = add(a.dim(1) < x.dim(1) ? slice(x, 1, x.dim(1) - a.dim(1), x.dim(1)) : x, a);
   return add(h, mlp.forward(post_attention_layernorm.forward(h)));
 }
 

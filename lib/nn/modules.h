@@ -240,8 +240,11 @@ class Attention : public Module<T> {
   Attention(const AttentionConfig& cfg, Rng& rng);
   // Self-attention, x [B, T, C] -> [B, T, C]. rope: tables for these T positions (nullptr: none).
   // With a cache, k/v are appended to layer `layer_idx` and `mask` is sized for the cached length.
+  // keep_last > 0 (no cache): only the last keep_last positions' outputs, [B, keep_last, C]: every
+  // position's key and value, queries for those positions only (the same numbers as the tail of
+  // the full output, without the other rows' queries, scores and output projection).
   TensorT<T> forward(const TensorT<T>& x, const RopeTables<T>* rope, const AttnMask& mask,
-                     KvCache<T>* cache = nullptr, int layer_idx = 0) const;
+                     KvCache<T>* cache = nullptr, int layer_idx = 0, int64_t keep_last = 0) const;
   // Cross-attention: x [B, Tq, C] attends context [B, Tk, kv_input_size]; no RoPE.
   TensorT<T> forward_cross(const TensorT<T>& x, const TensorT<T>& context,
                            const AttnMask& mask) const;
@@ -258,7 +261,8 @@ class Attention : public Module<T> {
   struct Qkv {
     TensorT<T> q, k, v;  // [B, T, H, D]
   };
-  Qkv project_self(const TensorT<T>& x) const;
+  // q for positions [q_from, T) only; k, v for all.
+  Qkv project_self(const TensorT<T>& x, int64_t q_from = 0) const;
   TensorT<T> norm_rope(const TensorT<T>& x, const std::optional<Norm<T>>& norm,
                        const RopeTables<T>* rope) const;
   TensorT<T> output(const TensorT<T>& heads) const;
@@ -280,9 +284,10 @@ template <typename T>
 class DecoderBlock : public Module<T> {
  public:
   DecoderBlock(const DecoderBlockConfig& cfg, Rng& rng);
-  // x [B, T, C]; arguments as Attention::forward.
+  // x [B, T, C]; arguments as Attention::forward (keep_last > 0: [B, keep_last, C], the last
+  // positions' outputs, the feed-forward run on those rows only).
   TensorT<T> forward(const TensorT<T>& x, const RopeTables<T>* rope, const AttnMask& mask,
-                     KvCache<T>* cache = nullptr, int layer_idx = 0) const;
+                     KvCache<T>* cache = nullptr, int layer_idx = 0, int64_t keep_last = 0) const;
   void visit(const std::string& prefix, const ParamVisitor<T>& v) override;
   const DecoderBlockConfig& config() const { return cfg_; }
 

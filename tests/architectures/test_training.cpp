@@ -9,6 +9,7 @@
 
 #include "architectures/vlm.h"
 #include "lib/core/random.h"
+#include "lib/measure/flops.h"
 #include "lib/ops/ops.h"
 
 using namespace vlm;
@@ -195,6 +196,64 @@ TEST_CASE("Training loss: a batch gives the same loss and gradients as its sampl
     }
     CHECK(max_g > 0);
     CHECK(max_diff <= 1e-5 * std::max(1.0, max_g));
+  }
+}
+
+TEST_CASE("Training loss: every family's forward with logits_to_keep gives the full forward's last logits and "
+          "gradients, without the dropped rows' last-layer work",
+          "[training][loss][keep]") {
+  // A padded batch (prompt lengths, images, answer lengths differ), the last 3 positions kept.
+  for (const std::string& family : kFamilies) {
+    INFO(family);
+    const bool native = family == "fuyu" || family == "qwen2vl";
+    ToyTask task(true, !native);
+    VlmSpec spec = tiny_spec(family);
+    if (family == "flamingo") spec.family_keys["alpha_initializer"] = "ones";  // gates open: every path live
+    Vlm vlm(spec, task);
+    std::vector<data::Sample> samples;
+    for (uint64_t i = 0; samples.size() < 4; ++i) samples.push_back(task.sample(data::Split::kTrain, i));
+    const Vlm::TrainBatch batch = vlm.train_batch(samples);
+    constexpr int64_t keep = 3;
+
+    const Tensor full = vlm.model().forward(batch.inputs).logits;
+    const int64_t B = full.dim(0), T = full.dim(1), V = full.dim(2);
+    REQUIRE(T > keep + 2);
+    Rng rng(9);
+    const Tensor w = Tensor::randn({B, keep, V}, rng, 1.0);
+    sum_all(mul(slice(full, 1, T - keep, T), w)).backward();
+    const std::vector<float> g_full = grads_of(vlm);
+    zero_grads(vlm);
+
+    const FlopScope flops;
+    const Tensor kept = vlm.model().forward(batch.inputs, keep).logits;
+    const int64_t kept_flops = flops.flops();
+    REQUIRE(kept.shape() == Shape{B, keep, V});
+    const Tensor tail = slice(full, 1, T - keep, T);
+    double worst = 0, scale = 0;
+    for (int64_t i = 0; i < kept.numel(); ++i) {
+      worst = std::max(worst, static_cast<double>(std::abs(kept.data()[i] - tail.data()[i])));
+      scale = std::max(scale, static_cast<double>(std::abs(tail.data()[i])));
+    }
+    CHECK(worst <= 1e-5 * std::max(1.0, scale));
+    sum_all(mul(kept, w)).backward();
+    const std::vector<float> g_keep = grads_of(vlm);
+    zero_grads(vlm);
+    double max_diff = 0, max_g = 0;
+    for (std::size_t k = 0; k < g_full.size(); ++k) {
+      max_diff = std::max(max_diff, static_cast<double>(std::abs(g_keep[k] - g_full[k])));
+      max_g = std::max(max_g, static_cast<double>(std::abs(g_full[k])));
+    }
+    CHECK(max_g > 0);
+    CHECK(max_diff <= 1e-5 * std::max(1.0, max_g));
+
+    // The last LM layer's feed-forward on the other rows (at least two C x I products a row) is skipped.
+    const FlopScope full_flops;
+    {
+      NoGradGuard no_grad;
+      (void)vlm.model().forward(batch.inputs);
+    }
+    const ModelSizes::Text text = resolved_text(tiny_sizes());
+    CHECK(kept_flops <= full_flops.flops() - B * (T - keep) * 2 * 2 * text.hidden_size * text.intermediate_size);
   }
 }
 

@@ -302,6 +302,9 @@ def test_bench_model():
     d = json.loads(r.stdout)
     for what in ["train", "decode"]:
         assert len(d[what]["ms"]) == 2 and d[what]["flops"] > 0, d
+    # The step computes only the answer positions' logits and last-layer rows: less work than HF's full
+    # forward (flops_full, torch's work in bench/torch_reference.py).
+    assert d["train"]["flops_full"] > d["train"]["flops"], d
     assert "prefill" not in d
     r = vlmlab("bench-model", "--size", "huge")
     assert r.returncode == 2 and "--size must be small or large" in r.stderr, r.stderr

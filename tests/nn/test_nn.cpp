@@ -10,6 +10,7 @@
 #include "lib/core/memory.h"
 #include "lib/core/random.h"
 #include "lib/nn/activation.h"
+#include "lib/measure/flops.h"
 #include "lib/nn/modules.h"
 #include "lib/ops/ops.h"
 #include "lib/testing/gradcheck.h"
@@ -903,6 +904,72 @@ TEST_CASE("bad attention configs are rejected with a message", "[nn][attention]"
 }
 
 // ---- KV cache ----
+
+TEST_CASE("DecoderBlock keep_last: the last positions' outputs and every gradient equal the full forward's, "
+          "with the dropped rows' feed-forward never computed",
+          "[nn][block][keep]") {
+  const int64_t B = 2, T = 5, keep = 2;
+  AttnMask mask;
+  mask.causal = true;
+  mask.key_valid = {0, 1, 1, 1, 1, 1, 1, 1, 1, 1};  // row 0 left-padded
+  for (QkvLayout layout : {QkvLayout::kSeparate, QkvLayout::kFused, QkvLayout::kFusedPerHead}) {
+    INFO("layout " << static_cast<int>(layout));
+    DecoderBlockConfig dc;
+    dc.attn = gqa_config();
+    dc.attn.qkv_layout = layout;
+    if (layout == QkvLayout::kFusedPerHead) {  // Persimmon-like: q/k LayerNorm before a partial rope
+      dc.attn.num_kv_heads = 2;
+      dc.attn.qk_norm = NormConfig{NormKind::kLayerNorm, 1e-5, true};
+    }
+    dc.mlp = GatedMlpConfig{.hidden_size = 8, .intermediate_size = 6};
+    Rng rng(120);
+    DecoderBlock<double> blk(dc, rng);
+    randomize(blk, 121);
+    const auto rt = rope_1d(T, layout == QkvLayout::kFusedPerHead ? 2 : 4);
+    TD x_full = randn({B, T, 8}, 122), x_keep = randn({B, T, 8}, 122);
+    x_full.set_requires_grad(true);
+    x_keep.set_requires_grad(true);
+    const TD w = randn({B, keep, 8}, 123);  // loss = sum(w * outputs of the last `keep` positions)
+
+    const TD full = blk.forward(x_full, &rt, mask);
+    const TD tail = slice(full, 1, T - keep, T);
+    sum_all(mul(tail, w)).backward();
+    Vec g_full;
+    for (auto& [name, p] : named_parameters<double>(blk)) g_full.insert(g_full.end(), p.grad().data(), p.grad().data() + p.numel());
+    zero_grad(blk);
+
+    const FlopScope flops;
+    const TD kept = blk.forward(x_keep, &rt, mask, nullptr, 0, keep);
+    const int64_t kept_flops = flops.flops();
+    REQUIRE(kept.shape() == Shape{B, keep, 8});
+    check_close(kept, Vec(tail.data(), tail.data() + tail.numel()), 1e-12);
+    sum_all(mul(kept, w)).backward();
+    Vec g_keep;
+    for (auto& [name, p] : named_parameters<double>(blk)) g_keep.insert(g_keep.end(), p.grad().data(), p.grad().data() + p.numel());
+    REQUIRE(g_keep.size() == g_full.size());
+    double worst = 0;
+    for (std::size_t i = 0; i < g_full.size(); ++i) worst = std::max(worst, std::abs(g_full[i] - g_keep[i]));
+    CHECK(worst < 1e-12);
+    check_close(x_keep.grad(), Vec(x_full.grad().data(), x_full.grad().data() + x_full.grad().numel()), 1e-12);
+
+    // The full forward's GEMMs minus the dropped rows' gate/up/down projections (2*3*8*6 FLOPs a row)
+    // and their o_proj (2*8*8): the kept forward must not have done them.
+    const FlopScope full_flops;
+    { NoGradGuard no_grad; (void)blk.forward(x_full, &rt, mask); }
+    CHECK(kept_flops <= full_flops.flops() - B * (T - keep) * (2 * 3 * 8 * 6 + 2 * 8 * 8));
+    zero_grad(blk);
+  }
+  // A per-query mask or a cache has no meaning for rows that are not computed.
+  DecoderBlockConfig dc;
+  dc.attn = gqa_config();
+  dc.mlp = GatedMlpConfig{.hidden_size = 8, .intermediate_size = 6};
+  Rng rng(124);
+  DecoderBlock<double> blk(dc, rng);
+  AttnMask allowed;
+  allowed.allowed.assign(static_cast<std::size_t>(T * T), 1);
+  CHECK_THROWS_WITH(blk.forward(randn({1, T, 8}, 125), nullptr, allowed, nullptr, 0, keep),
+                    Catch::Contains("keep_last"));
+}
 
 TEST_CASE("Attention with a KV cache: decoding token by token equals the causal forward",
           "[nn][attention][cache]") {
