@@ -42,7 +42,7 @@ class Inputs {
 };
 
 struct ForwardOutput {
-  Tensor logits;  // [B, T, V]
+  Tensor logits;  // [B, T, V]; [B, logits_to_keep, V] when forward() was asked for the last positions only
   // Stages a parity check can compare, under the fixture names (image_features, video_features,
   // vision_hidden_states, inputs_embeds, gated_xattn_out_<j>, ...). Fill what is natural.
   std::map<std::string, Tensor> stages;
