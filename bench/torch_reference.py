@@ -15,8 +15,9 @@ large: the same at hidden 256, 4x the width) it
      process) for each thing and thread count, ROUNDS times: a training step (forward, loss,
      backward, AdamW) at batch 32, prefill at batch 1, greedy decode per token with a KV cache at
      batch 1, with 1 and 2 threads;
-  3. prints a table: medians in ms, GFLOP/s (the FLOPs vlmlab's ops count, the same work for both)
-     and vlmlab/torch time ratios (below 1: vlmlab is faster).
+  3. prints a table: medians in ms, GFLOP/s (the FLOPs vlmlab's ops count: for a training step
+     vlmlab's own, `flops`, and torch's with every position's logits, `flops_full`) and vlmlab/torch
+     time ratios (below 1: vlmlab is faster).
 
 Threads. Debian's torch sends matmuls to OpenBLAS (pthreads build), whose pool is separate from
 torch.set_num_threads; both at 2 oversubscribes 2 cores (shared/reference/performance.md). With 1
@@ -561,7 +562,7 @@ def main():
                                            "--decode-tokens", str(a.decode_tokens))
                             v_ms += r[what]["ms"]
                             flops = r[what]["flops"]
-                            # torch computes every position's logits: the step's full work
+                            # a training step: torch computes every position's logits, the step's full work
                             torch_flops = r[what].get("flops_full", flops)
                             for s, (tt, bt) in settings.items():
                                 set_threads(tt, bt)

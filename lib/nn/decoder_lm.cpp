@@ -21,14 +21,11 @@ Tensor DecoderLm::embed(const std::vector<int64_t>& ids, const Shape& shape) con
 Tensor DecoderLm::forward(Tensor h, const RopeTables<float>* rope, const AttnMask& mask, KvCache<float>* cache,
                           const LayerHook& before_layer, int64_t keep_last) const {
   VLM_CHECK(keep_last >= 0, "decoder LM: keep_last " << keep_last << " < 0");
-  const int64_t T = h.dim(1);
-  if (keep_last >= T) keep_last = 0;  // every position
   for (std::size_t i = 0; i < layers.size(); ++i) {
     if (before_layer) h = before_layer(static_cast<int>(i), h);
     h = layers[i]->forward(h, rope, mask, cache, static_cast<int>(i), i + 1 == layers.size() ? keep_last : 0);
   }
-  if (keep_last > 0 && h.dim(1) > keep_last) h = slice(h, 1, T - keep_last, T);  // no layers
-  return norm.forward(h);
+  return norm.forward(last_positions(h, keep_last));  // already kept by the last layer, unless there is none
 }
 
 Tensor DecoderLm::logits(const Tensor& hidden) const {

@@ -277,11 +277,17 @@ Attention<T>::Attention(const AttentionConfig& cfg, Rng& rng)
 }
 
 template <typename T>
-typename Attention<T>::Qkv Attention<T>::project_self(const TensorT<T>& x, int64_t q_from) const {
-  const int64_t B = x.dim(0), S = x.dim(1), Sq = S - q_from, D = cfg_.head_dim;
+TensorT<T> last_positions(const TensorT<T>& x, int64_t n) {
+  const int64_t T_ = x.dim(1);
+  return n > 0 && n < T_ ? slice(x, 1, T_ - n, T_) : x;
+}
+
+template <typename T>
+typename Attention<T>::Qkv Attention<T>::project_self(const TensorT<T>& x, int64_t keep_last) const {
+  const int64_t B = x.dim(0), S = x.dim(1), D = cfg_.head_dim;
   const int64_t H = cfg_.num_heads, Hkv = cfg_.num_kv_heads;
-  // The query rows of a fused projection's output.
-  const auto q_rows = [&](const TensorT<T>& y) { return q_from > 0 ? slice(y, 1, q_from, S) : y; };
+  const auto q_rows = [&](const TensorT<T>& y) { return last_positions(y, keep_last); };
+  const int64_t Sq = q_rows(x).dim(1);
   switch (cfg_.qkv_layout) {
     case QkvLayout::kSeparate:
       // [B, S, H*D] -> [B, S, H, D]: heads stay in place, attention() reads this layout.
@@ -330,14 +336,13 @@ TensorT<T> Attention<T>::forward(const TensorT<T>& x, const RopeTables<T>* rope,
   VLM_CHECK(
       cfg_.kv_input_size == cfg_.hidden_size,
       "attention: self-attention on a module built for a context of width " << cfg_.kv_input_size);
-  const int64_t S = x.dim(1);
-  const bool prune = keep_last > 0 && keep_last < S;
   VLM_CHECK(keep_last >= 0, "attention: keep_last " << keep_last << " < 0");
+  const bool prune = keep_last > 0 && keep_last < x.dim(1);
   VLM_CHECK(!prune || (cache == nullptr && mask.allowed.empty() && mask.segments.empty()),
             "attention: keep_last works without a cache and with causal / padding masks only");
-  const Qkv p = project_self(x, prune ? S - keep_last : 0);
+  const Qkv p = project_self(x, keep_last);
   RopeTables<T> q_rope;  // the queries' positions: the tables' last keep_last rows
-  if (prune && rope != nullptr) q_rope = {slice(rope->cos, 1, S - keep_last, S), slice(rope->sin, 1, S - keep_last, S)};
+  if (prune && rope != nullptr) q_rope = {last_positions(rope->cos, keep_last), last_positions(rope->sin, keep_last)};
   const TensorT<T> q = norm_rope(p.q, q_norm, prune && rope != nullptr ? &q_rope : rope);
   const TensorT<T> k = norm_rope(p.k, k_norm, rope);
   const TensorT<T> out = cache != nullptr ? cache->attend(layer_idx, q, k, p.v, mask, cfg_.scale)
@@ -411,7 +416,7 @@ template <typename T>
 TensorT<T> DecoderBlock<T>::forward(const TensorT<T>& x, const RopeTables<T>* rope,
                                     const AttnMask& mask, KvCache<T>* cache, int layer_idx, int64_t keep_last) const {
   const TensorT<T> a = self_attn.forward(input_layernorm.forward(x), rope, mask, cache, layer_idx, keep_last);
-  const TensorT<T> h = add(a.dim(1) < x.dim(1) ? slice(x, 1, x.dim(1) - a.dim(1), x.dim(1)) : x, a);
+  const TensorT<T> h = add(last_positions(x, keep_last), a);
   return add(h, mlp.forward(post_attention_layernorm.forward(h)));
 }
 
@@ -482,6 +487,7 @@ void VitBlock<T>::visit(const std::string& prefix, const ParamVisitor<T>& v) {
   template void zero_grad(Module<T>&);                                      \
   template TensorT<T> param_normal<T>(const Shape&, Rng&, double);          \
   template TensorT<T> param_full<T>(const Shape&, T);                       \
+  template TensorT<T> last_positions<T>(const TensorT<T>&, int64_t);        \
   template class Module<T>;                                                 \
   template class Linear<T>;                                                 \
   template class LayerNorm<T>;                                              \

@@ -199,6 +199,11 @@ class FeedForward : public Module<T> {
   std::variant<GatedMlp<T>, Mlp<T>> impl;
 };
 
+// x [B, T, ...] -> its last n positions [B, n, ...]; x itself when n <= 0 or n >= T (keep_last's
+// "every position").
+template <typename T>
+TensorT<T> last_positions(const TensorT<T>& x, int64_t n);
+
 // How q, k and v are projected.
 enum class QkvLayout {
   kSeparate,  // q_proj, k_proj, v_proj
@@ -261,8 +266,8 @@ class Attention : public Module<T> {
   struct Qkv {
     TensorT<T> q, k, v;  // [B, T, H, D]
   };
-  // q for positions [q_from, T) only; k, v for all.
-  Qkv project_self(const TensorT<T>& x, int64_t q_from = 0) const;
+  // q for the last keep_last positions only (0: all); k, v for all.
+  Qkv project_self(const TensorT<T>& x, int64_t keep_last = 0) const;
   TensorT<T> norm_rope(const TensorT<T>& x, const std::optional<Norm<T>>& norm,
                        const RopeTables<T>* rope) const;
   TensorT<T> output(const TensorT<T>& heads) const;

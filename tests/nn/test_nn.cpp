@@ -930,12 +930,16 @@ TEST_CASE("DecoderBlock keep_last: the last positions' outputs and every gradien
     x_full.set_requires_grad(true);
     x_keep.set_requires_grad(true);
     const TD w = randn({B, keep, 8}, 123);  // loss = sum(w * outputs of the last `keep` positions)
+    const auto param_grads = [&blk] {
+      Vec g;
+      for (auto& [name, p] : named_parameters<double>(blk)) g.insert(g.end(), p.grad().data(), p.grad().data() + p.numel());
+      return g;
+    };
 
     const TD full = blk.forward(x_full, &rt, mask);
     const TD tail = slice(full, 1, T - keep, T);
     sum_all(mul(tail, w)).backward();
-    Vec g_full;
-    for (auto& [name, p] : named_parameters<double>(blk)) g_full.insert(g_full.end(), p.grad().data(), p.grad().data() + p.numel());
+    const Vec g_full = param_grads();
     zero_grad(blk);
 
     const FlopScope flops;
@@ -944,8 +948,7 @@ TEST_CASE("DecoderBlock keep_last: the last positions' outputs and every gradien
     REQUIRE(kept.shape() == Shape{B, keep, 8});
     check_close(kept, Vec(tail.data(), tail.data() + tail.numel()), 1e-12);
     sum_all(mul(kept, w)).backward();
-    Vec g_keep;
-    for (auto& [name, p] : named_parameters<double>(blk)) g_keep.insert(g_keep.end(), p.grad().data(), p.grad().data() + p.numel());
+    const Vec g_keep = param_grads();
     REQUIRE(g_keep.size() == g_full.size());
     double worst = 0;
     for (std::size_t i = 0; i < g_full.size(); ++i) worst = std::max(worst, std::abs(g_full[i] - g_keep[i]));
@@ -969,6 +972,10 @@ TEST_CASE("DecoderBlock keep_last: the last positions' outputs and every gradien
   allowed.allowed.assign(static_cast<std::size_t>(T * T), 1);
   CHECK_THROWS_WITH(blk.forward(randn({1, T, 8}, 125), nullptr, allowed, nullptr, 0, keep),
                     Catch::Contains("keep_last"));
+  KvCache<double> cache(1, 1, 1, 4, 4);
+  CHECK_THROWS_WITH(blk.forward(randn({1, T, 8}, 126), nullptr, AttnMask{}, &cache, 0, keep),
+                    Catch::Contains("keep_last"));
+  CHECK(cache.length(0) == 0);  // refused before anything was appended
 }
 
 TEST_CASE("Attention with a KV cache: decoding token by token equals the causal forward",
