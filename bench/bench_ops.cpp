@@ -14,6 +14,7 @@
 #include <benchmark/benchmark.h>
 #include <cblas.h>
 
+#include <algorithm>
 #include <optional>
 #include <vector>
 
@@ -23,6 +24,7 @@
 #include "lib/ops/attention.h"
 #include "lib/ops/ops.h"
 #include "lib/ops/rope.h"
+#include "lib/train/optimizer.h"
 
 namespace {
 
@@ -270,6 +272,29 @@ void BM_cross_entropy(benchmark::State& state) {
   run_fwd_bwd(state, Tensor::randn({kRows, V}, rng), [&](const Tensor& x) { return vlm::cross_entropy(x, targets); });
 }
 BENCHMARK(BM_cross_entropy)->Apply(fwd_bwd_args);
+
+// One AdamW step over 3.2 M parameters in tensors shaped like the large bench model's
+// (hidden 256: weights, biases, norms); memory-bound, so bytes/s over the 7 arrays it reads or
+// writes (w, g, m, v in; w, m, v out). Argument: threads.
+void BM_adamw(benchmark::State& state) {
+  vlm::set_num_threads(static_cast<int>(state.range(0)));
+  vlm::Rng rng(1);
+  std::vector<vlm::OptParam<float>> params;
+  int64_t total = 0;
+  for (int rep = 0; rep < 4; ++rep)
+    for (const Shape& shape : {Shape{768, 256}, Shape{256, 256}, Shape{1024, 256}, Shape{256, 1024}, Shape{256}, Shape{1024}}) {
+      Tensor p = Tensor::randn(shape, rng);
+      p.set_requires_grad(true);
+      std::copy_n(Tensor::randn(shape, rng).data(), p.numel(), p.grad_data());
+      params.push_back({"p", p, shape.size() == 2});
+      total += p.numel();
+    }
+  vlm::AdamW<float> opt(params, vlm::AdamWConfig{});
+  for (auto _ : state) opt.step();
+  state.SetBytesProcessed(state.iterations() * 7 * total * int64_t{sizeof(float)});
+  vlm::set_num_threads(1);
+}
+BENCHMARK(BM_adamw)->ArgName("threads")->DenseRange(1, 2)->UseRealTime();
 
 }  // namespace
 
