@@ -513,6 +513,12 @@ def vlmlab_env():
 
 
 def run_vlmlab(exe, *args):
+    # torch's OpenBLAS pool, started by its 2-thread timings, busy-waits (sched_yield) for a while
+    # after each GEMM: left running it would take a core from vlmlab's threads in the subprocess
+    # (large prefill: 2.7 ms in the run against 1.9 ms alone). Stop it; set_threads restarts it for
+    # torch's next timing, whose warmup repeats absorb the restart.
+    set_threads(1, 1)
+    _openblas.blas_thread_shutdown_()
     r = subprocess.run([exe, "bench-model", *args], capture_output=True, text=True, env=vlmlab_env())
     if r.returncode != 0:
         sys.exit(f"vlmlab bench-model {' '.join(args)} failed ({r.returncode}):\n{r.stderr}")
