@@ -17,4 +17,9 @@ template <typename T>
 void gemm_serial(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
                  int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc);
 
+namespace detail {
+// Whether gemm() splits an M x N x K product over the threads (when there is more than one).
+bool gemm_splits(int64_t M, int64_t N, int64_t K);
+}  // namespace detail
+
 }  // namespace vlm

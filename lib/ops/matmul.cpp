@@ -48,9 +48,21 @@ void blas_gemv(bool trans, int64_t rows, int64_t cols, double alpha, const doubl
 // regions a split pays from about 1 MFLOP: a prefill's 25x256x256 projection takes 36 us split,
 // 68 us not (2 threads, best of 200); 64³ (0.5 MFLOP) gains little.
 constexpr int64_t kSplitFlops = int64_t{1} << 20;
+// A one-row product (decoding a token) streams its whole weight for 2 FLOPs per element, so each
+// thread's half of the weight is what the split saves, and it pays from much less work: split from
+// a 64K-element weight (256 KiB in float). Large-size decode per token with 2 threads: 0.160 ->
+// 0.106-0.114 ms (llava, qwen2vl; interleaved, medians of 40); from 32K elements up it is the same,
+// from 128K 5-10% slower.
+constexpr int64_t kSplitFlopsOneRow = int64_t{1} << 17;
 constexpr int64_t kMinRowsPerThread = 32;
 
 }  // namespace
+
+namespace detail {
+bool gemm_splits(int64_t M, int64_t N, int64_t K) {
+  return K > 0 && 2 * M * N * K >= (M == 1 ? kSplitFlopsOneRow : kSplitFlops);
+}
+}  // namespace detail
 
 template <typename T>
 void gemm_serial(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
@@ -90,7 +102,7 @@ template <typename T>
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
           const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
   const int64_t nt = num_threads();
-  if (nt <= 1 || 2 * M * N * K < kSplitFlops || K == 0) {
+  if (nt <= 1 || !detail::gemm_splits(M, N, K)) {
     gemm_serial(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     return;
   }
@@ -102,7 +114,12 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, 
       gemm_serial(trans_a, trans_b, m1 - m0, N, K, alpha, a, lda, B, ldb, beta, C + m0 * ldc, ldc);
     });
   } else {
-    parallel_for(N, 16, [&](int64_t n0, int64_t n1) {
+    // Columns in blocks of 64: BLAS kernels treat a column by its place in their unroll blocks (a
+    // one-row product's gemv gives other bits to the columns next to an unaligned cut), so block
+    // boundaries keep every column's arithmetic what it is unsplit, the same with 1 and 2 threads.
+    constexpr int64_t kCols = 64;
+    parallel_for((N + kCols - 1) / kCols, 1, [&](int64_t c0, int64_t c1) {
+      const int64_t n0 = c0 * kCols, n1 = std::min(N, c1 * kCols);
       const T* b = trans_b ? B + n0 * ldb : B + n0;
       gemm_serial(trans_a, trans_b, M, n1 - n0, K, alpha, A, lda, b, ldb, beta, C + n0, ldc);
     });

@@ -178,3 +178,53 @@ TEST_CASE("with grad on, few-row products stay on OpenBLAS: the kernel is for in
     }
   }
 }
+
+TEST_CASE("a one-row product (decoding a token) splits over the threads from a 64K-element weight, same bits",
+          "[ops][gemm][threads]") {
+  // Decode's projections at the large bench size (hidden 256, MLP 1024) are split; the LM head's
+  // few rows and a small model's projections are not, nor are a few rows of more than one.
+  CHECK(vlm::detail::gemm_splits(1, 256, 256));
+  CHECK(vlm::detail::gemm_splits(1, 768, 256));
+  CHECK(vlm::detail::gemm_splits(1, 256, 1024));
+  CHECK_FALSE(vlm::detail::gemm_splits(1, 42, 256));
+  CHECK_FALSE(vlm::detail::gemm_splits(1, 192, 64));
+  CHECK_FALSE(vlm::detail::gemm_splits(2, 256, 256));
+  CHECK_FALSE(vlm::detail::gemm_splits(1, 256, 0));
+  // Split or not, every output is the same dot product: the same bits with 1 and 2 threads, for a
+  // weight stored [N, K] (a linear layer) or [K, N], with strides, N not a multiple of 4 or 8.
+  struct Shape2 {
+    int64_t N, K;
+  };
+  for (const Shape2& s : {Shape2{259, 257}, Shape2{1027, 129}, Shape2{770, 1024}})
+    for (bool trans_b : {true, false})
+      for (float beta : {0.0f, 1.0f}) {
+        REQUIRE(vlm::detail::gemm_splits(1, s.N, s.K));
+        vlm::Rng r(13);
+        const int64_t ldb = (trans_b ? s.K : s.N) + 3;
+        std::vector<float> a(static_cast<std::size_t>(s.K)), b(static_cast<std::size_t>((trans_b ? s.N : s.K) * ldb)),
+            c0(static_cast<std::size_t>(s.N));
+        for (auto* v : {&a, &b, &c0})
+          for (float& x : *v) x = static_cast<float>(r.normal());
+        std::vector<float> c[2];
+        for (int threads : {1, 2}) {
+          c[threads - 1] = c0;
+          vlm::set_num_threads(threads);
+          vlm::gemm(false, trans_b, 1, s.N, s.K, 1.0f, a.data(), s.K, b.data(), ldb, beta, c[threads - 1].data(), s.N);
+        }
+        vlm::set_num_threads(1);
+        INFO("N " << s.N << " K " << s.K << " trans_b " << trans_b << " beta " << beta);
+        CHECK(std::memcmp(c[0].data(), c[1].data(), c[0].size() * sizeof(float)) == 0);
+        double worst = 0;
+        for (int64_t j = 0; j < s.N; ++j) {
+          double sum = beta == 0.0f ? 0.0 : double(c0[static_cast<std::size_t>(j)]), mag = std::abs(sum);
+          for (int64_t k = 0; k < s.K; ++k) {
+            const double t = double(a[static_cast<std::size_t>(k)]) *
+                             b[static_cast<std::size_t>(trans_b ? j * ldb + k : k * ldb + j)];
+            sum += t;
+            mag += std::abs(t);
+          }
+          worst = std::max(worst, std::abs(sum - c[1][static_cast<std::size_t>(j)]) / mag);
+        }
+        CHECK(worst < static_cast<double>(s.K + 2) * 0x1.0p-24);
+      }
+}
