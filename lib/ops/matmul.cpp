@@ -50,8 +50,8 @@ void blas_gemv(bool trans, int64_t rows, int64_t cols, double alpha, const doubl
 constexpr int64_t kSplitFlops = int64_t{1} << 20;
 // A one-row product (decoding a token) streams its whole weight for 2 FLOPs per element, so each
 // thread's half of the weight is what the split saves, and it pays from much less work: split from
-// a 64K-element weight (256 KiB in float). Large-size decode per token with 2 threads: 0.160 ->
-// 0.106-0.114 ms (llava, qwen2vl; interleaved, medians of 40); from 32K elements up it is the same,
+// a 64K-element weight (256 KiB in float). Large-size decode per token with 2 threads: 0.160-0.177
+// -> 0.106-0.132 ms (llava, qwen2vl; interleaved, medians of 40); from 32K elements up it is the same,
 // from 128K 5-10% slower.
 constexpr int64_t kSplitFlopsOneRow = int64_t{1} << 17;
 constexpr int64_t kMinRowsPerThread = 32;

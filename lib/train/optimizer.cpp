@@ -100,7 +100,7 @@ void AdamW<T>::step(double lr) {
       const int64_t lo = std::max(b, item.begin) - item.begin, hi = std::min(e, end) - item.begin;
       if (hi <= lo) continue;
       // In blocks that stay in L1 between the three passes: one trip through memory for w, g, m, v
-      // instead of one per line, and no temporary. Each element's arithmetic is the same.
+      // instead of one per line, and no temporary. The same operations on each element.
       for (int64_t b0 = lo; b0 < hi; b0 += kBlock) {
         const int64_t n = std::min(kBlock, hi - b0);
         Map w(item.w + b0, n), m(item.m + b0, n), v(item.v + b0, n);
