@@ -341,9 +341,9 @@ TensorT<T> Attention<T>::forward(const TensorT<T>& x, const RopeTables<T>* rope,
   VLM_CHECK(!prune || (cache == nullptr && mask.allowed.empty() && mask.segments.empty()),
             "attention: keep_last works without a cache and with causal / padding masks only");
   const Qkv p = project_self(x, keep_last);
-  RopeTables<T> q_rope;  // the queries' positions: the tables' last keep_last rows
-  if (prune && rope != nullptr) q_rope = {last_positions(rope->cos, keep_last), last_positions(rope->sin, keep_last)};
-  const TensorT<T> q = norm_rope(p.q, q_norm, prune && rope != nullptr ? &q_rope : rope);
+  RopeTables<T> q_rope;  // the queries' positions: the tables' last keep_last rows (all when 0)
+  if (rope != nullptr) q_rope = {last_positions(rope->cos, keep_last), last_positions(rope->sin, keep_last)};
+  const TensorT<T> q = norm_rope(p.q, q_norm, rope != nullptr ? &q_rope : nullptr);
   const TensorT<T> k = norm_rope(p.k, k_norm, rope);
   const TensorT<T> out = cache != nullptr ? cache->attend(layer_idx, q, k, p.v, mask, cfg_.scale)
                                           : attention(q, k, p.v, mask, cfg_.scale);

@@ -99,18 +99,16 @@ void AdamW<T>::step(double lr) {
       const int64_t end = it + 1 != items.end() ? (it + 1)->begin : total;
       const int64_t lo = std::max(b, item.begin) - item.begin, hi = std::min(e, end) - item.begin;
       if (hi <= lo) continue;
-      // In blocks that stay in L1 between the three passes: one trip through memory for w, g, m, v
-      // instead of one per line, and no temporary. The same operations on each element.
+      // In blocks that stay in L1 between the passes: one trip through memory for w, g, m, v
+      // instead of one per line, and no temporary. The same operations on each element as before.
       for (int64_t b0 = lo; b0 < hi; b0 += kBlock) {
         const int64_t n = std::min(kBlock, hi - b0);
         Map w(item.w + b0, n), m(item.m + b0, n), v(item.v + b0, n);
         const ConstMap g(item.g + b0, n);
+        if (item.decay) w *= keep;       // decoupled decay
         m += one_minus_beta1 * (g - m);  // torch lerp_
         v = v * beta2 + one_minus_beta2 * g * g;
-        if (item.decay)  // decoupled decay, then the step
-          w = w * keep - item.step_size * (m / (v.sqrt() / item.bc2_sqrt + eps));
-        else
-          w -= item.step_size * (m / (v.sqrt() / item.bc2_sqrt + eps));
+        w -= item.step_size * (m / (v.sqrt() / item.bc2_sqrt + eps));
       }
     }
   });
