@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -10,6 +11,7 @@
 #include "lib/core/random.h"
 #include "lib/data/task.h"
 #include "lib/measure/flops.h"
+#include "lib/ops/gemm.h"
 #include "lib/train/optimizer.h"
 
 namespace vlm::exp {
@@ -48,6 +50,45 @@ nlohmann::json timings(const std::vector<double>& ms, int64_t flops) {
   return {{"ms", ms}, {"flops", flops}};
 }
 
+// A training step's matrix products alone: the gemm() calls of one step (forward, loss, backward;
+// AdamW has none), recorded, then replayed in order on operands of their own, as the step's products
+// read tensors other ops wrote, at the same thread count and grad mode. Their time is what the step
+// would take if everything else in it were free: the floor that GEMMs set under its time.
+nlohmann::json time_train_gemms(Vlm& vlm, const Vlm::TrainBatch& batch, const BenchModelOptions& o) {
+  zero_grad(vlm.model());
+  std::vector<GemmCall> calls;
+  {
+    const GemmRecorder rec;
+    vlm.loss(batch).backward();
+    calls = rec.calls();
+  }
+  zero_grad(vlm.model());
+  std::vector<Tensor> a, b, c;
+  for (const GemmCall& g : calls) {
+    a.push_back(Tensor::full({g.M * g.K}, 0.01f));
+    b.push_back(Tensor::full({g.K * g.N}, 0.01f));
+    c.push_back(Tensor::zeros({g.M * g.N}));
+  }
+  std::vector<double> ms;
+  int64_t flops = 0;
+  for (int rep = -o.warmup; rep < o.repeats; ++rep) {
+    const FlopScope f;
+    const auto t0 = Clock::now();
+    for (std::size_t i = 0; i < calls.size(); ++i) {
+      const GemmCall& g = calls[i];
+      std::optional<NoGradGuard> no_grad;
+      if (!g.grad) no_grad.emplace();
+      gemm<float>(g.trans_a, g.trans_b, g.M, g.N, g.K, 1.0f, a[i].data(), g.trans_a ? g.M : g.K, b[i].data(),
+                  g.trans_b ? g.K : g.N, g.accumulate ? 1.0f : 0.0f, c[i].data(), g.N);
+    }
+    if (rep >= 0) ms.push_back(ms_since(t0));
+    flops = f.flops();
+  }
+  nlohmann::json out = timings(ms, flops);
+  out["calls"] = calls.size();
+  return out;
+}
+
 }  // namespace
 
 std::vector<data::Sample> bench_train_samples(const data::Task& task, int batch) {
@@ -79,8 +120,9 @@ int run_bench_model(const BenchModelOptions& o) {
             "bench-model: --threads, --batch, --repeats and --decode-tokens must be >= 1, --warmup >= 0");
   const std::vector<std::string> what = split_list(o.time);
   for (const std::string& w : what)
-    if (w != "train" && w != "prefill" && w != "decode")
-      throw ConfigError("bench-model: --time takes train, prefill, decode (comma separated), got \"" + w + "\"");
+    if (w != "train" && w != "train_gemms" && w != "prefill" && w != "decode")
+      throw ConfigError("bench-model: --time takes train, train_gemms, prefill, decode (comma separated), got \"" +
+                        w + "\"");
   set_num_threads(o.threads);
 
   const auto task = data::make_task("sort_of_clevr", {});
@@ -142,6 +184,10 @@ int run_bench_model(const BenchModelOptions& o) {
   }
 
   for (const std::string& w : what) {
+    if (w == "train_gemms") {
+      out[w] = time_train_gemms(vlm, batch, o);
+      continue;
+    }
     std::vector<double> ms;
     int64_t flops = 0, flops_full = 0;
     if (w == "train") {

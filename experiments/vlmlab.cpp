@@ -346,7 +346,9 @@ int cmd_bench_model(const std::vector<std::string>& args) {
       "Builds FAMILY at a bench size on Sort-of-CLEVR samples (small: experiments/quickstart.toml's\n"
       "sizes; large: the same at hidden size 256), optionally exports it, and times a training step\n"
       "(forward, loss, backward, AdamW) at --batch, prefill at batch 1 and greedy decode per token with\n"
-      "the KV cache. Prints one JSON object: sizes, counted FLOPs per timed thing, and each repeat's\n"
+      "the KV cache; train_gemms times the training step's matrix products alone (its gemm() calls\n"
+      "recorded, then replayed on operands of their own: the floor they set under the step's time).\n"
+      "Prints one JSON object: sizes, counted FLOPs per timed thing, and each repeat's\n"
       "milliseconds. --export DIR writes config.json and model.safetensors (read back for everything\n"
       "after), io.safetensors (the training batch's inputs, labels, loss, logits and generated tokens,\n"
       "in the parity fixture layout: `vlmlab parity DIR` checks it) and prefill.safetensors (the batch-1\n"
@@ -358,7 +360,7 @@ int cmd_bench_model(const std::vector<std::string>& args) {
       "threads", po::value<int>(&o.threads)->default_value(o.threads), "threads for the core (BLAS runs inside them)")(
       "batch", po::value<int>(&o.batch)->default_value(o.batch), "training batch")(
       "export", po::value<std::string>(&o.export_dir), "folder to export the model and its inputs to")(
-      "time", po::value<std::string>(&o.time), "what to time: train,prefill,decode (comma separated)")(
+      "time", po::value<std::string>(&o.time), "what to time: train,train_gemms,prefill,decode (comma separated)")(
       "warmup", po::value<int>(&o.warmup)->default_value(o.warmup), "untimed repeats first")(
       "repeats", po::value<int>(&o.repeats)->default_value(o.repeats), "timed repeats")(
       "decode-tokens", po::value<int>(&o.decode_tokens)->default_value(o.decode_tokens), "tokens per decode repeat");

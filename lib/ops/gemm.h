@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 namespace vlm {
 
@@ -16,6 +17,32 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, 
 template <typename T>
 void gemm_serial(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
                  int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc);
+
+// One call of gemm() as a GemmRecorder saw it: the operation, not the operands.
+struct GemmCall {
+  bool trans_a = false, trans_b = false;
+  int64_t M = 0, N = 0, K = 0;
+  bool accumulate = false;  // beta != 0: C is read and added to
+  bool grad = true;         // the grad mode it ran in (inference may take the few-row kernel)
+  bool operator==(const GemmCall&) const = default;
+};
+
+// While alive, records every gemm() called on the thread that made it, in call order (not
+// gemm_serial: the products callers already spread over threads themselves, such as attention's per
+// head). A measurement aid: `vlmlab bench-model --time train_gemms` replays a training step's
+// products alone. One recorder per thread at a time.
+class GemmRecorder {
+ public:
+  GemmRecorder();
+  ~GemmRecorder();
+  GemmRecorder(const GemmRecorder&) = delete;
+  GemmRecorder& operator=(const GemmRecorder&) = delete;
+  const std::vector<GemmCall>& calls() const { return calls_; }
+
+ private:
+  friend struct GemmRecording;
+  std::vector<GemmCall> calls_;
+};
 
 namespace detail {
 // Whether gemm() splits an M x N x K product over the threads (when there is more than one).

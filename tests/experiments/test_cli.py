@@ -306,10 +306,17 @@ def test_bench_model():
     # forward (flops_full, torch's work in bench/torch_reference.py).
     assert d["train"]["flops_full"] > d["train"]["flops"], d
     assert "prefill" not in d
+    # The step's matrix products alone, replayed: every FLOP they count is one of the step's.
+    r = vlmlab("bench-model", "--family", "llava", "--time", "train,train_gemms", "--batch", "2", "--warmup", "0",
+               "--repeats", "2")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    g = d["train_gemms"]
+    assert len(g["ms"]) == 2 and g["calls"] > 0 and 0 < g["flops"] < d["train"]["flops"], d
     r = vlmlab("bench-model", "--size", "huge")
     assert r.returncode == 2 and "--size must be small or large" in r.stderr, r.stderr
     r = vlmlab("bench-model", "--time", "train,eval")
-    assert r.returncode == 2 and "--time takes train, prefill, decode" in r.stderr, r.stderr
+    assert r.returncode == 2 and "--time takes train, train_gemms, prefill, decode" in r.stderr, r.stderr
 
 
 TESTS = [test_config_errors, test_check_and_list, test_results_schema_and_pandas, test_reproducible,

@@ -210,3 +210,38 @@ TEST_CASE("a one-row product (decoding a token) splits over the threads from a 6
         CHECK(max_rel_error(p, 1.0f, beta, c2) < static_cast<double>(s.K + 2) * 0x1.0p-24);
       }
 }
+
+TEST_CASE("a GemmRecorder sees every gemm() of its thread while alive, in order, with its mode", "[ops][gemm]") {
+  // A linear layer's forward (x·Wᵀ), then its backward: dx = dy·W and dW = dyᵀ·x, both fresh (beta 0),
+  // then a second backward into the same gradients, which now add (beta 1).
+  vlm::Rng rng(8);
+  vlm::Tensor x = vlm::Tensor::randn({6, 5}, rng), w = vlm::Tensor::randn({4, 5}, rng);
+  x.set_requires_grad(true);
+  w.set_requires_grad(true);
+  vlm::gemm(false, false, 2, 2, 2, 1.0f, x.data(), 5, x.data(), 5, 0.0f, w.data(), 5);  // before: not seen
+  std::vector<vlm::GemmCall> calls;
+  {
+    const vlm::GemmRecorder rec;
+    CHECK_THROWS_WITH(vlm::GemmRecorder(), Catch::Contains("already has one"));
+    const vlm::Tensor ones = vlm::Tensor::full({6, 4}, 1.0f);
+    vlm::linear(x, w, vlm::Tensor()).backward(ones);
+    vlm::linear(x, w, vlm::Tensor()).backward(ones);
+    {
+      vlm::NoGradGuard no_grad;
+      (void)vlm::linear(x, w, vlm::Tensor());
+    }
+    calls = rec.calls();
+  }
+  using C = vlm::GemmCall;
+  const std::vector<C> want{
+      {false, true, 6, 4, 5, false, true},  {false, false, 6, 5, 4, false, false}, {true, false, 4, 5, 6, false, false},
+      {false, true, 6, 4, 5, false, true},  {false, false, 6, 5, 4, true, false},  {true, false, 4, 5, 6, true, false},
+      {false, true, 6, 4, 5, false, false}};
+  REQUIRE(calls.size() == want.size());
+  for (std::size_t i = 0; i < want.size(); ++i) {
+    INFO("call " << i);
+    CHECK(calls[i] == want[i]);
+  }
+  const vlm::GemmRecorder after;  // the first one is gone: a new one may start, and starts empty
+  CHECK(after.calls().empty());
+}
