@@ -17,7 +17,9 @@ large: the same at hidden 256, 4x the width) it
      batch 1, with 1 and 2 threads;
   3. prints a table: medians in ms, GFLOP/s (the FLOPs vlmlab's ops count: for a training step
      vlmlab's own, `flops`, and torch's with every position's logits, `flops_full`) and vlmlab/torch
-     time ratios (below 1: vlmlab is faster).
+     time ratios (below 1: vlmlab is faster); beside each training step, vlmlab's matrix products of
+     that step replayed alone (`--time train_gemms`): the time the step cannot go below with these
+     GEMMs, and its ratio to torch's step.
 
 Threads. Debian's torch sends matmuls to OpenBLAS (pthreads build), whose pool is separate from
 torch.set_num_threads; both at 2 oversubscribes 2 cores (shared/reference/performance.md). With 1
@@ -562,11 +564,14 @@ def main():
                     settings = {"1": (1, 1)} if threads == 1 else {"A": (1, threads), "B": (threads, threads)}
                     for what in a.what.split(","):
                         v_ms, t_ms, flops, torch_flops = [], {s: [] for s in settings}, 0, 0
+                        # beside a training step, its matrix products alone (their floor under its time)
+                        g_ms, timed = [], what + (",train_gemms" if what == "train" else "")
                         for _ in range(a.rounds):
                             r = run_vlmlab(exe, "--family", family, "--size", size, "--threads", str(threads),
-                                           "--time", what, "--warmup", str(a.warmup), "--repeats", str(a.repeats),
+                                           "--time", timed, "--warmup", str(a.warmup), "--repeats", str(a.repeats),
                                            "--decode-tokens", str(a.decode_tokens))
                             v_ms += r[what]["ms"]
+                            g_ms += r.get("train_gemms", {}).get("ms", [])
                             flops = r[what]["flops"]
                             # a training step: torch computes every position's logits, the step's full work
                             torch_flops = r[what].get("flops_full", flops)
@@ -575,12 +580,15 @@ def main():
                                 t_ms[s] += tb.time(what, a.warmup, a.repeats, a.decode_tokens)
                         best = min(t_ms, key=lambda s: statistics.median(t_ms[s]))
                         v, t = statistics.median(v_ms), statistics.median(t_ms[best])
+                        g = statistics.median(g_ms) if g_ms else None
                         rows.append(dict(family=family, size=size, threads=threads, what=what, vlmlab_ms=v,
+                                         gemms_ms=g, gemms_samples=g_ms,
                                          torch_ms=t, torch_setting=best, flops=flops, torch_flops=torch_flops,
                                          torch_ms_by_setting={s: statistics.median(x) for s, x in t_ms.items()},
                                          vlmlab_samples=v_ms, torch_samples=t_ms, agreement=agree))
                         print(f"  {threads}T {what:8s} vlmlab {v:9.3f} ms  torch {t:9.3f} ms ({best})  "
-                              f"ratio {v / t:.3f}", flush=True)
+                              f"ratio {v / t:.3f}" + (f"  (its GEMMs alone {g:.3f} ms: {g / t:.3f})" if g else ""),
+                              flush=True)
                 set_threads(1, 1)
     load = os.getloadavg()
     print(f"\nload average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
@@ -588,15 +596,18 @@ def main():
           "B = set_num_threads(2) + OpenBLAS 2 + OMP_WAIT_POLICY=PASSIVE; the faster counts.")
     print("ratio = vlmlab time / torch time (< 1: vlmlab faster); GFLOP/s from the FLOPs vlmlab's ops count: for a\n"
           "training step vlmlab's own (it computes only the answer positions' logits and their rows of the LM's last\n"
-          "layer) and, for torch, those of the same step with every position's logits, as torch computes them.\n")
+          "layer) and, for torch, those of the same step with every position's logits, as torch computes them.\n"
+          "GEMMs alone: for a training step, vlmlab's matrix products of the step replayed by themselves\n"
+          "(`bench-model --time train_gemms`), and over torch's time the ratio the step would have if all else were free.\n")
     print("| family | size | threads | what | vlmlab ms | torch ms (setting) | vlmlab GFLOP/s | torch GFLOP/s "
-          "| vlmlab/torch |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| vlmlab/torch | GEMMs alone ms (/torch) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         gf, tgf = r["flops"] / 1e6, r["torch_flops"] / 1e6  # FLOP per ms -> GFLOP/s
+        gm = f"{r['gemms_ms']:.3f} ({r['gemms_ms'] / r['torch_ms']:.3f})" if r["gemms_ms"] else ""
         print(f"| {r['family']} | {r['size']} | {r['threads']} | {r['what']} | {r['vlmlab_ms']:.3f} | "
               f"{r['torch_ms']:.3f} ({r['torch_setting']}) | {gf / r['vlmlab_ms']:.1f} | {tgf / r['torch_ms']:.1f} | "
-              f"{r['vlmlab_ms'] / r['torch_ms']:.3f} |")
+              f"{r['vlmlab_ms'] / r['torch_ms']:.3f} | {gm} |")
     if a.json:
         with open(a.json, "w") as f:
             json.dump(rows, f, indent=1)
