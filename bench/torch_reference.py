@@ -565,7 +565,8 @@ def main():
                     for what in a.what.split(","):
                         v_ms, t_ms, flops, torch_flops = [], {s: [] for s in settings}, 0, 0
                         # beside a training step, its matrix products alone (their floor under its time)
-                        g_ms, timed = [], what + (",train_gemms" if what == "train" else "")
+                        g_ms = []
+                        timed = what + (",train_gemms" if what == "train" else "")
                         for _ in range(a.rounds):
                             r = run_vlmlab(exe, "--family", family, "--size", size, "--threads", str(threads),
                                            "--time", timed, "--warmup", str(a.warmup), "--repeats", str(a.repeats),

@@ -40,8 +40,7 @@ class GemmRecorder {
   const std::vector<GemmCall>& calls() const { return calls_; }
 
  private:
-  friend struct GemmRecording;
-  std::vector<GemmCall> calls_;
+  std::vector<GemmCall> calls_;  // gemm() appends through a thread-local pointer to it
 };
 
 namespace detail {

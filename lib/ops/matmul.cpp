@@ -56,20 +56,16 @@ constexpr int64_t kSplitFlops = int64_t{1} << 20;
 constexpr int64_t kSplitFlopsOneRow = int64_t{1} << 17;
 constexpr int64_t kMinRowsPerThread = 32;
 
-thread_local GemmRecorder* t_gemm_recorder = nullptr;  // the calling thread's, if any
+thread_local std::vector<GemmCall>* t_gemm_calls = nullptr;  // the calling thread's recorder's, if any
 
 }  // namespace
 
-struct GemmRecording {
-  static void add(const GemmCall& c) { t_gemm_recorder->calls_.push_back(c); }
-};
-
 GemmRecorder::GemmRecorder() {
-  VLM_CHECK(t_gemm_recorder == nullptr, "GemmRecorder: this thread already has one");
-  t_gemm_recorder = this;
+  VLM_CHECK(t_gemm_calls == nullptr, "GemmRecorder: this thread already has one");
+  t_gemm_calls = &calls_;
 }
 
-GemmRecorder::~GemmRecorder() { t_gemm_recorder = nullptr; }
+GemmRecorder::~GemmRecorder() { t_gemm_calls = nullptr; }
 
 namespace detail {
 bool gemm_splits(int64_t M, int64_t N, int64_t K) {
@@ -114,7 +110,7 @@ void gemm_serial(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T 
 template <typename T>
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
           const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
-  if (t_gemm_recorder != nullptr) GemmRecording::add({trans_a, trans_b, M, N, K, beta != T(0), grad_enabled()});
+  if (t_gemm_calls != nullptr) t_gemm_calls->push_back({trans_a, trans_b, M, N, K, beta != T(0), grad_enabled()});
   const int64_t nt = num_threads();
   if (nt <= 1 || !detail::gemm_splits(M, N, K)) {
     gemm_serial(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
