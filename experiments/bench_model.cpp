@@ -50,6 +50,22 @@ nlohmann::json timings(const std::vector<double>& ms, int64_t flops) {
   return {{"ms", ms}, {"flops", flops}};
 }
 
+// Calls step() --warmup times untimed, then --repeats times timed: each timed call's milliseconds
+// and the FLOPs one call counts.
+template <class F>
+nlohmann::json time_repeats(const BenchModelOptions& o, F&& step) {
+  std::vector<double> ms;
+  int64_t flops = 0;
+  for (int rep = -o.warmup; rep < o.repeats; ++rep) {
+    const FlopScope f;
+    const auto t0 = Clock::now();
+    step();
+    if (rep >= 0) ms.push_back(ms_since(t0));
+    flops = f.flops();
+  }
+  return timings(ms, flops);
+}
+
 // A training step's matrix products alone: the gemm() calls of one step (forward, loss, backward;
 // AdamW has none), recorded, then replayed in order on operands of their own, as the step's products
 // read tensors other ops wrote, at the same thread count and grad mode. Their time is what the step
@@ -69,11 +85,7 @@ nlohmann::json time_train_gemms(Vlm& vlm, const Vlm::TrainBatch& batch, const Be
     b.push_back(Tensor::full({g.K * g.N}, 0.01f));
     c.push_back(Tensor::zeros({g.M * g.N}));
   }
-  std::vector<double> ms;
-  int64_t flops = 0;
-  for (int rep = -o.warmup; rep < o.repeats; ++rep) {
-    const FlopScope f;
-    const auto t0 = Clock::now();
+  nlohmann::json out = time_repeats(o, [&] {
     for (std::size_t i = 0; i < calls.size(); ++i) {
       const GemmCall& g = calls[i];
       std::optional<NoGradGuard> no_grad;
@@ -81,10 +93,7 @@ nlohmann::json time_train_gemms(Vlm& vlm, const Vlm::TrainBatch& batch, const Be
       gemm<float>(g.trans_a, g.trans_b, g.M, g.N, g.K, 1.0f, a[i].data(), g.trans_a ? g.M : g.K, b[i].data(),
                   g.trans_b ? g.K : g.N, g.accumulate ? 1.0f : 0.0f, c[i].data(), g.N);
     }
-    if (rep >= 0) ms.push_back(ms_since(t0));
-    flops = f.flops();
-  }
-  nlohmann::json out = timings(ms, flops);
+  });
   out["calls"] = calls.size();
   return out;
 }
@@ -188,48 +197,40 @@ int run_bench_model(const BenchModelOptions& o) {
       out[w] = time_train_gemms(vlm, batch, o);
       continue;
     }
-    std::vector<double> ms;
-    int64_t flops = 0, flops_full = 0;
     if (w == "train") {
       Architecture& m = vlm.model();
       AdamW<float> adam(named_parameters(m), decay_matrices_only<float>, AdamWConfig{.lr = 2e-3, .weight_decay = 0.01});
-      for (int rep = -o.warmup; rep < o.repeats; ++rep) {
-        const FlopScope f;
-        const auto t0 = Clock::now();
+      out[w] = time_repeats(o, [&] {
         Tensor loss = vlm.loss(batch);
         loss.backward();
         adam.step();
         adam.zero_grad();
-        if (rep >= 0) ms.push_back(ms_since(t0));
-        flops = f.flops();
-      }
-      {  // The step's work with every position's logits (as HF, and torch_reference.py, compute them).
-        const FlopScope f;
-        vlm.loss(batch, true).backward();
-        zero_grad(m);
-        flops_full = f.flops();
-      }
-    } else {
-      NoGradGuard no_grad;
-      for (int rep = -o.warmup; rep < o.repeats; ++rep) {
-        FlopScope f;
-        auto t0 = Clock::now();
-        auto [logits, state] = vlm.model().prefill(prompt);
-        if (w == "prefill") {
-          if (rep >= 0) ms.push_back(ms_since(t0));
-          flops = f.flops();
-          continue;
-        }
-        int64_t next = argmax_last(logits)[0];
-        f = FlopScope();
-        t0 = Clock::now();
-        for (int k = 0; k < o.decode_tokens; ++k) next = argmax_last(vlm.model().decode(*state, {next}))[0];
-        if (rep >= 0) ms.push_back(ms_since(t0) / o.decode_tokens);
-        flops = f.flops() / o.decode_tokens;
-      }
+      });
+      // The step's work with every position's logits (as HF, and torch_reference.py, compute them).
+      const FlopScope f;
+      vlm.loss(batch, true).backward();
+      zero_grad(m);
+      out[w]["flops_full"] = f.flops();
+      continue;
+    }
+    NoGradGuard no_grad;
+    if (w == "prefill") {
+      out[w] = time_repeats(o, [&] { (void)vlm.model().prefill(prompt); });
+      continue;
+    }
+    // decode: per token, after an untimed prefill
+    std::vector<double> ms;
+    int64_t flops = 0;
+    for (int rep = -o.warmup; rep < o.repeats; ++rep) {
+      auto [logits, state] = vlm.model().prefill(prompt);
+      int64_t next = argmax_last(logits)[0];
+      const FlopScope f;
+      const auto t0 = Clock::now();
+      for (int k = 0; k < o.decode_tokens; ++k) next = argmax_last(vlm.model().decode(*state, {next}))[0];
+      if (rep >= 0) ms.push_back(ms_since(t0) / o.decode_tokens);
+      flops = f.flops() / o.decode_tokens;
     }
     out[w] = timings(ms, flops);
-    if (flops_full > 0) out[w]["flops_full"] = flops_full;
   }
   std::printf("%s\n", out.dump().c_str());
   return 0;
