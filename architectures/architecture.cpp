@@ -95,7 +95,8 @@ const FamilyEntry& family_for_config(const io::HfConfig& config) {
     if (f.hf_model_type == type) return f;
     known += (known.empty() ? "" : ", ") + std::string(f.hf_model_type);
   }
-  config.fail("model_type", "\"" + type + "\" is not a family vlmlab implements (supported: " + known + ")");
+  const std::string shown = type.size() > 200 ? type.substr(0, 200) + "..." : type;
+  config.fail("model_type", "\"" + shown + "\" is not a family vlmlab implements (supported: " + known + ")");
 }
 
 std::unique_ptr<Architecture> make_architecture(const io::HfConfig& config, Rng& rng) {
@@ -238,12 +239,19 @@ nlohmann::json apply_family_keys(nlohmann::json config, const nlohmann::json& ke
   VLM_CHECK(keys.is_object(), "family keys must be a table");
   for (auto it = keys.begin(); it != keys.end(); ++it) {
     const std::string& key = it.key();
+    const std::string shown = key.size() > 200 ? key.substr(0, 200) + "..." : key;
     nlohmann::json* slot = nullptr;
     if (key.find('.') != std::string::npos) {
+      // A dotted path through the sub-configs; one that is no valid JSON pointer (a bad '~' escape, an
+      // array index past 2^64) names nothing.
       std::string ptr = "/" + key;
       std::replace(ptr.begin(), ptr.end(), '.', '/');
-      const nlohmann::json::json_pointer jp(ptr);
-      if (config.contains(jp)) slot = &config[jp];
+      try {
+        const nlohmann::json::json_pointer jp(ptr);
+        if (config.contains(jp)) slot = &config[jp];
+      } catch (const nlohmann::json::exception&) {
+        slot = nullptr;
+      }
     } else if (config.contains(key) && !config[key].is_object()) {
       slot = &config[key];
     } else {
@@ -251,7 +259,7 @@ nlohmann::json apply_family_keys(nlohmann::json config, const nlohmann::json& ke
         if (!sub.value().is_object() || !sub.value().contains(key)) continue;
         if (slot != nullptr) {
           std::ostringstream os;
-          os << family << ": \"" << key << "\" is ambiguous (in several sub-configs); write it as a dotted path";
+          os << family << ": \"" << shown << "\" is ambiguous (in several sub-configs); write it as a dotted path";
           throw ConfigError(os.str());
         }
         slot = &sub.value()[key];
@@ -261,13 +269,14 @@ nlohmann::json apply_family_keys(nlohmann::json config, const nlohmann::json& ke
       std::vector<std::string> known;
       list_keys(config, "", known);
       std::ostringstream os;
-      os << family << ": unknown key \"" << key << "\"; the family's config keys are:";
+      os << family << ": unknown key \"" << shown << "\"; the family's config keys are:";
       for (const std::string& k : known) os << ' ' << k;
       throw ConfigError(os.str());
     }
     if (!type_fits(*slot, it.value())) {
       std::ostringstream os;
-      os << family << ": " << key << ": expected a value like " << slot->dump() << ", got " << it.value().dump();
+      os << family << ": " << shown << ": expected a value like " << io::short_dump(*slot) << ", got "
+         << io::short_dump(it.value());
       throw ConfigError(os.str());
     }
     *slot = it.value();

@@ -57,11 +57,29 @@ ParityStage compare_ints(const std::string& name, const std::vector<int64_t>& ou
   return s;
 }
 
+// A fixture folder vlmlab cannot compare (a tensor missing, extra or of the wrong shape) is for the
+// user to fix: a ConfigError (exit 2), unlike a comparison that fails (exit 1).
+[[noreturn]] void structural(const std::string& what) { throw ConfigError(what); }
+
+// The longest generation a fixture may ask for: HF fixtures generate a handful of tokens.
+constexpr int64_t kMaxParityNewTokens = 4096;
+
 }  // namespace
 
 ParityResult run_parity(const std::string& dir, double tolerance) {
-  std::unique_ptr<Architecture> arch = load_pretrained(dir);
+  std::unique_ptr<Architecture> arch;
+  try {
+    arch = load_pretrained(dir);
+  } catch (const ConfigError&) {
+    throw;
+  } catch (const io::SafetensorsError&) {
+    throw;
+  } catch (const Error& e) {  // load_module: a weight missing, unexpected or of the wrong shape
+    structural(e.what());
+  }
   const io::Safetensors io = io::read_safetensors(dir + "/io.safetensors");
+  for (const char* required : {"input_ids", "logits"})
+    if (!io.contains(required)) structural(io.source + ": reference tensor \"" + std::string(required) + "\" is missing");
   const Inputs in = Inputs::from_safetensors(io);
   ParityResult r;
   r.family = std::string(arch->family());
@@ -74,6 +92,13 @@ ParityResult run_parity(const std::string& dir, double tolerance) {
   r.stages.push_back(compare_floats("logits", out.logits, in.floats("logits"), tolerance));
   if (io.contains("generated")) {
     const Shape gs = in.shape("generated");
+    const Shape ids = in.shape("input_ids");
+    // One row per prompt and a length that fits an int: [0, 2^31] once wrapped negative and compared
+    // nothing, and a huge length would generate for hours.
+    if (gs.size() != 2 || ids.empty() || gs[0] != ids[0] || gs[1] < 1 || gs[1] > kMaxParityNewTokens)
+      structural(io.source + ": reference tensor \"generated\" has shape " + shape_str(gs) +
+                 "; expected [rows of input_ids (" + (ids.empty() ? std::string("?") : std::to_string(ids[0])) +
+                 "), new tokens in [1, " + std::to_string(kMaxParityNewTokens) + "]]");
     // The fixtures come from HF generate(max_new_tokens=n, min_new_tokens=n): EOS is masked for all
     // n steps (tests/parity/make_fixtures.py).
     GenerateOptions opt;

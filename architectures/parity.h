@@ -22,7 +22,8 @@ struct ParityResult {
   bool pass() const;
 };
 
-// Throws io::ConfigError for a config vlmlab cannot run, vlm::Error for bad files.
+// Throws io::ConfigError for a config or folder vlmlab cannot run (including weights missing, extra or
+// of the wrong shape, and reference tensors missing or of an impossible shape), vlm::Error otherwise.
 ParityResult run_parity(const std::string& dir, double tolerance = 1e-4);
 
 }  // namespace vlm

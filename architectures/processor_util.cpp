@@ -12,14 +12,14 @@ std::vector<double> channel_values(const io::HfConfig& o, const std::string& key
   const nlohmann::json& v = o.json().at(key);
   if (v.is_number()) return std::vector<double>(3, v.get<double>());
   if (!v.is_array() || v.size() != 3 || !std::all_of(v.begin(), v.end(), [](const auto& e) { return e.is_number(); }))
-    o.fail(key, "expected a number or a list of 3 numbers (one per RGB channel), got " + v.dump());
+    o.fail(key, "expected a number or a list of 3 numbers (one per RGB channel), got " + io::short_dump(v));
   return {v[0].get<double>(), v[1].get<double>(), v[2].get<double>()};
 }
 
 io::HfConfig processor_options(const nlohmann::json& options, const std::string& family,
                                const std::vector<std::string>& known) {
   if (!options.is_null() && !options.is_object())
-    throw io::ConfigError(family + " processor options: expected a JSON object, got " + options.dump());
+    throw io::ConfigError(family + " processor options: expected a JSON object, got " + io::short_dump(options));
   const io::HfConfig o(options.is_null() ? nlohmann::json::object() : options, family + " processor options");
   for (const auto& [key, value] : o.json().items()) {
     if (std::find(known.begin(), known.end(), key) != known.end()) continue;

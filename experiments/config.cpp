@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <map>
@@ -13,6 +14,14 @@ namespace vlm::exp {
 
 namespace {
 
+// Experiment and variant names become file and folder names (results/NAME.h5, results/NAME/, a run
+// id's checkpoint folder), and a run id is a folder name: both stay well inside NAME_MAX (255).
+constexpr std::size_t kMaxNameChars = 100;
+constexpr std::size_t kMaxRunIdChars = 200;
+
+// Text from the file quoted in a message, cut at 200 characters.
+std::string shorten(const std::string& s) { return s.size() > 200 ? s.substr(0, 200) + "..." : s; }
+
 std::string location(const std::string& file, const toml::source_region& r) {
   std::ostringstream os;
   os << file;
@@ -23,7 +32,7 @@ std::string location(const std::string& file, const toml::source_region& r) {
 [[noreturn]] void fail(const std::string& file, const toml::source_region& r, const std::string& key_path,
                        const std::string& what) {
   std::ostringstream os;
-  os << location(file, r) << ": " << key_path << ": " << what;
+  os << location(file, r) << ": " << shorten(key_path) << ": " << what;
   throw ConfigError(os.str());
 }
 
@@ -102,7 +111,7 @@ class Section {
     if (!n->is_string()) fail_key(key, "expected a string (" + describe_choices(choices) + "), got " + type_name(*n));
     const std::string v = n->as_string()->get();
     if (!choices.empty() && std::find(choices.begin(), choices.end(), v) == choices.end())
-      fail_key(key, "expected " + describe_choices(choices) + ", got \"" + v + "\"");
+      fail_key(key, "expected " + describe_choices(choices) + ", got \"" + shorten(v) + "\"");
     if (required && v.empty()) fail_key(key, "must not be empty");
     return v;
   }
@@ -354,9 +363,12 @@ Experiment parse(const toml::table& root, const std::string& file, int ranks) {
   {
     Section s = section(root, "experiment", f, true);
     e.name = s.string("name", "", {}, true);
+    if (e.name.size() > kMaxNameChars)
+      s.fail_key("name", "is " + std::to_string(e.name.size()) + " characters long; at most " +
+                             std::to_string(kMaxNameChars) + " (it names the results file and its folder)");
     for (const char c : e.name)
       if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-'))
-        s.fail_key("name", "use letters, digits, '_' and '-' only (it names the results file), got \"" + e.name + "\"");
+        s.fail_key("name", "use letters, digits, '_' and '-' only (it names the results file), got \"" + shorten(e.name) + "\"");
     e.description = s.string("description", "", {});
     e.seeds.clear();
     for (const int64_t v : s.int_list("seeds", {0}, 0, int64_t{1} << 40, true)) e.seeds.push_back(static_cast<uint64_t>(v));
@@ -409,9 +421,12 @@ Experiment parse(const toml::table& root, const std::string& file, int ranks) {
     Variant v;
     v.family = s.string("family", "", names_of_families(), true);
     v.name = s.string("name", v.family, {});
+    if (v.name.size() > kMaxNameChars)
+      s.fail_key("name", "is " + std::to_string(v.name.size()) + " characters long; at most " +
+                             std::to_string(kMaxNameChars) + " (it names runs)");
     for (const char c : v.name)
       if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-'))
-        s.fail_key("name", "use letters, digits, '_' and '-' only (it names runs), got \"" + v.name + "\"");
+        s.fail_key("name", "use letters, digits, '_' and '-' only (it names runs), got \"" + shorten(v.name) + "\"");
     if (!names.insert(v.name).second)
       s.fail_key(vt.get("name") ? "name" : "family",
                  "two variants are named \"" + v.name + "\"; give each a distinct `name`");
@@ -460,32 +475,59 @@ std::string sanitize(const std::string& s) {
   return out;
 }
 
-// Sets a dotted path ("train.lr", "model.text.hidden_size", "variant.resampler_n_latents") in a copy
-// of the document.
-void set_path(toml::table& root, const std::string& key, const toml::node& value) {
+// The parts of a sweep's dotted key path, or an error when one is empty ("", "train.", "a..b").
+std::vector<std::string> key_parts(const std::string& key, std::string& error) {
   std::vector<std::string> parts;
-  std::stringstream ss(key);
-  for (std::string p; std::getline(ss, p, '.');) parts.push_back(p);
+  std::size_t begin = 0;
+  while (true) {
+    const std::size_t dot = key.find('.', begin);
+    parts.push_back(key.substr(begin, dot == std::string::npos ? std::string::npos : dot - begin));
+    if (parts.back().empty()) {
+      error = "expected a dotted key path such as \"train.lr\" or \"variant.hidden_act\", with no empty part";
+      return {};
+    }
+    if (dot == std::string::npos) return parts;
+    begin = dot + 1;
+  }
+}
+
+// Sets a dotted path ("train.lr", "model.text.hidden_size", "variant.resampler_n_latents") in a copy
+// of the document. Returns an error when the path runs through a value that is not a table (such as
+// "task.name.x", or "variant.family.x" in each [[variant]]); a path to a key that does not exist yet
+// is set, and parse() then reports it as unknown.
+std::string set_path(toml::table& root, const std::string& key, const toml::node& value) {
+  std::string error;
+  const std::vector<std::string> parts = key_parts(key, error);
+  if (!error.empty()) return error;
+  const auto through = [&](toml::table* t, std::size_t first, const std::string& where) -> toml::table* {
+    std::string path = where;
+    for (std::size_t i = first; i + 1 < parts.size(); ++i) {
+      path += (path.empty() ? "" : ".") + parts[i];
+      toml::node& n = t->insert(parts[i], toml::table{}).first->second;
+      if (!n.is_table()) {
+        error = path + " is " + type_name(n) + ", not a table, so the path cannot go through it";
+        return nullptr;
+      }
+      t = n.as_table();
+    }
+    return t;
+  };
   if (parts.size() >= 2 && parts[0] == "variant") {
     toml::array* arr = root.get_as<toml::array>("variant");
-    if (!arr) return;
-    for (toml::node& vt : *arr) {
-      toml::table* t = vt.as_table();
-      for (std::size_t i = 1; i + 1 < parts.size(); ++i) {
-        t = t->insert(parts[i], toml::table{}).first->second.as_table();
-      }
+    if (!arr) return "";  // parse() reports the missing or malformed [[variant]]
+    for (std::size_t vi = 0; vi < arr->size(); ++vi) {
+      toml::table* t = (*arr)[vi].as_table();
+      if (!t) return "";
+      t = through(t, 1, "variant[" + std::to_string(vi) + "]");
+      if (!t) return error;
       t->insert_or_assign(parts.back(), value);
     }
-    return;
+    return "";
   }
-  toml::table* t = &root;
-  for (std::size_t i = 0; i + 1 < parts.size(); ++i) {
-    toml::node* n = t->get(parts[i]);
-    if (!n) n = &t->insert(parts[i], toml::table{}).first->second;
-    t = n->as_table();
-    if (!t) return;  // parse() reports the wrong type
-  }
+  toml::table* t = through(&root, 0, "");
+  if (!t) return error;
   t->insert_or_assign(parts.back(), value);
+  return "";
 }
 
 // A run's FLOPs from one prefill and one decode step at batch 1 (counted by the ops): training takes
@@ -516,6 +558,11 @@ VlmSpec RunSpec::vlm_spec() const {
 
 LoadedExperiment load_experiment(const std::string& path, int ranks) {
   VLM_CHECK(ranks >= 1, "load_experiment: " << ranks << " ranks");
+  {
+    std::error_code ec;
+    if (std::filesystem::is_directory(path, ec))
+      throw ConfigError(path + ": is a directory; give the experiment's TOML file");
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) throw ConfigError(path + ": cannot open the experiment file");
   std::stringstream buf;
@@ -538,7 +585,15 @@ LoadedExperiment load_experiment(const std::string& path, int ranks) {
     for (const auto& [k, v] : *sn->as_table()) {
       const std::string key(k.str());
       if (!v.is_array() || v.as_array()->empty())
-        fail(path, v.source(), "sweep." + key, "expected a non-empty array of values");
+        fail(path, v.source(), "sweep." + shorten(key), "expected a non-empty array of values");
+      std::string error;
+      key_parts(key, error);
+      if (!error.empty()) fail(path, v.source(), "sweep.\"" + shorten(key) + "\"", error);
+      // Each value names runs: a value listed twice would give two runs one id.
+      std::set<std::string> seen;
+      for (const toml::node& e : *v.as_array())
+        if (!seen.insert(node_text(e)).second)
+          fail(path, e.source(), "sweep." + shorten(key), "lists the value " + shorten(node_text(e)) + " twice");
       sweep.emplace_back(key, v.as_array());
       sweep_where.push_back(v.source());
     }
@@ -552,13 +607,15 @@ LoadedExperiment load_experiment(const std::string& path, int ranks) {
     }
     return false;
   };
+  std::set<std::string> run_ids;
   do {
     toml::table point_doc = doc;
     point_doc.erase("sweep");
     std::vector<std::pair<std::string, std::string>> point;
     for (std::size_t i = 0; i < sweep.size(); ++i) {
       const toml::node& val = *sweep[i].second->get(idx[i]);
-      set_path(point_doc, sweep[i].first, val);
+      const std::string error = set_path(point_doc, sweep[i].first, val);
+      if (!error.empty()) fail(path, sweep_where[i], "sweep." + shorten(sweep[i].first), error);
       point.emplace_back(sweep[i].first, node_text(val));
     }
     Experiment e;
@@ -568,7 +625,7 @@ LoadedExperiment load_experiment(const std::string& path, int ranks) {
       if (sweep.empty()) throw;
       std::ostringstream os;
       os << location(path, sweep_where.front()) << ": sweep point";
-      for (const auto& [k, v] : point) os << ' ' << k << '=' << v;
+      for (const auto& [k, v] : point) os << ' ' << shorten(k) << '=' << shorten(v);
       os << ": " << err.what();
       throw ConfigError(os.str());
     }
@@ -587,6 +644,15 @@ LoadedExperiment load_experiment(const std::string& path, int ranks) {
         for (const auto& [k, v] : point) id << '-' << k.substr(k.rfind('.') + 1) << '=' << v;
         id << "-s" << seed;
         r.run_id = sanitize(id.str());
+        if (r.run_id.size() > kMaxRunIdChars)
+          fail(path, sweep.empty() ? doc.source() : sweep_where.front(), "sweep",
+               "run id \"" + shorten(r.run_id) + "\" is " + std::to_string(r.run_id.size()) +
+                   " characters long; at most " + std::to_string(kMaxRunIdChars) +
+                   " (it names the run's folders): use shorter sweep values or variant names");
+        if (!run_ids.insert(r.run_id).second)
+          fail(path, sweep.empty() ? doc.source() : sweep_where.front(), "sweep",
+               "two runs would have the id \"" + shorten(r.run_id) +
+                   "\" (sweep values that differ only in characters a run id cannot hold)");
         toml::table run_doc = point_doc;
         toml::array variants;
         variants.push_back(*point_doc.get_as<toml::array>("variant")->get(vi));
@@ -633,7 +699,7 @@ LoadedExperiment load_experiment(const std::string& path, int ranks) {
       }
       std::ostringstream os;
       os << location(path, where) << ": variant[" << vi << "] (" << r.variant.name;
-      for (const auto& [k, v] : r.sweep_point) os << ", " << k << '=' << v;
+      for (const auto& [k, v] : r.sweep_point) os << ", " << shorten(k) << '=' << shorten(v);
       os << "): " << err.what();
       throw ConfigError(os.str());
     }

@@ -31,7 +31,7 @@ double channel_scalar(const io::HfConfig& o, const std::string& key, double fall
   if (v.is_array() && v.size() == 3 && std::all_of(v.begin(), v.end(), [](const auto& e) { return e.is_number(); }) &&
       v[0] == v[1] && v[1] == v[2])
     return v[0].get<double>();
-  o.fail(key, "expected a number (or 3 equal numbers), got " + v.dump());
+  o.fail(key, "expected a number (or 3 equal numbers), got " + io::short_dump(v));
 }
 
 struct Settings {

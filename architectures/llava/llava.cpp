@@ -42,7 +42,7 @@ double llama_rope_theta(const io::HfConfig& text) {
   }
   if (text.has("rope_scaling")) {
     const nlohmann::json& rs = text.json().at("rope_scaling");
-    if (!rs.is_object()) text.fail("rope_scaling", "expected an object or null, got " + rs.dump());
+    if (!rs.is_object()) text.fail("rope_scaling", "expected an object or null, got " + io::short_dump(rs));
     const io::HfConfig sc = text.sub("rope_scaling");
     const std::string type = sc.get_string("rope_type", sc.get_string("type", "default"));
     if (type != "default")

@@ -52,7 +52,7 @@ Config parse_config(const io::HfConfig& cfg) {
   if (text.has("layer_types")) {
     for (const auto& t : text.json().at("layer_types"))
       if (!t.is_string() || t.get<std::string>() != "full_attention")
-        text.fail("layer_types", "only \"full_attention\" layers are supported, got " + t.dump());
+        text.fail("layer_types", "only \"full_attention\" layers are supported, got " + io::short_dump(t));
   }
 
   // Rotary: HF takes rope_scaling over rope_parameters; "type"/"rope_type" "mrope" means default.

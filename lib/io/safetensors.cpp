@@ -15,7 +15,7 @@
 #include <fstream>
 #include <limits>
 #include <nlohmann/json.hpp>
-#include <set>
+#include <unordered_set>
 #include <utility>
 
 namespace vlm::io {
@@ -44,6 +44,13 @@ std::string display_source(const std::string& source) {
 std::string quote_name(std::string_view s) {
   if (s.size() <= kMaxQuotedChars) return "\"" + std::string(s) + "\"";
   return "\"" + std::string(s.substr(0, kMaxQuotedChars)) + "...\"";
+}
+
+// A JSON value as text for a message, cut at kMaxQuotedChars characters.
+std::string short_dump(const Json& v) {
+  std::string s = v.dump();
+  if (s.size() > kMaxQuotedChars) s = s.substr(0, kMaxQuotedChars) + "...";
+  return s;
 }
 
 [[noreturn]] void fail_tensor(const std::string& source, std::string_view name,
@@ -168,7 +175,7 @@ constexpr std::array<std::string_view, 6> kUnsupportedDtypes = {"F8_E5M2", "F8_E
                                                                 "F6_E2M3", "F6_E3M2", "F4"};
 
 DType parse_entry_dtype(const Json& v, const std::string& src, const std::string& name) {
-  if (!v.is_string()) fail_tensor(src, name, "dtype must be a string, got " + v.dump());
+  if (!v.is_string()) fail_tensor(src, name, "dtype must be a string, got " + short_dump(v));
   const auto& s = v.get_ref<const std::string&>();
   if (std::optional<DType> d = parse_dtype(s)) return *d;
   if (std::find(kUnsupportedDtypes.begin(), kUnsupportedDtypes.end(), s) !=
@@ -270,35 +277,81 @@ std::map<std::string, std::string> parse_metadata(const Json& v, const std::stri
   return out;
 }
 
+// Checks what no valid header contains before the DOM is built, in one linear pass: duplicate keys
+// (nlohmann would keep the last silently) and nesting below shape/data_offsets arrays (a memory
+// bomb). A SAX pass rather than a parser callback: nlohmann's callback parser rescans the parent
+// object after every child object ends, which makes a header of n entries parse in O(n^2).
+class HeaderScanner : public nlohmann::json_sax<Json> {
+ public:
+  explicit HeaderScanner(const std::string& src) : src_(src) {}
+
+  bool null() override { return true; }
+  bool boolean(bool) override { return true; }
+  bool number_integer(number_integer_t) override { return true; }
+  bool number_unsigned(number_unsigned_t) override { return true; }
+  bool number_float(number_float_t, const string_t&) override { return true; }
+  bool string(string_t&) override { return true; }
+  bool binary(binary_t&) override { return true; }
+  bool start_object(std::size_t) override {
+    open();
+    keys_.emplace_back();
+    return true;
+  }
+  bool key(string_t& k) override {
+    if (!keys_.back().insert(k).second) fail(src_, "header has duplicate key " + quote_name(k));
+    return true;
+  }
+  bool end_object() override {
+    keys_.pop_back();
+    --depth_;
+    return true;
+  }
+  bool start_array(std::size_t) override {
+    open();
+    return true;
+  }
+  bool end_array() override {
+    --depth_;
+    return true;
+  }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception& e) override {
+    std::string msg = e.what();
+    if (msg.size() > 2 * kMaxQuotedChars) msg = msg.substr(0, 2 * kMaxQuotedChars) + "...";
+    fail(src_, "header is not valid JSON: " + msg);
+  }
+
+ private:
+  // The root object, an entry (or __metadata__) object, then shape/data_offsets arrays: depth 3.
+  void open() {
+    if (depth_ >= 3) fail(src_, "header nests deeper than a safetensors header can");
+    ++depth_;
+  }
+
+  const std::string& src_;
+  int depth_ = 0;
+  std::vector<std::unordered_set<std::string>> keys_;
+};
+
 Json parse_json(std::span<const std::uint8_t> text, const std::string& src) {
   if (std::optional<std::size_t> bad = first_invalid_utf8(text)) {
     fail(src, "header is not valid UTF-8 (byte " + std::to_string(*bad) + " of the header)");
   }
-  // Reject what no valid header contains before it is built: duplicate keys (nlohmann would keep
-  // the last silently) and nesting below shape/data_offsets arrays (a memory bomb).
-  std::vector<std::set<std::string>> keys;
-  auto callback = [&](int depth, Json::parse_event_t event, Json& parsed) {
-    switch (event) {
-      case Json::parse_event_t::object_start:
-      case Json::parse_event_t::array_start:
-        if (depth >= 3) fail(src, "header nests deeper than a safetensors header can");
-        if (event == Json::parse_event_t::object_start) keys.emplace_back();
-        break;
-      case Json::parse_event_t::object_end: keys.pop_back(); break;
-      case Json::parse_event_t::key:
-        if (!keys.back().insert(parsed.get<std::string>()).second) {
-          fail(src, "header has duplicate key " + quote_name(parsed.get_ref<const std::string&>()));
-        }
-        break;
-      default: break;
-    }
-    return true;
-  };
+  // nlohmann stops at a NUL byte as at the end of input, so "{...}\0anything" would parse. The crate
+  // (serde_json over the whole header) allows only JSON whitespace (space, tab, CR, LF) around the
+  // object, and JSON allows no raw NUL anywhere, so any NUL is an error.
+  const auto nul = std::find(text.begin(), text.end(), std::uint8_t{0});
+  if (nul != text.end()) {
+    fail(src, "header has a NUL byte at byte " + std::to_string(nul - text.begin()) +
+                  " of the header (only JSON whitespace may pad a header)");
+  }
   const char* first = reinterpret_cast<const char*>(text.data());
+  HeaderScanner scanner(src);
+  Json::sax_parse(first, first + text.size(), &scanner, nlohmann::json::input_format_t::json,
+                  /*strict=*/true, /*ignore_comments=*/false);
   try {
-    return Json::parse(first, first + text.size(), callback, /*allow_exceptions=*/true,
+    return Json::parse(first, first + text.size(), nullptr, /*allow_exceptions=*/true,
                        /*ignore_comments=*/false);
-  } catch (const Json::exception& e) {
+  } catch (const Json::exception& e) {  // the scan above has already reported any syntax error
     std::string msg = e.what();
     if (msg.size() > 2 * kMaxQuotedChars) msg = msg.substr(0, 2 * kMaxQuotedChars) + "...";
     fail(src, "header is not valid JSON: " + msg);

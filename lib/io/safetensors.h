@@ -1,8 +1,9 @@
 // safetensors read/write (https://github.com/huggingface/safetensors), self-contained: no
 // dependency on the tensor class. Reading validates the file the way the reference Rust crate
 // does (safetensors/src/tensor.rs: read_metadata + Metadata::validate), plus a few stricter
-// checks noted in safetensors.cpp. Every error is a SafetensorsError whose message starts with
-// the file (or source) name and, where there is one, the tensor name.
+// checks noted in safetensors.cpp; headers parse in time linear in their size. Every error is a
+// SafetensorsError whose message starts with the file (or source) name and, where there is one,
+// the tensor name (cut at 200 characters).
 #pragma once
 
 #include <cstdint>
@@ -14,11 +15,14 @@
 #include <string_view>
 #include <vector>
 
+#include "lib/core/check.h"
+
 namespace vlm::io {
 
-class SafetensorsError : public std::runtime_error {
+// A vlm::Error (not a ConfigError): callers that must exit 2 on a bad file catch it by name.
+class SafetensorsError : public vlm::Error {
  public:
-  using std::runtime_error::runtime_error;
+  using vlm::Error::Error;
 };
 
 // The crate's F8/F6/F4 types are rejected with "not supported"; everything else is here.

@@ -35,7 +35,8 @@ Act parse_act(std::string_view hf_name, std::string_view key) {
     if (name == hf_name) return act;
   }
   std::ostringstream os;
-  os << key << ": unknown activation \"" << hf_name << "\"; supported:";
+  const bool long_name = hf_name.size() > 200;  // a value from a file: keep the message readable
+  os << key << ": unknown activation \"" << hf_name.substr(0, 200) << (long_name ? "..." : "") << "\"; supported:";
   for (const auto& entry : kActNames) os << ' ' << entry.first;
   throw ConfigError(os.str());
 }

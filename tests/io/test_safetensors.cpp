@@ -1,6 +1,7 @@
 #include <array>
 #include <bit>
 #include <catch2/catch.hpp>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -556,4 +557,63 @@ TEST_CASE("raw builders check the value count", "[io][safetensors]") {
   const RawTensor b = vlm::io::raw_bool({3}, {true, false, true});
   CHECK(b.dtype == DType::BOOL);
   CHECK(b.bytes == std::vector<std::uint8_t>{1, 0, 1});
+}
+
+TEST_CASE("header bytes after a NUL are rejected, JSON whitespace padding is not",
+          "[io][safetensors][corrupt]") {
+  // nlohmann stops at a NUL as at the end of input; the crate (serde_json) rejects it.
+  const std::string entry = "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]}}";
+  CHECK_THROWS_WITH(parse_header(entry + std::string(3, '\0'), 1),
+                    "mem.safetensors: header has a NUL byte at byte " +
+                        std::to_string(entry.size()) +
+                        " of the header (only JSON whitespace may pad a header)");
+  // What follows the NUL would change the file's meaning if it were read.
+  CHECK_THROWS_WITH(parse_header(std::string("{}\0{\"b\":1}", 10), 0), Contains("NUL byte at byte 2"));
+  CHECK_THROWS_WITH(parse_header(std::string("{\"a\0b\":1}", 9), 0), Contains("NUL byte at byte 3"));
+  // The crate's own padding tests: any JSON whitespace before or after the object.
+  CHECK(parse_header(entry + " \t\r\n", 1).tensors.size() == 1);
+  CHECK(parse_header("\t\n" + entry + "\r ", 1).tensors.size() == 1);
+  CHECK_THROWS_WITH(parse_header(entry + "\x0b", 1), Contains("header is not valid JSON"));
+}
+
+TEST_CASE("a header of 50,000 entries parses in linear time", "[io][safetensors]") {
+  // nlohmann's callback parser rescans the root object after each entry (O(n^2): about 30 s here).
+  constexpr int kEntries = 50'000;
+  std::string header = "{";
+  for (int i = 0; i < kEntries; ++i) {
+    header += (i ? ",\"t" : "\"t") + std::to_string(i) + "\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[" +
+              std::to_string(i) + "," + std::to_string(i + 1) + "]}";
+  }
+  header += "}";
+  const std::vector<std::uint8_t> bytes = make_file(header, kEntries);
+  const auto start = std::chrono::steady_clock::now();
+  const Safetensors st = parse(bytes);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  CHECK(st.tensors.size() == static_cast<std::size_t>(kEntries));
+  CHECK(st.at("t49999").bytes == std::vector<std::uint8_t>{static_cast<std::uint8_t>(49999 % 256)});
+  // Linear: well under a second optimised, a few seconds under the sanitizers.
+  CHECK(seconds < 8.0);
+}
+
+TEST_CASE("errors stay short for huge names and values, and are vlm::Errors", "[io][safetensors][corrupt]") {
+  const std::string name(100'000, 'n');
+  std::string huge_dtype = "[";
+  for (int i = 0; i < 100'000; ++i) huge_dtype += (i ? ",1" : "1");
+  huge_dtype += "]";
+  const auto message = [](const std::string& header) {
+    try {
+      parse_header(header, 0);
+    } catch (const vlm::Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  const std::string bad_dtype = message("{\"" + name + "\":{\"dtype\":" + huge_dtype +
+                                        ",\"shape\":[0],\"data_offsets\":[0,0]}}");
+  CHECK_THAT(bad_dtype, Contains("dtype must be a string, got [1,1,1") && Contains("...") &&
+                            Contains("\"" + std::string(200, 'n') + "...\""));
+  CHECK(bad_dtype.size() < 600);
+  const std::string dup = message("{\"" + name + "\":1,\"" + name + "\":2}");
+  CHECK_THAT(dup, Contains("duplicate key"));
+  CHECK(dup.size() < 300);
 }

@@ -1,0 +1,190 @@
+// config.json as a careless or hostile user writes it (issue 26): every bad file is a ConfigError
+// naming the key, found before a large allocation, with long values cut in the message.
+#include <catch2/catch.hpp>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <string>
+
+#include "architectures/architecture.h"
+#include "architectures/parity.h"
+#include "fixtures.h"
+#include "lib/core/random.h"
+
+namespace fs = std::filesystem;
+using Catch::Contains;
+using vlm::ConfigError;
+using vlm::io::HfConfig;
+
+namespace {
+
+class TempDir {
+ public:
+  TempDir() {
+    std::random_device rd;
+    path_ = fs::temp_directory_path() / ("vlm_cfg_test_" + std::to_string(rd()));
+    fs::create_directories(path_);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  std::string file(const std::string& name) const { return (path_ / name).string(); }
+
+ private:
+  fs::path path_;
+};
+
+void write_text(const std::string& path, const std::string& text) {
+  std::ofstream(path, std::ios::binary) << text;
+}
+
+// The error make_architecture gives for a config, or "" when it builds.
+std::string build_error(const nlohmann::json& j) {
+  vlm::Rng rng(0);
+  try {
+    vlm::make_architecture(HfConfig(j, "config.json"), rng);
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+}  // namespace
+
+TEST_CASE("config.json nesting is bounded before the file is parsed", "[arch][config]") {
+  TempDir dir;
+  // 200,000 nested arrays under a key nothing reads: copying the value recursed off the stack.
+  const std::string path = dir.file("config.json");
+  write_text(path, "{\"model_type\": \"llava\", \"unused\": " + std::string(200'000, '[') +
+                       std::string(200'000, ']') + "}");
+  try {
+    const HfConfig cfg = HfConfig::load(path);
+    const nlohmann::json copy = cfg.json();  // what the families do with their config
+    FAIL("a 200,000-deep config.json loaded");
+  } catch (const ConfigError& e) {
+    CHECK_THAT(e.what(), Contains(path + ": invalid JSON: nests deeper than 512 arrays and objects"));
+  }
+  // The limit itself is allowed.
+  write_text(path, "{\"x\": " + std::string(511, '[') + std::string(511, ']') + "}");
+  CHECK(HfConfig::load(path).has("x"));
+  write_text(path, "{\"x\": " + std::string(512, '[') + std::string(512, ']') + "}");
+  CHECK_THROWS_WITH(HfConfig::load(path), Contains("nests deeper than 512"));
+}
+
+TEST_CASE("config.json bytes after a NUL, directories and syntax errors are refused", "[arch][config]") {
+  TempDir dir;
+  const std::string path = dir.file("config.json");
+  write_text(path, std::string("{\"model_type\": \"llava\"}\0{\"x\": 1}", 33));
+  CHECK_THROWS_WITH(HfConfig::load(path), path + ": invalid JSON: a NUL byte at byte 23");
+  CHECK_THROWS_WITH(HfConfig::load(dir.file("")), Contains("is a directory"));
+  write_text(path, "{\"a\": " + std::string(100'000, '1') + "x}");
+  try {
+    HfConfig::load(path);
+    FAIL("bad JSON loaded");
+  } catch (const ConfigError& e) {
+    CHECK_THAT(e.what(), Contains("invalid JSON"));
+    CHECK(std::string(e.what()).size() < 1000);
+  }
+}
+
+TEST_CASE("config.json integers are range-checked before narrowing", "[arch][config]") {
+  const nlohmann::json base = vlm::testing::fixture_config("llava_tiny");
+  REQUIRE(build_error(base).empty());
+  // 2^32 + 2 layers used to become 2 layers, and parity said OK.
+  for (const nlohmann::json& bad : {nlohmann::json(4294967298LL), nlohmann::json(18446744073709551615ULL),
+                                    nlohmann::json(1e30), nlohmann::json(-4294967296LL), nlohmann::json(2.5)}) {
+    nlohmann::json j = base;
+    j["text_config"]["num_hidden_layers"] = bad;
+    CHECK_THAT(build_error(j), Contains("config.json: text_config.num_hidden_layers: expected an integer in "
+                                        "[-2147483648, 2147483647], got " + bad.dump()));
+  }
+  nlohmann::json j = base;
+  j["vision_feature_layer"] = {-1, 4294967295LL};
+  CHECK_THAT(build_error(j), Contains("config.json: vision_feature_layer: expected an integer or a list of "
+                                      "integers, each in [-2147483648, 2147483647], got [-1,4294967295]"));
+  j["vision_feature_layer"] = 9223372036854775807LL;
+  CHECK_THAT(build_error(j), Contains("vision_feature_layer: expected an integer"));
+  // An integral float is still an integer.
+  j = base;
+  j["text_config"]["num_hidden_layers"] = 2.0;
+  CHECK(build_error(j).empty());
+}
+
+TEST_CASE("config.json messages cut long values and keys", "[arch][config]") {
+  const std::string huge(1'000'000, 'x');
+  nlohmann::json j = vlm::testing::fixture_config("llava_tiny");
+  j["text_config"]["hidden_act"] = nlohmann::json::array();
+  for (int i = 0; i < 100'000; ++i) j["text_config"]["hidden_act"].push_back(i);
+  std::string msg = build_error(j);
+  CHECK_THAT(msg, Contains("text_config.hidden_act: expected a string, got [0,1,2,3") && Contains("..."));
+  CHECK(msg.size() < 1000);
+
+  msg = build_error({{"model_type", huge}});
+  CHECK_THAT(msg, Contains("config.json: model_type: \"xxxx") && Contains("...\" is not a family"));
+  CHECK(msg.size() < 1000);
+
+  j = vlm::testing::fixture_config("llava_tiny");
+  j["text_config"]["hidden_act"] = huge;
+  msg = build_error(j);
+  CHECK_THAT(msg, Contains("text_config.hidden_act"));
+  CHECK(msg.size() < 2000);
+}
+
+TEST_CASE("parity's structural problems are ConfigErrors (exit 2), not failed comparisons", "[arch][parity]") {
+  TempDir dir;
+  const fs::path src = vlm::testing::fixture("llava_tiny");
+  const fs::path fx = dir.file("fx");
+  fs::copy(src, fx);
+  const std::string weights = (fx / "model.safetensors").string(), io_path = (fx / "io.safetensors").string();
+  const vlm::io::Safetensors good = vlm::io::read_safetensors(weights);
+  const vlm::io::Safetensors good_io = vlm::io::read_safetensors(io_path);
+  REQUIRE(vlm::run_parity(fx.string()).pass());
+  const auto parity_error = [&] {
+    try {
+      vlm::run_parity(fx.string());
+    } catch (const ConfigError& e) {
+      return std::string(e.what());
+    }
+    return std::string("no ConfigError");
+  };
+
+  SECTION("a weight missing") {
+    auto t = good.tensors;
+    t.erase(t.begin());
+    vlm::io::write_safetensors(weights, t);
+    CHECK_THAT(parity_error(), Contains("missing tensor"));
+  }
+  SECTION("a weight the model does not have") {
+    auto t = good.tensors;
+    const std::vector<float> one = {1.0f};
+    t.emplace("extra.weight", vlm::io::raw_f32({1}, one));
+    vlm::io::write_safetensors(weights, t);
+    CHECK_THAT(parity_error(), Contains("tensor(s) the model does not have: \"extra.weight\""));
+  }
+  SECTION("a weight of the wrong shape") {
+    auto t = good.tensors;
+    vlm::io::RawTensor& w = t.begin()->second;
+    w.shape = {static_cast<int64_t>(w.bytes.size() / vlm::io::dtype_size(w.dtype))};
+    vlm::io::write_safetensors(weights, t);
+    CHECK_THAT(parity_error(), Contains("has shape") && Contains("the model expects"));
+  }
+  SECTION("reference logits missing") {
+    auto t = good_io.tensors;
+    t.erase("logits");
+    vlm::io::write_safetensors(io_path, t);
+    CHECK_THAT(parity_error(), Contains("reference tensor \"logits\" is missing"));
+  }
+  SECTION("a generation of [0, 2^31] tokens") {
+    // Wrapped negative, generated nothing and compared nothing: parity passed.
+    auto t = good_io.tensors;
+    t["generated"] = vlm::io::raw_i64({0, int64_t{1} << 31}, {});
+    vlm::io::write_safetensors(io_path, t);
+    CHECK_THAT(parity_error(), Contains("reference tensor \"generated\" has shape [0, 2147483648]"));
+    t["generated"] = vlm::io::raw_i64({1, 1'000'000}, std::vector<int64_t>(1'000'000, 0));
+    vlm::io::write_safetensors(io_path, t);
+    CHECK_THAT(parity_error(), Contains("new tokens in [1, 4096]"));
+  }
+}

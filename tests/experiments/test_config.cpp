@@ -1,0 +1,138 @@
+// The experiment TOML as a careless or hostile user writes it (issue 26): every bad file is a
+// ConfigError (exit 2) in `file:line:col: key: what` form, raised by load_experiment, which both
+// `vlmlab check` and `vlmlab run` call before anything runs.
+#include <catch2/catch.hpp>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <string>
+
+#include "experiments/config.h"
+
+namespace fs = std::filesystem;
+using Catch::Contains;
+using Catch::StartsWith;
+using vlm::ConfigError;
+
+namespace {
+
+class TempDir {
+ public:
+  TempDir() {
+    std::random_device rd;
+    path_ = fs::temp_directory_path() / ("vlm_exp_test_" + std::to_string(rd()));
+    fs::create_directories(path_);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  std::string file(const std::string& name) const { return (path_ / name).string(); }
+  std::string dir() const { return path_.string(); }
+
+ private:
+  fs::path path_;
+};
+
+// A small valid experiment (2 variants); `name` and `extra` (appended) vary per test.
+std::string experiment(const std::string& name, const std::string& extra) {
+  return "[experiment]\nname = \"" + name +
+         "\"\n"
+         "[task]\nname = \"sort_of_clevr\"\nimage_size = 30\n"
+         "[train]\nsteps = 2\nbatch_size = 2\n"
+         "[model.text]\nhidden_size = 16\nnum_hidden_layers = 1\nnum_attention_heads = 2\n"
+         "[model.vision]\nhidden_size = 16\nnum_hidden_layers = 1\nnum_attention_heads = 2\npatch_size = 15\n"
+         "[[variant]]\nfamily = \"llava\"\n"
+         "[[variant]]\nfamily = \"fuyu\"\n" +
+         extra;
+}
+
+// The ConfigError message load_experiment gives for the text, or "loaded N runs".
+std::string load(const TempDir& dir, const std::string& text) {
+  const std::string path = dir.file("exp.toml");
+  std::ofstream(path, std::ios::binary) << text;
+  try {
+    return "loaded " + std::to_string(vlm::exp::load_experiment(path).runs.size()) + " runs";
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+}
+
+}  // namespace
+
+TEST_CASE("a valid sweep loads", "[experiments][config]") {
+  TempDir dir;
+  CHECK(load(dir, experiment("ok", "[sweep]\n\"train.lr\" = [1e-3, 3e-3]\n")) == "loaded 4 runs");
+  CHECK(load(dir, experiment("ok", "[sweep]\n\"train.batch_size\" = [2, 4]\n\"task.image_size\" = [30, 45]\n")) ==
+        "loaded 8 runs");
+}
+
+TEST_CASE("sweep keys that crashed check and run are errors naming the key", "[experiments][config]") {
+  TempDir dir;
+  const std::string f = dir.file("exp.toml");
+  // An empty key (segfault: parts.back() of no parts).
+  CHECK_THAT(load(dir, experiment("e", "[sweep]\n\"\" = [1]\n")),
+             StartsWith(f + ":23:6: sweep.\"\": expected a dotted key path"));
+  CHECK_THAT(load(dir, experiment("e", "[sweep]\n\"train.\" = [1]\n")), Contains("sweep.\"train.\": expected a dotted"));
+  CHECK_THAT(load(dir, experiment("e", "[sweep]\n\"train..lr\" = [1]\n")), Contains("with no empty part"));
+  // Through a variant's string (segfault: a string taken for a table).
+  CHECK_THAT(load(dir, experiment("e", "[sweep]\n\"variant.family.x\" = [1]\n")),
+             StartsWith(f + ":23:22: sweep.variant.family.x: variant[0].family is a string, not a table"));
+  // Through [task]'s string: was accepted and changed nothing.
+  CHECK_THAT(load(dir, experiment("e", "[sweep]\n\"task.name.x\" = [1]\n")),
+             StartsWith(f + ":23:17: sweep.task.name.x: task.name is a string, not a table"));
+  CHECK_THAT(load(dir, experiment("e", "[sweep]\n\"train.steps.x\" = [1]\n")),
+             Contains("train.steps is an integer, not a table"));
+}
+
+TEST_CASE("a sweep value listed twice is an error", "[experiments][config]") {
+  TempDir dir;
+  // Two runs with one id: both trained, one kept.
+  CHECK_THAT(load(dir, experiment("e", "[sweep]\n\"train.lr\" = [1e-3, 1e-3]\n")),
+             StartsWith(dir.file("exp.toml") + ":23:21: sweep.train.lr: lists the value 0.001 twice"));
+  CHECK_THAT(load(dir, experiment("e", "[sweep]\n\"train.lr\" = [0.001, 1e-3]\n")), Contains("lists the value 0.001 twice"));
+}
+
+TEST_CASE("names that cannot be files are refused by check", "[experiments][config]") {
+  TempDir dir;
+  // 300 characters passed check and failed run (results/NAME.h5 is longer than NAME_MAX).
+  CHECK_THAT(load(dir, experiment(std::string(300, 'n'), "")),
+             StartsWith(dir.file("exp.toml") + ":2:8: experiment.name: is 300 characters long; at most 100"));
+  CHECK(load(dir, experiment(std::string(100, 'n'), "")) == "loaded 2 runs");
+  CHECK_THAT(load(dir, experiment("e", "[[variant]]\nfamily = \"llava\"\nname = \"" + std::string(101, 'v') + "\"\n")),
+             Contains("variant[2].name: is 101 characters long; at most 100"));
+  // Long sweep values make long run ids.
+  const std::string long_variant = "[[variant]]\nfamily = \"llava\"\nname = \"" + std::string(100, 'v') + "\"\n";
+  const std::string long_sweep =
+      "[sweep]\n\"train.lr\" = [0.0012345678901234]\n\"train.min_lr\" = [0.00012345678901234]\n"
+      "\"train.weight_decay\" = [0.012345678901234]\n\"train.beta1\" = [0.91234567890123]\n"
+      "\"train.beta2\" = [0.991234567890123]\n\"train.grad_clip\" = [1.2345678901234]\n";
+  CHECK(load(dir, experiment("e", long_sweep)) == "loaded 2 runs");
+  CHECK_THAT(load(dir, experiment("e", long_variant + long_sweep)),
+             Contains(": sweep: run id \"vvvv") && Contains("characters long; at most 200"));
+}
+
+TEST_CASE("a directory given as the experiment says so", "[experiments][config]") {
+  TempDir dir;
+  try {
+    vlm::exp::load_experiment(dir.dir());
+    FAIL("a directory loaded");
+  } catch (const ConfigError& e) {
+    CHECK(std::string(e.what()) == dir.dir() + ": is a directory; give the experiment's TOML file");
+  }
+}
+
+TEST_CASE("long keys and values are cut in messages", "[experiments][config]") {
+  TempDir dir;
+  const std::string huge(100'000, 'k');
+  std::string msg = load(dir, experiment("e", "[sweep]\n\"" + huge + "..x\" = [1]\n"));
+  CHECK_THAT(msg, Contains("kkk...") && Contains("with no empty part"));
+  CHECK(msg.size() < 1000);
+  msg = load(dir, "[experiment]\nname = \"e\"\n" + huge + " = 1\n");
+  CHECK_THAT(msg, Contains("experiment.kkk") && Contains("...: unknown key"));
+  CHECK(msg.size() < 1000);
+  msg = load(dir, "[experiment]\nname = \"" + huge + "!\"\n");
+  CHECK(msg.size() < 1000);
+}
