@@ -11,6 +11,7 @@
 
 #include <optional>
 
+#include "architectures/budget.h"
 #include "architectures/flamingo/gated_xattn.h"
 #include "architectures/flamingo/perceiver_resampler.h"
 #include "lib/measure/phase.h"
@@ -489,6 +490,20 @@ class Flamingo final : public Architecture {
 }  // namespace
 
 std::unique_ptr<Architecture> make(const io::HfConfig& config, Rng& rng) {
+  const FlamingoConfig f = parse_config(config);
+  // One gated cross-attention layer (attention and MLP) per cross_layer_interval LM layers.
+  const int interval = f.interval;
+  const ModelPart cross{"gated cross-attention layers",
+                        {{config.key_path("hidden_size"), config.has("hidden_size"),
+                          static_cast<double>(f.xattn.hidden_size)},
+                         {config.key_path("num_hidden_layers"), config.has("num_hidden_layers"),
+                          static_cast<double>(f.lm.num_layers)},
+                         {config.key_path("intermediate_size"), config.has("intermediate_size"),
+                          static_cast<double>(f.xattn.intermediate_size)}},
+                        [interval](const std::vector<double>& x) {
+                          return std::floor(x[1] / interval) * (4 * x[0] * x[0] + 3 * x[0] * x[2]);
+                        }};
+  check_param_budget(config, {lm_part(f.lm, config), clip_part(f.vision, config.sub("vision_config")), cross});
   return std::make_unique<Flamingo>(config, rng);
 }
 

@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "architectures/budget.h"
 #include "architectures/fuyu/fuyu_model.h"
 #include "lib/measure/phase.h"
 #include "lib/ops/ops.h"
@@ -328,6 +329,16 @@ Inputs FuyuForCausalLM::append_tokens(const Inputs& in, const std::vector<int64_
 }
 
 std::unique_ptr<Architecture> make(const io::HfConfig& config, Rng& rng) {
+  const FuyuSettings s = read_settings(config);
+  const io::HfConfig tc = config.has("text_config") ? config.sub("text_config") : config;
+  const double C = static_cast<double>(s.num_channels);
+  // vision_embed_tokens: one linear layer from a patch's pixels to the text width.
+  const ModelPart patches{"patch embedding",
+                          {{config.key_path("patch_size"), config.has("patch_size"), static_cast<double>(s.patch_size)},
+                           {tc.key_path("hidden_size"), tc.has("hidden_size"),
+                            static_cast<double>(s.lm.block.attn.hidden_size)}},
+                          [C](const std::vector<double>& x) { return C * x[0] * x[0] * x[1]; }};
+  check_param_budget(config, {lm_part(s.lm, tc), patches});
   return std::make_unique<FuyuForCausalLM>(config, rng);
 }
 

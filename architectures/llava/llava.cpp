@@ -9,6 +9,7 @@
 #include <utility>
 #include <vector>
 
+#include "architectures/budget.h"
 #include "lib/measure/phase.h"
 #include "lib/nn/clip_vision.h"
 #include "lib/nn/decoder_lm.h"
@@ -323,7 +324,10 @@ class Llava : public Architecture {
 }  // namespace
 
 std::unique_ptr<Architecture> make(const io::HfConfig& config, Rng& rng) {
-  return std::make_unique<Llava>(config, parse_config(config), rng);
+  LlavaConfig c = parse_config(config);
+  // The projector (vision width x text width, twice) is small beside either tower.
+  check_param_budget(config, {lm_part(c.text, config.sub("text_config")), clip_part(c.vision, config.sub("vision_config"))});
+  return std::make_unique<Llava>(config, std::move(c), rng);
 }
 
 }  // namespace vlm::llava

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 
+#include "architectures/budget.h"
 #include "architectures/qwen2vl/rope_index.h"
 #include "architectures/qwen2vl/vision.h"
 #include "lib/nn/decoder_lm.h"
@@ -116,6 +117,8 @@ Config parse_config(const io::HfConfig& cfg) {
     vc.fail("num_heads", "embed_dim / num_heads must be a multiple of 4 (2-D rotary), got " +
                              std::to_string(v.embed_dim) + " / " + std::to_string(v.num_heads));
   const double ratio = vc.get_double("mlp_ratio", 4.0);
+  if (!(ratio > 0.0 && static_cast<double>(v.embed_dim) * ratio < 2147483648.0))  // before the narrowing below
+    vc.fail("mlp_ratio", "must be positive, with embed_dim * mlp_ratio below 2^31");
   v.mlp_hidden = static_cast<int64_t>(static_cast<double>(v.embed_dim) * ratio);  // int(embed_dim * mlp_ratio)
   if (v.mlp_hidden <= 0) vc.fail("mlp_ratio", "gives an empty MLP");
   v.act = config_act(vc, "hidden_act", "quick_gelu");
@@ -335,7 +338,26 @@ class Qwen2Vl : public Architecture {
 }  // namespace
 
 std::unique_ptr<Architecture> make(const io::HfConfig& config, Rng& rng) {
-  return std::make_unique<Qwen2Vl>(config, parse_config(config), rng);
+  Config c = parse_config(config);
+  const io::HfConfig text = config.has("text_config") ? config.sub("text_config") : config;
+  const io::HfConfig vc = config.sub("vision_config");
+  const VisionConfig& v = c.vision;
+  const double mlp_ratio = static_cast<double>(v.mlp_hidden) / static_cast<double>(v.embed_dim);
+  const double in = static_cast<double>(v.in_channels * v.temporal_patch_size);
+  const double merge2 = static_cast<double>(v.spatial_merge_size * v.spatial_merge_size);
+  const double out = static_cast<double>(v.out_hidden);
+  // Blocks (attention and MLP), the patch embedding and the merger (two layers of embed_dim x merge^2).
+  const ModelPart vision{"vision tower",
+                         {{vc.key_path("embed_dim"), vc.has("embed_dim"), static_cast<double>(v.embed_dim)},
+                          {vc.key_path("depth"), vc.has("depth"), static_cast<double>(v.depth)},
+                          {vc.key_path("patch_size"), vc.has("patch_size"), static_cast<double>(v.patch_size)}},
+                         [=](const std::vector<double>& x) {
+                           const double E = x[0];
+                           return x[1] * (4 * E * E + 2 * mlp_ratio * E * E) + in * x[2] * x[2] * E +
+                                  E * merge2 * E * merge2 + E * merge2 * out;
+                         }};
+  check_param_budget(config, {lm_part(c.lm, text), vision});
+  return std::make_unique<Qwen2Vl>(config, std::move(c), rng);
 }
 
 }  // namespace vlm::qwen2vl

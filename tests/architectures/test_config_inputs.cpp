@@ -1,18 +1,21 @@
 // config.json as a careless or hostile user writes it (issue 26): every bad file is a ConfigError
 // naming the key, found before a large allocation, with long values cut in the message.
 #include <catch2/catch.hpp>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <random>
 #include <string>
 
 #include "architectures/architecture.h"
+#include "architectures/budget.h"
 #include "architectures/parity.h"
 #include "fixtures.h"
 #include "lib/core/random.h"
 
 namespace fs = std::filesystem;
 using Catch::Contains;
+using Catch::StartsWith;
 using vlm::ConfigError;
 using vlm::io::HfConfig;
 
@@ -186,5 +189,45 @@ TEST_CASE("parity's structural problems are ConfigErrors (exit 2), not failed co
     t["generated"] = vlm::io::raw_i64({1, 1'000'000}, std::vector<int64_t>(1'000'000, 0));
     vlm::io::write_safetensors(io_path, t);
     CHECK_THAT(parity_error(), Contains("new tokens in [1, 4096]"));
+  }
+}
+
+TEST_CASE("config.json sizes are checked against a memory budget before anything is allocated", "[arch][config]") {
+  struct Restore {
+    ~Restore() { vlm::set_memory_budget(0); }
+  } restore;
+  vlm::set_memory_budget(int64_t{8} << 30);  // the same answer on any machine
+  const auto start = std::chrono::steady_clock::now();
+  // HF's defaults alone: 7B (llava), 9B (idefics, fuyu) and 72B (qwen2_vl, whose vision default
+  // must be made consistent first) parameters.
+  for (const nlohmann::json& j : {nlohmann::json{{"model_type", "llava"}}, nlohmann::json{{"model_type", "idefics"}},
+                                  nlohmann::json{{"model_type", "fuyu"}},
+                                  nlohmann::json{{"model_type", "qwen2_vl"}, {"vision_config", {{"hidden_size", 8192}}}}}) {
+    INFO(j.dump());
+    CHECK_THAT(build_error(j),
+               Contains("(HF's default: the file does not set it) makes a model of") &&
+                   Contains("more than the memory budget of 8.0 GiB"));
+  }
+  CHECK_THAT(build_error({{"model_type", "llava"}}),
+             StartsWith("config.json: text_config.hidden_size: 4096 (HF's default: the file does not set it) makes "
+                        "a model of 7.0"));
+  nlohmann::json j = vlm::testing::fixture_config("llava_tiny");
+  j["text_config"]["hidden_size"] = 1e9;
+  CHECK_THAT(build_error(j), StartsWith("config.json: text_config.hidden_size: 1000000000 makes a model of"));
+  j = vlm::testing::fixture_config("llava_tiny");
+  j["vision_config"]["num_hidden_layers"] = 2000000000;
+  j["vision_feature_layer"] = -1;
+  CHECK_THAT(build_error(j), StartsWith("config.json: vision_config.num_hidden_layers: 2000000000 makes a model of") &&
+                                 Contains("its vision tower alone has"));
+  j = vlm::testing::fixture_config("fuyu_tiny");
+  j["patch_size"] = 1000000;
+  CHECK_THAT(build_error(j), StartsWith("config.json: patch_size: 1000000 makes a model of"));
+  // Refused in well under a second: nothing was built.
+  CHECK(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() < 5.0);
+  // The fixtures themselves fit a small budget.
+  vlm::set_memory_budget(int64_t{1} << 20);
+  for (const char* fx : {"llava_tiny", "idefics_tiny", "fuyu_tiny", "qwen2vl_tiny"}) {
+    INFO(fx);
+    CHECK(build_error(vlm::testing::fixture_config(fx)).empty());
   }
 }

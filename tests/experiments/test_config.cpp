@@ -2,6 +2,7 @@
 // ConfigError (exit 2) in `file:line:col: key: what` form, raised by load_experiment, which both
 // `vlmlab check` and `vlmlab run` call before anything runs.
 #include <catch2/catch.hpp>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -135,4 +136,17 @@ TEST_CASE("long keys and values are cut in messages", "[experiments][config]") {
   CHECK(msg.size() < 1000);
   msg = load(dir, "[experiment]\nname = \"" + huge + "!\"\n");
   CHECK(msg.size() < 1000);
+}
+
+TEST_CASE("TOML sizes inside their ranges but too large for memory are refused before building", "[experiments][config]") {
+  TempDir dir;
+  // 1,024 layers x 1,048,576 intermediate at width 65,536 (each inside its range): 2e14 parameters.
+  std::string text = experiment("e", "");
+  const std::string from = "[model.text]\nhidden_size = 16\nnum_hidden_layers = 1\n";
+  text.replace(text.find(from), from.size(),
+               "[model.text]\nhidden_size = 65536\nnum_hidden_layers = 1024\nintermediate_size = 1048576\n");
+  const auto start = std::chrono::steady_clock::now();
+  const std::string msg = load(dir, text);
+  CHECK_THAT(msg, Contains("variant[0] (llava)") && Contains("makes a model of") && Contains("more than the memory budget"));
+  CHECK(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() < 5.0);
 }
