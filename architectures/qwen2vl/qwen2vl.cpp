@@ -284,6 +284,20 @@ class Qwen2Vl : public Architecture {
       if (!in.has(pixels_name)) return std::vector<Grid>{};
       VLM_CHECK(in.has(grid_name), "qwen2vl: " << pixels_name << " given without " << grid_name);
       const std::vector<Grid> grids = grids_of(in, grid_name);
+      // Each grid (t, h, w) must describe the patches pixel_values holds, checked before the tower
+      // builds t*h*w positions from it ([1, 2^20, 2^20] would be 2^40).
+      const Shape px = in.shape(pixels_name);
+      int64_t patches = 0;
+      for (const Grid& g : grids) {
+        int64_t n = 0;
+        if (g.t < 1 || g.h < 1 || g.w < 1 || __builtin_mul_overflow(g.t, g.h, &n) || __builtin_mul_overflow(n, g.w, &n) ||
+            __builtin_add_overflow(patches, n, &patches))
+          throw ConfigError(std::string("qwen2vl: ") + grid_name + " holds (" + std::to_string(g.t) + ", " +
+                            std::to_string(g.h) + ", " + std::to_string(g.w) + "): each entry must be >= 1 and their products fit");
+      }
+      if (px.empty() || patches != px[0])
+        throw ConfigError(std::string("qwen2vl: ") + grid_name + " describes " + std::to_string(patches) + " patches but " +
+                          pixels_name + " has shape " + shape_str(px));
       const VisionTower::Output v = visual.forward(in.floats(pixels_name), grids);
       std::vector<uint8_t> rows(ids.size());
       int64_t n = 0;

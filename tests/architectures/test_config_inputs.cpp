@@ -231,3 +231,27 @@ TEST_CASE("config.json sizes are checked against a memory budget before anything
     CHECK(build_error(vlm::testing::fixture_config(fx)).empty());
   }
 }
+
+TEST_CASE("qwen2vl refuses image grids that do not describe pixel_values before building positions", "[arch][config]") {
+  auto arch = vlm::load_pretrained(vlm::testing::fixture("qwen2vl_tiny").string());
+  vlm::Inputs in = vlm::testing::fixture_inputs("qwen2vl_tiny");
+  REQUIRE(in.has("image_grid_thw"));
+  const vlm::Shape gs = in.shape("image_grid_thw");
+  vlm::NoGradGuard no_grad;
+  const auto forward_error = [&] {
+    try {
+      arch->forward(in);
+    } catch (const ConfigError& e) {
+      return std::string(e.what());
+    }
+    return std::string("no ConfigError");
+  };
+  REQUIRE(forward_error() == "no ConfigError");
+  std::vector<int64_t> grid(static_cast<std::size_t>(gs[0] * 3), 1);
+  grid[1] = grid[2] = int64_t{1} << 20;  // 2^40 positions
+  in.set_ints("image_grid_thw", gs, grid);
+  CHECK_THAT(forward_error(), Contains("qwen2vl: image_grid_thw describes") && Contains("patches but pixel_values has shape"));
+  grid[1] = -1;
+  in.set_ints("image_grid_thw", gs, grid);
+  CHECK_THAT(forward_error(), Contains("each entry must be >= 1"));
+}
