@@ -9,6 +9,7 @@
 
 #include "lib/core/parallel.h"
 #include "lib/core/random.h"
+#include "lib/io/durable.h"
 #include "lib/io/weights.h"
 
 namespace vlm {
@@ -137,15 +138,9 @@ std::unique_ptr<Architecture> load_pretrained(const std::string& dir) {
 
 void save_pretrained(Architecture& arch, const std::string& dir) {
   std::filesystem::create_directories(dir);
-  {
-    const std::string tmp = dir + "/config.json.tmp";
-    std::ofstream f(tmp);
-    f << arch.config().json().dump(2) << "\n";
-    f.close();
-    VLM_CHECK(f, "cannot write " << tmp);
-    std::filesystem::rename(tmp, dir + "/config.json");
-  }
-  io::save_module(dir + "/model.safetensors", arch, "", {{"format", "pt"}});
+  io::write_file_atomically(dir + "/config.json", arch.config().json().dump(2) + "\n");
+  io::write_file_atomically(dir + "/model.safetensors",
+                            io::serialize_safetensors(io::module_state(arch), {{"format", "pt"}}));
 }
 
 std::vector<int64_t> argmax_last(const Tensor& logits, const std::vector<int64_t>& banned) {  // [B, T, V] -> [B]

@@ -4,9 +4,11 @@
 #include <chrono>
 #include <cmath>
 #include <fnmatch.h>
+#include <fstream>
 #include <sstream>
 
 #include "lib/core/random.h"
+#include "lib/io/durable.h"
 #include "lib/measure/flops.h"
 #include "lib/ops/ops.h"
 #include "lib/train/optimizer.h"
@@ -95,9 +97,52 @@ Vlm::Vlm(const VlmSpec& spec, const data::Task& task) : family_(spec.family), vo
   Rng rng(spec.init_seed);
   model_ = entry.make(cfg, rng);
   reinitialise(spec);
-  processor_ = entry.make_processor(cfg, spec.processor_options.is_null() ? nlohmann::json::object()
-                                                                          : spec.processor_options,
-                                    tokens_);
+  processor_options_ = spec.processor_options.is_null() ? nlohmann::json::object() : spec.processor_options;
+  processor_ = entry.make_processor(cfg, processor_options_, tokens_);
+}
+
+Vlm::Vlm(const std::string& model_dir, const data::Task& task) : vocab_(task_vocab(task)) {
+  const std::string meta_path = model_dir + "/vlmlab.json";
+  std::ifstream in(meta_path);
+  if (!in) throw ConfigError(meta_path + ": cannot read it (a model folder vlmlab kept holds config.json, "
+                             "model.safetensors and vlmlab.json)");
+  nlohmann::json meta;
+  try {
+    meta = nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    throw ConfigError(meta_path + ": not valid JSON: " + e.what());
+  }
+  if (!meta.is_object() || !meta.contains("vocabulary") || !meta["vocabulary"].is_array())
+    throw ConfigError(meta_path + ": \"vocabulary\" (a list of words) is missing");
+  const nlohmann::json& words = meta["vocabulary"];
+  const auto n = static_cast<int64_t>(words.size());
+  for (int64_t i = 0; i < std::max(n, vocab_.size()); ++i) {
+    const std::string theirs = i < n && words[static_cast<std::size_t>(i)].is_string()
+                                   ? words[static_cast<std::size_t>(i)].get<std::string>()
+                                   : std::string("(none)");
+    const std::string ours = i < vocab_.size() ? vocab_.word(i) : std::string("(none)");
+    if (theirs != ours)
+      throw ConfigError(meta_path + ": the model's vocabulary differs from task " + task.name() + "'s at id " +
+                        std::to_string(i) + ": \"" + theirs.substr(0, 64) + "\" vs \"" + ours.substr(0, 64) +
+                        "\" (score it on the task it was trained on)");
+  }
+  model_ = load_pretrained(model_dir);
+  family_ = std::string(family_for_config(model_->config()).name);
+  hf_config_ = model_->config().json();
+  processor_options_ = meta.value("processor", nlohmann::json::object());
+  processor_ = family_for_config(model_->config()).make_processor(model_->config(), processor_options_, tokens_);
+}
+
+void Vlm::save(const std::string& dir, const nlohmann::json& extra) {
+  save_pretrained(*model_, dir);
+  nlohmann::json meta = extra;
+  meta["format"] = "vlmlab-model-1";
+  meta["family"] = family_;
+  meta["processor"] = processor_options_;
+  std::vector<std::string> words;
+  for (int64_t i = 0; i < vocab_.size(); ++i) words.push_back(vocab_.word(i));
+  meta["vocabulary"] = words;
+  io::write_file_atomically(dir + "/vlmlab.json", meta.dump(1) + "\n");
 }
 
 void Vlm::reinitialise(const VlmSpec& spec) {
@@ -237,21 +282,37 @@ std::vector<std::vector<std::string>> Vlm::answer(std::span<const data::Sample> 
 
 // ---- training ----
 
-std::vector<StepLog> train(Vlm& vlm, const data::Task& task, const TrainOptions& opt,
-                           const std::function<void(const StepLog&)>& on_step) {
+void train(Vlm& vlm, const data::Task& task, const TrainOptions& opt, TrainState& state, const TrainHooks& hooks) {
   VLM_CHECK(opt.steps >= 0 && opt.batch_size > 0, "train: steps " << opt.steps << ", batch " << opt.batch_size);
+  VLM_CHECK(state.steps_done >= 0 && state.steps_done <= opt.steps &&
+                state.log.size() == static_cast<std::size_t>(state.steps_done),
+            "train: cannot continue from step " << state.steps_done << " with " << state.log.size()
+                                                << " logged steps of " << opt.steps);
+  const auto t_enter = std::chrono::steady_clock::now();
+  const double wall_before = state.wall_s;
+  const auto wall_now = [&] {
+    return wall_before + std::chrono::duration<double>(std::chrono::steady_clock::now() - t_enter).count();
+  };
   AdamW<float> adam(named_parameters(vlm.model()), decay_matrices_only<float>,
                     AdamWConfig{.lr = opt.lr, .beta1 = opt.beta1, .beta2 = opt.beta2, .weight_decay = opt.weight_decay});
+  if (!state.optimizer.empty()) {
+    VLM_CHECK(state.optimizer.size() == adam.params().size(),
+              "train: optimizer state for " << state.optimizer.size() << " parameters, the model has "
+                                            << adam.params().size());
+    for (std::size_t i = 0; i < state.optimizer.size(); ++i) adam.set_state(i, state.optimizer[i]);
+    state.optimizer.clear();  // copied into the optimizer: not held twice
+  }
   const LrSchedule sched{.kind = parse_lr_schedule(opt.schedule, "train.schedule"),
                          .lr = opt.lr,
                          .min_lr = opt.min_lr,
                          .warmup_steps = opt.warmup_steps >= 0 ? opt.warmup_steps : opt.steps / 20,
                          .total_steps = std::max(1, opt.steps)};
-  std::vector<StepLog> log;
   std::vector<data::Sample> batch(static_cast<std::size_t>(opt.batch_size));
   const uint64_t base = opt.data_seed * 0x9E3779B97F4A7C15ULL;
   // Train indices are drawn by hashing a counter, not taken in order: consecutive indices share a scene
   // (sort_of_clevr asks 20 questions per image), so an in-order batch of 32 would hold two images.
+  // Sample i of step s depends on (data_seed, s, i) alone, so a run continued from a checkpoint draws
+  // what the uninterrupted run would have.
   int phase_steps = 0;
   for (const TrainOptions::Phase& p : opt.phases) {
     VLM_CHECK(p.steps >= 0 && p.task != nullptr, "train: a curriculum phase needs steps >= 0 and a task");
@@ -266,7 +327,19 @@ std::vector<StepLog> train(Vlm& vlm, const data::Task& task, const TrainOptions&
     }
     return task;
   };
-  for (int step = 0; step < opt.steps; ++step) {
+  const auto validate_now = [&] {
+    if (!hooks.validate) return;
+    double flops = 0;
+    for (const StepLog& l : state.log) flops += static_cast<double>(l.flops);
+    CurvePoint p{.step = state.steps_done,
+                 .samples = static_cast<int64_t>(state.steps_done) * opt.batch_size,
+                 .train_flops = flops,
+                 .scores = hooks.validate()};
+    p.wall_s = wall_now();
+    state.curve.push_back(std::move(p));
+  };
+  if (state.steps_done == 0 && state.curve.empty()) validate_now();
+  for (int step = state.steps_done; step < opt.steps; ++step) {
     const auto t0 = std::chrono::steady_clock::now();
     const FlopScope flops;
     // Data-parallel: this rank draws and trains on its share [lo, hi) of the global batch, then the
@@ -313,22 +386,34 @@ std::vector<StepLog> train(Vlm& vlm, const data::Task& task, const TrainOptions&
               .grad_norm = gn.total_norm,
               .step_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count(),
               .flops = flops.flops() + other_ranks_flops};
-    log.push_back(s);
-    if (on_step) on_step(s);
+    state.log.push_back(s);
+    state.steps_done = step + 1;
+    state.wall_s = wall_now();
+    if (hooks.on_step) hooks.on_step(s);
+    const bool last = state.steps_done == opt.steps;
+    if (last || (hooks.eval_every > 0 && state.steps_done % hooks.eval_every == 0)) validate_now();
+    if (!last && hooks.checkpoint && hooks.checkpoint_every > 0 && state.steps_done % hooks.checkpoint_every == 0) {
+      state.optimizer.clear();
+      for (std::size_t i = 0; i < adam.params().size(); ++i) state.optimizer.push_back(adam.state(i));
+      state.wall_s = wall_now();
+      hooks.checkpoint(state);
+      state.optimizer.clear();  // the optimizer's own tensors: not kept alive twice
+    }
   }
-  return log;
+  state.wall_s = wall_now();
 }
 
 // ---- evaluation ----
 
-EvalResult evaluate(Vlm& vlm, const data::Task& task, int64_t n, int batch_size) {
+EvalResult evaluate(Vlm& vlm, const data::Task& task, data::Split split, int64_t n, int batch_size) {
   VLM_CHECK(n > 0 && batch_size > 0, "evaluate: n " << n << ", batch " << batch_size);
   EvalResult r;
+  r.split = data::split_name(split);
   std::vector<data::Sample> batch;
   for (int64_t start = 0; start < n; start += batch_size) {
     batch.clear();
     for (int64_t i = start; i < std::min<int64_t>(n, start + batch_size); ++i)
-      batch.push_back(task.sample(data::Split::kEval, static_cast<uint64_t>(i)));
+      batch.push_back(task.sample(split, static_cast<uint64_t>(i)));
     const auto answers = vlm.answer(batch, task.max_answer_tokens() + 1);
     for (std::size_t k = 0; k < batch.size(); ++k) {
       const data::Sample& s = batch[k];
@@ -354,12 +439,11 @@ EvalResult evaluate(Vlm& vlm, const data::Task& task, int64_t n, int batch_size)
       sc.correct += it.correct;
       ++freq[it.answer];
     }
+    if (sc.n == 0) continue;  // never asked: no row (an n=0 row would read as 0% accuracy)
     int64_t top = 0;
     for (const auto& [a, c] : freq) top = std::max(top, c);
-    if (sc.n > 0) {
-      sc.accuracy = static_cast<double>(sc.correct) / static_cast<double>(sc.n);
-      sc.majority = static_cast<double>(top) / static_cast<double>(sc.n);
-    }
+    sc.accuracy = static_cast<double>(sc.correct) / static_cast<double>(sc.n);
+    sc.majority = static_cast<double>(top) / static_cast<double>(sc.n);
     all.n += sc.n;
     all.correct += sc.correct;
     all_majority += top;

@@ -15,6 +15,7 @@
 #include "architectures/architecture.h"
 #include "lib/data/task.h"
 #include "lib/data/vocab.h"
+#include "lib/train/optimizer.h"
 
 namespace vlm {
 
@@ -42,6 +43,14 @@ struct ParamCounts {
 class Vlm {
  public:
   Vlm(const VlmSpec& spec, const data::Task& task);
+  // A model that save() kept: DIR/config.json and DIR/model.safetensors (as transformers writes
+  // them) and DIR/vlmlab.json (the vocabulary and the processor settings). `task` must give the
+  // vocabulary the model was trained with (else a ConfigError naming the first difference).
+  Vlm(const std::string& model_dir, const data::Task& task);
+  // Writes the folder the constructor above reads; `extra` goes into vlmlab.json beside the
+  // vocabulary and processor settings (e.g. the task and evaluation settings of the run). Each file
+  // is written whole then renamed into place.
+  void save(const std::string& dir, const nlohmann::json& extra = nlohmann::json::object());
 
   Architecture& model() { return *model_; }
   const Processor& processor() const { return *processor_; }
@@ -77,6 +86,7 @@ class Vlm {
   data::Vocab vocab_;
   SpecialTokens tokens_;
   nlohmann::json hf_config_;
+  nlohmann::json processor_options_;
   std::unique_ptr<Architecture> model_;
   std::unique_ptr<Processor> processor_;
 };
@@ -95,6 +105,10 @@ struct TrainOptions {
   double grad_clip = 1.0;  // 0: off
   uint64_t data_seed = 0;  // which train samples: sample i of step s is train index mix64(seed·φ + s·B + i)
   bool data_parallel = false;  // [train] data_parallel: under mpirun, every rank trains on a share of each batch
+  // [train] checkpoint_every / checkpoint_keep, read by the runner (experiments/runner.cpp): a checkpoint
+  // every N steps (0: none), the last K kept.
+  int checkpoint_every = 0;
+  int checkpoint_keep = 2;
   // Set by the runner for a data-parallel run (experiments/dist.h); without dp_sum this process trains on
   // whole batches. Rank dp_rank of dp_ranks computes samples [B·r/n, B·(r+1)/n) of each global batch of B;
   // dp_sum sums a buffer element-wise over the ranks in a fixed order, giving every rank the same bits.
@@ -117,11 +131,6 @@ struct StepLog {
   int64_t flops = 0;
 };
 
-// Trains in place. `on_step` sees every step. A NaN/inf loss or gradient stops with a vlm::Error
-// naming the step (nothing is updated with it).
-std::vector<StepLog> train(Vlm& vlm, const data::Task& task, const TrainOptions& opt,
-                           const std::function<void(const StepLog&)>& on_step = {});
-
 // ---- evaluation ----
 
 struct SubtypeScore {
@@ -135,14 +144,60 @@ struct EvalItem {
   bool correct = false;
 };
 struct EvalResult {
-  std::vector<SubtypeScore> scores;  // the task's subtypes in order, then "all"
-  std::vector<EvalItem> items;       // every eval item in order
+  std::string split;                 // the split scored: "validation" or "test"
+  std::vector<SubtypeScore> scores;  // the task's subtypes that were asked, in order, then "all"
+  std::vector<EvalItem> items;       // every item scored, in order
 };
 
-// Eval indices [0, n) of the eval stream, greedy answers in batches, exact match. The majority
+// Indices [0, n) of the split's stream, greedy answers in batches, exact match. The majority
 // baseline is the most frequent answer's share among the same items, per subtype ("all": the
-// subtype-weighted mean of always answering each subtype's majority).
-EvalResult evaluate(Vlm& vlm, const data::Task& task, int64_t n, int batch_size = 32);
+// subtype-weighted mean of always answering each subtype's majority). A subtype with no item among
+// them has no row.
+EvalResult evaluate(Vlm& vlm, const data::Task& task, data::Split split, int64_t n, int batch_size = 32);
+
+// ---- training ----
+
+// One point of a learning curve: the validation split scored after `step` training steps.
+struct CurvePoint {
+  int step = 0;
+  int64_t samples = 0;               // training samples seen by then
+  double train_flops = 0;            // FLOPs of those steps (counted by the ops, every rank)
+  double wall_s = 0;                 // wall seconds of training so far, validation included
+  std::vector<SubtypeScore> scores;  // per subtype, then "all"
+};
+
+// A training run in progress: what it has done, and all it needs besides the model's parameters to
+// continue with the same bits (a checkpoint holds exactly this and the parameters).
+struct TrainState {
+  int steps_done = 0;
+  std::vector<StepLog> log;       // one per step done
+  std::vector<CurvePoint> curve;  // validation points so far
+  double wall_s = 0;              // wall seconds spent so far (over every resumption)
+  // AdamW's state per parameter, in named_parameters() order (empty before the first step).
+  std::vector<AdamW<float>::ParamState> optimizer;
+};
+
+// What train() calls back. Validation and checkpoints happen after a step, validation first, so a
+// checkpoint holds the curve up to its step.
+struct TrainHooks {
+  std::function<void(const StepLog&)> on_step = {};
+  // Scores the validation split where set: before the first step, after every `eval_every` steps
+  // (0: only those two) and after the last.
+  int eval_every = 0;
+  std::function<std::vector<SubtypeScore>()> validate = {};
+  // Where set: after every `checkpoint_every` steps except the last (the trained model is kept
+  // instead), with the model's parameters as they are then.
+  int checkpoint_every = 0;
+  std::function<void(const TrainState&)> checkpoint = {};
+};
+
+// Trains in place from `state`: a fresh TrainState starts at step 0; one a checkpoint gave back
+// (with the parameters it held loaded into the model) continues at state.steps_done, and the run
+// then ends with the same bits as one never interrupted (same thread count). `state` is updated
+// after every step, so it holds what was done even when this throws. A NaN/inf loss or gradient
+// stops with a vlm::Error naming the step (nothing is updated with it).
+void train(Vlm& vlm, const data::Task& task, const TrainOptions& opt, TrainState& state,
+           const TrainHooks& hooks = {});
 
 // ---- cost ----
 

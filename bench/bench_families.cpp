@@ -34,7 +34,7 @@ void set_gflops(benchmark::State& state, double flops_per_iter) {
 struct Bench {
   std::unique_ptr<vlm::data::Task> task = vlm::data::make_task("sort_of_clevr", {});
   std::unique_ptr<vlm::Vlm> vlm;
-  vlm::data::Sample sample = task->sample(vlm::data::Split::kEval, 0);
+  vlm::data::Sample sample = task->sample(vlm::data::Split::kTest, 0);
 };
 
 Bench& bench(const std::string& family, const std::string& size) {

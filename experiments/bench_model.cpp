@@ -138,7 +138,7 @@ int run_bench_model(const BenchModelOptions& o) {
   Vlm vlm(bench_model_spec(o.family, o.size), *task);
   const std::vector<data::Sample> samples = bench_train_samples(*task, o.batch);
   const Vlm::TrainBatch batch = vlm.train_batch(samples);
-  const data::Sample eval0 = task->sample(data::Split::kEval, 0);
+  const data::Sample eval0 = task->sample(data::Split::kTest, 0);
   const Inputs prompt = vlm.processor().make_inputs({vlm.prompt(eval0)});
 
   nlohmann::json out = {{"family", o.family}, {"size", o.size}, {"threads", o.threads}, {"batch", o.batch},

@@ -292,6 +292,8 @@ void read_train(const toml::table& root, const std::string* file, TrainOptions& 
   t.beta2 = s.number("beta2", t.beta2, 0.0, 0.999999);
   t.grad_clip = s.number("grad_clip", t.grad_clip, 0.0, 1e9);
   t.data_parallel = s.boolean("data_parallel", t.data_parallel);
+  t.checkpoint_every = static_cast<int>(s.integer("checkpoint_every", t.checkpoint_every, 0, 10'000'000));
+  t.checkpoint_keep = static_cast<int>(s.integer("checkpoint_keep", t.checkpoint_keep, 1, 1000));
   s.node("phase");  // [[train.phase]]: read_phases
   s.done();
   if (t.min_lr > t.lr) {
@@ -394,6 +396,9 @@ Experiment parse(const toml::table& root, const std::string& file, int ranks) {
     e.eval.samples = s.integer("samples", e.eval.samples, 1, int64_t{1} << 32);
     e.eval.batch_size = static_cast<int>(s.integer("batch_size", e.eval.batch_size, 1, 65536));
     e.eval.gallery = static_cast<int>(s.integer("gallery", e.eval.gallery, 0, 100000));
+    e.eval.val_samples = s.integer("val_samples", e.eval.val_samples, 0, int64_t{1} << 32);
+    e.eval.every = static_cast<int>(s.integer("every", e.eval.every, 0, 10'000'000));
+    e.eval.threshold = s.number("threshold", e.eval.threshold, 0.0, 1.0);
     s.done();
   }
   read_sizes(root, f, e.sizes, task->max_image_size().first);
@@ -538,7 +543,9 @@ double estimated_cost(Vlm& vlm, const data::Task& task, const Experiment& e) {
   const InferenceCost c = inference_cost(vlm, task.sample(data::Split::kTrain, 0));
   const auto prefill = static_cast<double>(c.prefill_flops), decode = static_cast<double>(c.decode_flops_per_token);
   double f = 3.0 * prefill * e.train.steps * e.train.batch_size;
-  f += static_cast<double>(e.eval.samples) * (prefill + decode * static_cast<double>(task.max_answer_tokens() + 1));
+  const double points = e.eval.val_samples == 0 ? 0.0 : 2.0 + e.train.steps / std::max(1, e.eval.every_or_default(e.train.steps));
+  f += static_cast<double>(e.eval.samples + static_cast<int64_t>(points) * e.eval.val_samples) *
+       (prefill + decode * static_cast<double>(task.max_answer_tokens() + 1));
   if (e.measure.enabled)
     f += static_cast<double>(e.measure.resolutions.size()) * (e.measure.warmup + e.measure.repeats) *
          (prefill + decode * e.measure.decode_tokens);

@@ -3,6 +3,7 @@
 // The format is documented in README.md ("Experiment configs") and experiments/quickstart.toml.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -16,9 +17,17 @@
 namespace vlm::exp {
 
 struct EvalOptions {
-  int64_t samples = 400;  // eval indices [0, samples) of the task's eval stream
+  int64_t samples = 400;  // test indices [0, samples): scored once, after training
   int batch_size = 32;
-  int gallery = 16;       // eval items kept with their predictions, spread evenly over the eval set
+  int gallery = 16;       // test items kept with their predictions, spread evenly over the test set
+  // The learning curve: validation indices [0, val_samples) scored before the first step, every
+  // `every` steps (0: a tenth of the steps) and after the last. val_samples 0: no curve.
+  int64_t val_samples = 200;
+  int every = 0;
+  // Steps-to-threshold in the report: the first curve step whose validation accuracy reaches this
+  // fraction of the run's final validation accuracy.
+  double threshold = 0.9;
+  int every_or_default(int steps) const { return every > 0 ? every : std::max(1, (steps + 9) / 10); }
 };
 
 struct MeasureOptions {

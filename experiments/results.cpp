@@ -142,6 +142,8 @@ void write_run(io::H5File& f, const RunResult& r) {
   // each run's own, where the root's names the build that last wrote the file.
   f.set_attr(g, "git_commit", std::string(VLMLAB_GIT_COMMIT));
   f.set_attr(g, "ranks", static_cast<int64_t>(r.ranks));      // ranks that trained it (data-parallel)
+  f.set_attr(g, "model_dir", r.model_dir);  // the kept model, relative to the file's folder ("" if none)
+  f.set_attr(g, "resumed_from_step", static_cast<int64_t>(r.resumed_from));  // 0: trained in one go
   // The training budget in FLOPs (counted by the ops), beside the per-resolution inference cost table.
   {
     double flops = 0;
@@ -173,6 +175,37 @@ void write_run(io::H5File& f, const RunResult& r) {
     f.write_table(g + "/train", t);
   }
   {
+    // The learning curve: one row per validation point, accuracy overall and per subtype.
+    std::vector<int64_t> step, samples;
+    std::vector<double> flops, wall, acc;
+    std::vector<std::string> subtypes;
+    for (const CurvePoint& p : r.curve)
+      for (const SubtypeScore& sc : p.scores)
+        if (sc.subtype != "all" && std::find(subtypes.begin(), subtypes.end(), sc.subtype) == subtypes.end())
+          subtypes.push_back(sc.subtype);
+    std::vector<std::vector<double>> per(subtypes.size());
+    for (const CurvePoint& p : r.curve) {
+      step.push_back(p.step);
+      samples.push_back(p.samples);
+      flops.push_back(p.train_flops);
+      wall.push_back(p.wall_s);
+      acc.push_back(p.scores.empty() ? std::nan("") : p.scores.back().accuracy);
+      for (std::size_t k = 0; k < subtypes.size(); ++k) {
+        double a = std::nan("");
+        for (const SubtypeScore& sc : p.scores)
+          if (sc.subtype == subtypes[k]) a = sc.accuracy;
+        per[k].push_back(a);
+      }
+    }
+    io::Table t;
+    t.add_ints("step", step).add_ints("samples", samples).add_doubles("train_flops", flops);
+    t.add_doubles("wall_s", wall).add_doubles("accuracy", acc);
+    for (std::size_t k = 0; k < subtypes.size(); ++k) t.add_doubles("accuracy_" + subtypes[k], per[k]);
+    f.write_table(g + "/curve", t);
+    f.set_attr(g + "/curve", "split", std::string("validation"));
+    f.set_attr(g + "/curve", "threshold", r.curve_threshold);
+  }
+  {
     std::vector<std::string> st;
     std::vector<int64_t> n, c;
     std::vector<double> acc, chance, maj;
@@ -188,6 +221,7 @@ void write_run(io::H5File& f, const RunResult& r) {
     t.add_strings("subtype", st).add_ints("n", n).add_ints("correct", c).add_doubles("accuracy", acc);
     t.add_doubles("chance", chance).add_doubles("majority", maj);
     f.write_table(g + "/eval", t);
+    f.set_attr(g + "/eval", "split", r.eval.split.empty() ? std::string("test") : r.eval.split);
   }
   {
     std::vector<std::string> phase;
@@ -379,6 +413,7 @@ void ResultsFile::write(std::vector<SummaryRow> rows, const RunResult* r,
     }
     if (r) write_run(f, *r);
     f.write_table("/summary", summary_table(rows));
+    f.set_attr("/summary", "accuracy_split", std::string("test"));
   });
   rows_ = std::move(rows);
   have_file_ = true;

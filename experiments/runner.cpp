@@ -16,10 +16,13 @@
 #include <set>
 #include <sstream>
 
+#include "experiments/checkpoint.h"
 #include "experiments/dist.h"
 #include "experiments/results.h"
 #include "lib/core/memory.h"
 #include "lib/core/parallel.h"
+#include "lib/core/test_hook.h"
+#include "lib/io/safetensors.h"
 #include "lib/measure/flops.h"
 #include "lib/measure/phase.h"
 
@@ -44,6 +47,17 @@ MemoryRow memory_row(const std::string& phase) {
                    .kv_cache = m.peak_of(MemCat::kKvCache),
                    .peak = m.peak_total,
                    .peak_rss = peak_rss_bytes()};
+}
+
+MemoryRow max_of(const MemoryRow& a, const MemoryRow& b) {
+  return MemoryRow{.phase = b.phase,
+                   .params = std::max(a.params, b.params),
+                   .grads = std::max(a.grads, b.grads),
+                   .optimizer = std::max(a.optimizer, b.optimizer),
+                   .activations = std::max(a.activations, b.activations),
+                   .kv_cache = std::max(a.kv_cache, b.kv_cache),
+                   .peak = std::max(a.peak, b.peak),
+                   .peak_rss = std::max(a.peak_rss, b.peak_rss)};
 }
 
 bool glob_match(const std::string& pattern, const std::string& s) {
@@ -191,7 +205,8 @@ void measure_at(Vlm& vlm, const data::Sample& base, int64_t res, const MeasureOp
 
 }  // namespace
 
-RunResult execute_run(const RunSpec& spec, Progress* progress, bool data_parallel) {
+RunResult execute_run(const RunSpec& spec, Progress* progress, const std::string& out,
+                      const std::string& experiment_toml, bool data_parallel) {
   RunResult r;
   r.rank = dist::rank();
   r.host = dist::host();
@@ -205,8 +220,10 @@ RunResult execute_run(const RunSpec& spec, Progress* progress, bool data_paralle
   for (const auto& [k, v] : spec.sweep_point) r.sweep += (r.sweep.empty() ? "" : ";") + k + "=" + v;
   r.gallery = spec.config.eval.gallery;
   r.batch_size = spec.config.train.batch_size;
+  r.curve_threshold = spec.config.eval.threshold;
   r.started_utc = utc_now();
   const auto t_start = Clock::now();
+  TrainState state;
   try {
     const Experiment& e = spec.config;
     const auto task = data::make_task(e.task, e.task_params);
@@ -224,17 +241,67 @@ RunResult execute_run(const RunSpec& spec, Progress* progress, bool data_paralle
       topt.dp_ranks = r.ranks = dist::size();
       topt.dp_sum = dist::sum_in_rank_order;
     }
-    reset_peak_memory();
-    r.train = train(vlm, *task, topt, [&](const StepLog& s) {
+    // Under data parallelism the root validates and checkpoints; every rank continues from the
+    // checkpoint the root found (a results folder all ranks share).
+    const bool lead = !data_parallel || dist::root();
+    const CheckpointStore ckpt(out, spec.run_id, experiment_toml, spec.resolved_toml, e.train.checkpoint_keep);
+    std::string from = lead ? ckpt.latest() : std::string();
+    if (data_parallel) from = dist::broadcast(from);
+    // Training's memory peaks before the checkpoint: the run's peaks are the larger of those and
+    // this process's, as one uninterrupted process would have measured them.
+    MemoryRow carried{.phase = "train"};
+    if (!from.empty()) {
+      nlohmann::json extra;
+      state = ckpt.load(vlm, from, &extra);
+      if (extra.contains("memory")) {
+        const nlohmann::json& m = extra["memory"];
+        carried = MemoryRow{.phase = "train",
+                            .params = m.value("params", int64_t{0}),
+                            .grads = m.value("grads", int64_t{0}),
+                            .optimizer = m.value("optimizer", int64_t{0}),
+                            .activations = m.value("activations", int64_t{0}),
+                            .kv_cache = m.value("kv_cache", int64_t{0}),
+                            .peak = m.value("peak", int64_t{0}),
+                            .peak_rss = m.value("peak_rss", int64_t{0})};
+      }
+      r.resumed_from = state.steps_done;
+      if (progress && lead)
+        progress->line("continuing " + spec.run_id + " from its checkpoint at step " + std::to_string(state.steps_done));
+    }
+    TrainHooks hooks;
+    hooks.on_step = [&](const StepLog& s) {
       if (progress) progress->step(s, e.train.steps);
-    });
+      test_pause_point("after-step:" + std::to_string(s.step + 1));
+    };
+    if (lead && e.eval.val_samples > 0) {
+      hooks.eval_every = e.eval.every_or_default(e.train.steps);
+      hooks.validate = [&] {
+        return evaluate(vlm, *task, data::Split::kValidation, e.eval.val_samples, e.eval.batch_size).scores;
+      };
+    }
+    if (lead && e.train.checkpoint_every > 0) {
+      hooks.checkpoint_every = e.train.checkpoint_every;
+      hooks.checkpoint = [&](const TrainState& st) {
+        const MemoryRow m = max_of(carried, memory_row("train"));
+        ckpt.save(vlm, st,
+                  {{"memory",
+                    {{"params", m.params}, {"grads", m.grads}, {"optimizer", m.optimizer},
+                     {"activations", m.activations}, {"kv_cache", m.kv_cache}, {"peak", m.peak},
+                     {"peak_rss", m.peak_rss}}}});
+      };
+    }
+    reset_peak_memory();
+    train(vlm, *task, topt, state, hooks);
+    r.train = state.log;
+    r.curve = state.curve;
     if (data_parallel && !dist::root()) {  // the root evaluates and measures the model all ranks hold
       r.status = "complete";
       return r;
     }
-    r.memory.push_back(memory_row("train"));
+    r.memory.push_back(max_of(carried, memory_row("train")));
     {
-      // Training-step latency: every step after the first few (allocation warm-up).
+      // Training-step latency: every step after the first few (allocation warm-up); a run continued
+      // from a checkpoint counts the steps the interrupted process timed too.
       std::vector<double> ms;
       for (std::size_t i = std::min<std::size_t>(static_cast<std::size_t>(e.measure.warmup), r.train.size() / 2);
            i < r.train.size(); ++i)
@@ -242,15 +309,31 @@ RunResult execute_run(const RunSpec& spec, Progress* progress, bool data_paralle
       if (!ms.empty())
         r.latency.push_back(LatencyRow{.phase = "train_step", .resolution = task->max_image_size().first, .samples_ms = ms});
     }
-    r.eval = evaluate(vlm, *task, e.eval.samples, e.eval.batch_size);
+    // The trained model, kept before it is scored: `vlmlab eval` on it gives the same test numbers.
+    {
+      nlohmann::json task_params = nlohmann::json::object();
+      for (const auto& [k, v] : e.task_params) std::visit([&, key = k](const auto& x) { task_params[key] = x; }, v);
+      vlm.save(model_dir(out, spec.run_id),
+               {{"run_id", spec.run_id},
+                {"experiment", e.name},
+                {"task", {{"name", e.task}, {"params", task_params}}},
+                {"eval", {{"samples", e.eval.samples}, {"batch_size", e.eval.batch_size}}},
+                {"threads", num_threads()}});
+      r.model_dir = model_dir_relative(out, spec.run_id);
+    }
+    r.eval = evaluate(vlm, *task, data::Split::kTest, e.eval.samples, e.eval.batch_size);
     if (e.measure.enabled) {
-      const data::Sample base = task->sample(data::Split::kEval, 0);
+      const data::Sample base = task->sample(data::Split::kTest, 0);
       for (const int64_t res : e.measure.resolutions) measure_at(vlm, base, res, e.measure, r);
     }
     r.status = "complete";
+  } catch (const ConfigError&) {
+    throw;  // a config that cannot run (a checkpoint of other text): nothing was trained
   } catch (const std::exception& ex) {
     r.status = "failed";
     r.error = ex.what();
+    r.train = state.log;  // what was trained before it failed (a diverged run keeps its curve)
+    r.curve = state.curve;
   }
   r.finished_utc = utc_now();
   r.wall_s = ms_between(t_start, Clock::now()) / 1000.0;
@@ -312,14 +395,31 @@ std::string look_at_results_file(ResultsFile& file, const std::string& out, cons
     if (!parts.empty() && !opt.resume && !opt.overwrite)
       throw ConfigError(parts.front() + " holds runs of an interrupted MPI job writing " + out +
                         ": pass --resume to finish it, or --overwrite to start over");
+    if (has_checkpoints(out) && !opt.resume && !opt.overwrite)
+      throw ConfigError(artifacts_dir(out) + "/checkpoints holds checkpoints of an interrupted run writing " + out +
+                        ": pass --resume to continue it, or --overwrite to start over");
+    if (opt.overwrite && !opt.resume) remove_artifacts(out);
     if (opt.resume) {
       if (exists) file.load_existing();
       file.fold(parts);  // the runs other ranks completed before the job ended, now in the file
     }
     remove_part_files(out);  // folded in, or dropped by --overwrite
     std::string msg = "ok\n";
-    for (const RunSpec& r : exp.runs)
-      if (file.is_complete(r.run_id)) msg += r.run_id + "\n";
+    for (const RunSpec& r : exp.runs) {
+      const CheckpointStore ckpt(out, r.run_id, exp.toml_text, r.resolved_toml, 1);
+      if (file.is_complete(r.run_id)) {
+        msg += r.run_id + "\n";
+        ckpt.remove_all();  // left by a writer killed between recording the run and cleaning up
+      } else if (const std::string latest = ckpt.latest(); !latest.empty()) {
+        // Refused now, before anything runs, rather than when the run reaches it.
+        const io::Safetensors st = io::read_safetensors(latest);
+        const auto e = st.metadata.find("experiment_toml"), c = st.metadata.find("resolved_toml");
+        if (e == st.metadata.end() || e->second != exp.toml_text || c == st.metadata.end() ||
+            c->second != r.resolved_toml)
+          throw ConfigError(latest + " was written from a different version of " + exp.base.file +
+                            "; resuming would mix two experiments (use --overwrite to start over)");
+      }
+    }
     return msg;
   } catch (const ConfigError& e) {
     return std::string("config\n") + e.what();
@@ -381,7 +481,7 @@ int run_experiment(const LoadedExperiment& exp, const RunOptions& opt) {
   progress.tty = isatty(STDERR_FILENO) != 0;
   progress.show_steps = root;
   if (ranks > 1) progress.prefix = "rank " + std::to_string(me) + ": ";
-  int failed = 0;
+  int failed = 0, recorded = 0;
   std::string table;  // "index in exp.runs <TAB> line" per completed run, gathered on the root
   std::unique_ptr<ResultsFile> part;
   if (!root) part = std::make_unique<ResultsFile>(part_path(out, me), exp, threads);
@@ -393,6 +493,9 @@ int run_experiment(const LoadedExperiment& exp, const RunOptions& opt) {
     } else {
       part->add(r);  // durable too; the root folds it in
     }
+    // Recorded: its checkpoints are no longer needed (a failed run starts over on --resume).
+    CheckpointStore(out, r.run_id, exp.toml_text, spec->resolved_toml, 1).remove_all();
+    test_pause_point("run-recorded:" + std::to_string(++recorded));
     char buf[512];
     double acc = r.eval.scores.empty() ? std::nan("") : r.eval.scores.back().accuracy;
     double maj = r.eval.scores.empty() ? std::nan("") : r.eval.scores.back().majority;
@@ -422,7 +525,7 @@ int run_experiment(const LoadedExperiment& exp, const RunOptions& opt) {
       progress.total = together.size();
       progress.run_id = together[i]->run_id;
       progress.run_start = Clock::now();
-      RunResult r = execute_run(*together[i], &progress, true);
+      RunResult r = execute_run(*together[i], &progress, out, exp.toml_text, true);
       if (root) record(std::move(r), i, together.size(), together[i]);
       dist::wait_for_all();
     }
@@ -433,7 +536,7 @@ int run_experiment(const LoadedExperiment& exp, const RunOptions& opt) {
       progress.total = mine.size();
       progress.run_id = mine[i]->run_id;
       progress.run_start = Clock::now();
-      record(execute_run(*mine[i], &progress), i, mine.size(), mine[i]);
+      record(execute_run(*mine[i], &progress, out, exp.toml_text), i, mine.size(), mine[i]);
     }
     // Every rank done: the root folds in the parts and puts the runs in experiment order, so the file
     // reads as a single process's would. A part the root cannot see (the results directory is not on

@@ -32,7 +32,11 @@ struct RunResult {
   double wall_s = 0;
   ParamCounts params;
   std::vector<StepLog> train;
-  EvalResult eval;
+  std::vector<CurvePoint> curve;  // validation accuracy during training
+  double curve_threshold = 0.9;   // [eval] threshold, for steps-to-threshold
+  EvalResult eval;                // the test split, scored once after training
+  std::string model_dir;          // the kept model, relative to the results file's folder
+  int resumed_from = 0;           // the checkpoint step this process continued from (0: from scratch)
   std::vector<LatencyRow> latency;
   std::vector<MemoryRow> memory;
   std::vector<CostRow> cost;
@@ -61,8 +65,12 @@ const std::vector<std::string>& phase_names();
 // data_parallel: every rank of the job calls this together and trains on its share of each batch
 // (TrainOptions::dp_sum); the root then evaluates and measures alone, the other ranks return after
 // training (their result is not recorded).
+// `out`: the results file; the run's checkpoints and kept model go beside it (checkpoint.h), and a
+// run with checkpoints there continues from the newest. experiment_toml: the experiment's text (a
+// checkpoint of other text is refused).
 struct Progress;
-RunResult execute_run(const RunSpec& spec, Progress* progress, bool data_parallel = false);
+RunResult execute_run(const RunSpec& spec, Progress* progress, const std::string& out,
+                      const std::string& experiment_toml, bool data_parallel = false);
 
 struct RunOptions {
   std::string out;  // results file

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <sstream>
 #include <stdexcept>
@@ -15,6 +16,7 @@
 #include <vector>
 
 #include "architectures/parity.h"
+#include "architectures/vlm.h"
 #include "experiments/bench_model.h"
 #include "experiments/config.h"
 #include "experiments/demo.h"
@@ -61,6 +63,7 @@ void usage() {
       "commands:\n"
       "  run      run an experiment (TOML): train, evaluate and measure every run into HDF5\n"
       "  check    validate an experiment and list the runs it would make, without training\n"
+      "  eval     score a model a run kept (results/<experiment>/models/<run>) on a task's test or validation split\n"
       "  report   write a comparison report (markdown + figures) from a results file\n"
       "  sample   draw a task's samples as PNG files, as the runs of an experiment saw them\n"
       "  list     families, projectors and tasks (with their parameters)\n"
@@ -233,7 +236,7 @@ vlm::data::Image sample_picture(const vlm::data::Sample& s) {
 }
 
 int cmd_sample(const std::vector<std::string>& args) {
-  std::string file, run, out_dir = ".", split = "eval";
+  std::string file, run, out_dir = ".", split = "test";
   std::vector<int64_t> indices;
   int64_t count = 4;
   po::options_description desc(
@@ -244,13 +247,14 @@ int cmd_sample(const std::vector<std::string>& args) {
       "images the runs saw (`vlmlab report` draws its gallery this way)");
   desc.add_options()("help,h", "show this help")(
       "run", po::value<std::string>(&run), "the run whose task parameters to use (default: the first run)")(
-      "split", po::value<std::string>(&split)->default_value(split), "eval or train")(
+      "split", po::value<std::string>(&split)->default_value(split), "train, validation or test")(
       "index", po::value<std::vector<int64_t>>(&indices)->multitoken(), "sample indices (default 0..count-1)")(
       "count", po::value<int64_t>(&count)->default_value(count), "samples 0..count-1 when no --index is given")(
       "out", po::value<std::string>(&out_dir)->default_value(out_dir), "folder for the PNG files");
   po::variables_map vm;
   if (!parse_with_file(args, desc, file, vm)) return 0;
-  if (split != "eval" && split != "train") throw po::error("--split must be eval or train, got \"" + split + "\"");
+  if (split != "train" && split != "validation" && split != "test")
+    throw po::error("--split must be train, validation or test, got \"" + split.substr(0, 64) + "\"");
   if (indices.empty()) {
     if (count < 1) throw po::error("--count must be >= 1");
     for (int64_t i = 0; i < count; ++i) indices.push_back(i);
@@ -268,7 +272,7 @@ int cmd_sample(const std::vector<std::string>& args) {
   if (!spec) throw po::error(file + " makes no runs");
   const auto task = vlm::data::make_task(spec->config.task, spec->config.task_params);
   std::filesystem::create_directories(out_dir);
-  const vlm::data::Split which = split == "eval" ? vlm::data::Split::kEval : vlm::data::Split::kTrain;
+  const vlm::data::Split which = vlm::data::parse_split(split, "--split");
   for (const int64_t i : indices) {
     const vlm::data::Sample s = task->sample(which, static_cast<uint64_t>(i));
     const std::string path = (std::filesystem::path(out_dir) / (split + "_" + std::to_string(i) + ".png")).string();
@@ -369,6 +373,101 @@ int cmd_bench_model(const std::vector<std::string>& args) {
   return vlm::exp::run_bench_model(o);
 }
 
+// A task's parameters from JSON (vlmlab.json of a kept model): integers, numbers, booleans, strings.
+vlm::data::Params params_of_json(const nlohmann::json& j, const std::string& where) {
+  vlm::data::Params p;
+  if (!j.is_object()) throw vlm::ConfigError(where + ": task params must be an object");
+  for (const auto& [k, v] : j.items()) {
+    if (v.is_number_integer()) p[k] = v.get<int64_t>();
+    else if (v.is_number()) p[k] = v.get<double>();
+    else if (v.is_boolean()) p[k] = v.get<bool>();
+    else if (v.is_string()) p[k] = v.get<std::string>();
+    else throw vlm::ConfigError(where + ": task param " + k + " is not a number, boolean or string");
+  }
+  return p;
+}
+
+int cmd_eval(const std::vector<std::string>& args) {
+  std::string dir, task_name, experiment, split = "test";
+  int64_t samples = 0;
+  int batch = 0, threads = 0;
+  bool json = false;
+  po::options_description desc(
+      "vlmlab eval MODEL_DIR [options]\n"
+      "Scores a model a completed run kept (results/<experiment>/models/<run_id>/: config.json,\n"
+      "model.safetensors, vlmlab.json) without training: greedy answers, exact match, per subtype and\n"
+      "overall, beside the majority and chance baselines. By default on the run's own task, test split,\n"
+      "sample count, batch size and thread count, which gives the run's test accuracy exactly. Exit 0\n"
+      "when scored, 2 for a bad folder or option");
+  desc.add_options()("help,h", "show this help")(
+      "task", po::value<std::string>(&task_name), "score on this task with its default parameters instead")(
+      "experiment", po::value<std::string>(&experiment), "score on this experiment's [task] and [eval] instead")(
+      "split", po::value<std::string>(&split)->default_value(split), "test or validation")(
+      "samples", po::value<int64_t>(&samples), "items scored (default: the run's [eval] samples)")(
+      "batch-size", po::value<int>(&batch), "eval batch (default: the run's)")(
+      "threads", po::value<int>(&threads), "threads (default: the run's)")(
+      "json", po::bool_switch(&json), "print one JSON object instead of a table");
+  po::variables_map vm;
+  if (!parse_with_file(args, desc, dir, vm, "the model folder")) return 0;
+  if (split != "test" && split != "validation")
+    throw po::error("--split must be test or validation, got \"" + split.substr(0, 64) + "\" (the train split is "
+                    "what the model was trained on)");
+  if (!task_name.empty() && !experiment.empty()) throw po::error("give --task or --experiment, not both");
+  const std::string meta_path = dir + "/vlmlab.json";
+  if (!std::filesystem::is_directory(dir)) throw vlm::ConfigError(dir + ": not a folder");
+  std::ifstream in(meta_path);
+  if (!in) throw vlm::ConfigError(meta_path + ": cannot read it (not a model folder vlmlab kept?)");
+  nlohmann::json meta;
+  try {
+    meta = nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    throw vlm::ConfigError(meta_path + ": not valid JSON: " + e.what());
+  }
+  std::string name = meta.contains("task") ? meta["task"].value("name", "") : "";
+  vlm::data::Params params =
+      meta.contains("task") ? params_of_json(meta["task"].value("params", nlohmann::json::object()), meta_path)
+                            : vlm::data::Params{};
+  int64_t n = meta.contains("eval") ? meta["eval"].value("samples", int64_t{400}) : 400;
+  int b = meta.contains("eval") ? meta["eval"].value("batch_size", 32) : 32;
+  int t = meta.value("threads", 1);
+  if (!task_name.empty()) {
+    name = task_name;
+    params.clear();
+  }
+  if (!experiment.empty()) {
+    const vlm::exp::LoadedExperiment exp = vlm::exp::load_experiment(experiment);
+    name = exp.base.task;
+    params = exp.base.task_params;
+    n = exp.base.eval.samples;
+    b = exp.base.eval.batch_size;
+  }
+  if (name.empty()) throw vlm::ConfigError(meta_path + ": names no task; pass --task or --experiment");
+  if (samples > 0) n = samples;
+  if (batch > 0) b = batch;
+  if (threads > 0) t = threads;
+  if (n < 1 || b < 1 || t < 1) throw po::error("--samples, --batch-size and --threads must be >= 1");
+  vlm::set_num_threads(t);
+  const auto task = vlm::data::make_task(name, params);
+  vlm::Vlm model(dir, *task);
+  const vlm::EvalResult r = vlm::evaluate(model, *task, vlm::data::parse_split(split, "--split"), n, b);
+  if (json) {
+    nlohmann::json out = {{"model", dir}, {"task", name}, {"split", split}, {"samples", n}, {"batch_size", b},
+                          {"threads", t}, {"scores", nlohmann::json::array()}};
+    for (const vlm::SubtypeScore& sc : r.scores)
+      out["scores"].push_back({{"subtype", sc.subtype}, {"n", sc.n}, {"correct", sc.correct},
+                               {"accuracy", sc.accuracy}, {"majority", sc.majority}, {"chance", sc.chance}});
+    std::printf("%s\n", out.dump(1).c_str());
+    return 0;
+  }
+  std::printf("%s on %s, %s split, %lld items (batch %d, %d thread(s))\n", dir.c_str(), name.c_str(), split.c_str(),
+              static_cast<long long>(n), b, t);
+  std::printf("  %-12s %6s %8s %9s %9s %8s\n", "subtype", "n", "correct", "accuracy", "majority", "chance");
+  for (const vlm::SubtypeScore& sc : r.scores)
+    std::printf("  %-12s %6lld %8lld %9.4f %9.4f %8.4f\n", sc.subtype.c_str(), static_cast<long long>(sc.n),
+                static_cast<long long>(sc.correct), sc.accuracy, sc.majority, sc.chance);
+  return 0;
+}
+
 int cmd_list(const std::vector<std::string>& args) {
   po::options_description desc("vlmlab list\nFamilies (with the transformers class each reproduces), projectors and tasks");
   desc.add_options()("help,h", "show this help");
@@ -405,6 +504,7 @@ int main(int argc, char** argv) {
     if (cmd == "demo") return cmd_demo(args);
     if (cmd == "run") return cmd_run(args);
     if (cmd == "check") return cmd_check(args);
+    if (cmd == "eval") return cmd_eval(args);
     if (cmd == "list") return cmd_list(args);
     if (cmd == "report") return cmd_report(args);
     if (cmd == "sample") return cmd_sample(args);

@@ -60,7 +60,8 @@ class SortOfClevr final : public Task {
         num_objects_(param_int(p, "num_objects")),
         kinds_(parse_questions(p)),
         train_images_(param_int(p, "train_images")),
-        eval_images_(param_int(p, "eval_images")) {
+        val_images_(param_int(p, "val_images")),
+        test_images_(param_int(p, "test_images")) {
     if (num_objects_ == 1)
       for (const int k : kinds_)
         if (k >= 3)
@@ -71,7 +72,9 @@ class SortOfClevr final : public Task {
   std::string name() const override { return "sort_of_clevr"; }
 
   Sample sample(Split split, uint64_t index) const override {
-    const uint64_t n_images = static_cast<uint64_t>(split == Split::kTrain ? train_images_ : eval_images_);
+    const uint64_t n_images = static_cast<uint64_t>(split == Split::kTrain        ? train_images_
+                                                   : split == Split::kValidation ? val_images_
+                                                                                 : test_images_);
     const uint64_t image = (index / kQuestionsPerImage) % n_images;
     const uint64_t q = index % kQuestionsPerImage;
 
@@ -162,7 +165,7 @@ class SortOfClevr final : public Task {
  private:
   int64_t seed_, size_, half_, num_objects_;
   std::vector<int> kinds_;  // empty: the paper's mix (10 non-relational, then 10 relational per image)
-  int64_t train_images_, eval_images_;
+  int64_t train_images_, val_images_, test_images_;
 };
 
 }  // namespace
@@ -177,7 +180,8 @@ TaskInfo sort_of_clevr_info() {
            {"questions", std::string("all"), 0, 0, {},
             "\"all\" (the paper's mix) or a comma-separated list of the subtypes to ask, drawn uniformly"},
            {"train_images", int64_t{9800}, 1, 1e9, {}, "training images (train index wraps at 20x this)"},
-           {"eval_images", int64_t{200}, 1, 1e9, {}, "evaluation images (eval index wraps at 20x this)"}}};
+           {"val_images", int64_t{200}, 1, 1e9, {}, "validation images (validation index wraps at 20x this)"},
+           {"test_images", int64_t{200}, 1, 1e9, {}, "test images (test index wraps at 20x this)"}}};
 }
 
 std::unique_ptr<Task> make_sort_of_clevr(const Params& p) { return std::make_unique<SortOfClevr>(p); }

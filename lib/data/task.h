@@ -1,5 +1,6 @@
-// Generated tasks: every sample is a pure function of (seed, split, index), train and eval come
-// from disjoint streams, and every answer can be recomputed from the scene.
+// Generated tasks: every sample is a pure function of (seed, split, index); train, validation and
+// test come from disjoint streams (no scene is in two splits), and every answer can be recomputed
+// from the scene.
 #pragma once
 
 #include <cstdint>
@@ -14,7 +15,12 @@
 
 namespace vlm::data {
 
-enum class Split { kTrain, kEval };
+// Train: what training draws from. Validation: what everything that chooses reads (evaluation during
+// training, picking settings in a sweep). Test: scored once per run, at the end.
+enum class Split { kTrain, kValidation, kTest };
+const char* split_name(Split split);  // "train", "validation", "test"
+// "train", "validation" or "test"; anything else throws vlm::Error naming `what` and the value.
+Split parse_split(const std::string& name, const std::string& what);
 
 // One question. The prompt is words; the word kImageWord marks where the k-th image goes (a family's
 // processor expands it into its own layout). Answers are one or more tokens (OCR `read`: one per
@@ -46,7 +52,7 @@ class Task {
  public:
   virtual ~Task() = default;
   virtual std::string name() const = 0;
-  // Deterministic in (seed, split, index) alone; the two splits never share a scene.
+  // Deterministic in (seed, split, index) alone; no two splits share a scene.
   virtual Sample sample(Split split, uint64_t index) const = 0;
   virtual std::vector<std::string> subtypes() const = 0;
   // Every word a prompt or answer can contain (kImageWord excluded), in a fixed order.

@@ -7,11 +7,34 @@
 
 #include "lib/data/draw.h"
 
+namespace vlm::data {
+
+const char* split_name(Split split) {
+  switch (split) {
+    case Split::kTrain: return "train";
+    case Split::kValidation: return "validation";
+    case Split::kTest: return "test";
+  }
+  return "?";
+}
+
+Split parse_split(const std::string& name, const std::string& what) {
+  for (const Split s : {Split::kTrain, Split::kValidation, Split::kTest})
+    if (name == split_name(s)) return s;
+  throw Error(what + ": expected train, validation or test, got \"" + name.substr(0, 64) + "\"");
+}
+
+}  // namespace vlm::data
+
 namespace vlm::data::detail {
 
 uint64_t stream_seed(int64_t seed, Split split, uint64_t index, uint64_t salt) {
   uint64_t h = mix64(static_cast<uint64_t>(seed) + 0x9E3779B97F4A7C15ULL);
-  h = mix64(h ^ (split == Split::kTrain ? 0x747261696E000000ULL : 0x6576616C00000000ULL));  // "train", "eval"
+  // "train", "valid", "test": a salt per split, so their streams are unrelated.
+  const uint64_t salt_of_split = split == Split::kTrain        ? 0x747261696E000000ULL
+                                 : split == Split::kValidation ? 0x76616C6964000000ULL
+                                                               : 0x7465737400000000ULL;
+  h = mix64(h ^ salt_of_split);
   h = mix64(h ^ index);
   return mix64(h ^ (salt * 0xD1B54A32D192ED03ULL));
 }
@@ -39,7 +62,13 @@ uint64_t hash_images(const std::vector<Image>& images) {
 }
 
 bool in_split(const std::vector<Image>& images, Split split) {
-  return (hash_images(images) & 1) == (split == Split::kTrain ? 0u : 1u);
+  const uint64_t h = hash_images(images);
+  switch (split) {
+    case Split::kTrain: return (h & 1) == 0;
+    case Split::kValidation: return (h & 3) == 1;
+    case Split::kTest: return (h & 3) == 3;
+  }
+  return false;
 }
 
 std::string number_word(int64_t n) {

@@ -27,18 +27,19 @@ namespace vlm::data::detail {
 
 using vlm::mix64;
 
-// The Rng seed of one item of a stream: a hash of (seed, split, index, salt). Train and eval get
-// unrelated streams; the salt separates streams that share an index (an image and its questions).
+// The Rng seed of one item of a stream: a hash of (seed, split, index, salt). Each split gets an
+// unrelated stream; the salt separates streams that share an index (an image and its questions).
 uint64_t stream_seed(int64_t seed, Split split, uint64_t index, uint64_t salt = 0);
 
 // 64-bit hash of a tuple of images (sizes and pixels).
 uint64_t hash_images(const std::vector<Image>& images);
 
-// The split rule that makes train and eval disjoint by construction: a scene (the tuple of images
-// one sample shows) belongs to train iff the low bit of hash_images is 0, to eval iff it is 1. A
-// generator redraws a scene until it belongs to the split it is asked for, so no eval sample ever
-// shows the same images as a train sample, however small the space of scenes (a 1-object counting
-// canvas) and whatever the seeds.
+// The split rule that makes the splits disjoint by construction: a scene (the tuple of images one
+// sample shows) belongs to train iff the low two bits of hash_images are 00 or 10 (half the scenes),
+// to validation iff they are 01, to test iff they are 11 (a quarter each). A generator redraws a
+// scene until it belongs to the split it is asked for, so no validation or test sample ever shows
+// the same images as a sample of another split, however small the space of scenes (a 1-object
+// counting canvas) and whatever the seeds.
 bool in_split(const std::vector<Image>& images, Split split);
 
 struct NamedColor {

@@ -115,6 +115,35 @@ void AdamW<T>::step(double lr) {
 }
 
 template <typename T>
+typename AdamW<T>::ParamState AdamW<T>::state(std::size_t i) const {
+  VLM_CHECK(i < state_.size(), "AdamW::state: parameter " << i << " of " << state_.size());
+  return ParamState{.step = state_[i].step, .exp_avg = state_[i].exp_avg, .exp_avg_sq = state_[i].exp_avg_sq};
+}
+
+template <typename T>
+void AdamW<T>::set_state(std::size_t i, const ParamState& s) {
+  VLM_CHECK(i < state_.size(), "AdamW::set_state: parameter " << i << " of " << state_.size());
+  const std::string& name = params_[i].name;
+  VLM_CHECK(s.step >= 0, "AdamW::set_state: " << name << ": negative step count " << s.step);
+  State& st = state_[i];
+  st.step = s.step;
+  if (!s.exp_avg.defined()) {
+    VLM_CHECK(!s.exp_avg_sq.defined() && s.step == 0,
+              "AdamW::set_state: " << name << ": moments missing after " << s.step << " updates");
+    st.exp_avg = TensorT<T>();
+    st.exp_avg_sq = TensorT<T>();
+    return;
+  }
+  const Shape& shape = params_[i].param.shape();
+  VLM_CHECK(s.exp_avg.shape() == shape && s.exp_avg_sq.defined() && s.exp_avg_sq.shape() == shape,
+            "AdamW::set_state: " << name << ": moments of another shape than the parameter");
+  // Adopted, not copied: a checkpoint's moments are the optimizer's from here on (the caller drops
+  // its handles, so the memory is counted once, under kOptimizer where the caller allocated it).
+  st.exp_avg = s.exp_avg;
+  st.exp_avg_sq = s.exp_avg_sq;
+}
+
+template <typename T>
 void AdamW<T>::zero_grad() {
   for (auto& p : params_) p.param.zero_grad();
 }

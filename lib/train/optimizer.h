@@ -57,6 +57,17 @@ class AdamW {
   int64_t step_count(std::size_t i) const { return state_[i].step; }  // updates of parameter i
   int64_t state_bytes() const;  // bytes of exp_avg + exp_avg_sq allocated so far
 
+  // The state of parameter i, for a checkpoint: its update count and moments (undefined tensors
+  // before its first update; the optimizer's own tensors, which the next step changes in place).
+  // set_state puts back what state() gave, so training continues with the same bits; it adopts the
+  // moments (no copy), which must have the parameter's shape.
+  struct ParamState {
+    int64_t step = 0;
+    TensorT<T> exp_avg, exp_avg_sq;
+  };
+  ParamState state(std::size_t i) const;
+  void set_state(std::size_t i, const ParamState& s);
+
  private:
   struct State {
     TensorT<T> exp_avg, exp_avg_sq;  // allocated at the parameter's first update

@@ -4,6 +4,9 @@
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <cmath>
+#include <filesystem>
+#include <optional>
+#include <unistd.h>
 #include <limits>
 #include <map>
 
@@ -26,7 +29,7 @@ class ToyTask : public data::Task {
   explicit ToyTask(bool varied = false, bool fixed_size = true) : varied_(varied), fixed_size_(fixed_size) {}
   std::string name() const override { return "toy"; }
   data::Sample sample(data::Split split, uint64_t index) const override {
-    Rng rng(index * 2654435761ULL + (split == data::Split::kEval ? 0x5eedULL : 0));
+    Rng rng(index * 2654435761ULL + static_cast<uint64_t>(split) * 0x5eedULL);
     data::Sample s;
     const int n_images = varied_ ? 1 + static_cast<int>(rng.below(2)) : 1;
     std::string colour;
@@ -294,8 +297,10 @@ TEST_CASE("Training: every family learns the colour of the single object to >= 9
     if (family == "flamingo") spec.family_keys["alpha_initializer"] = "ones";
     Vlm vlm(spec, task);
     const auto t0 = std::chrono::steady_clock::now();
-    const auto log = train(vlm, task, TrainOptions{.steps = 2000, .batch_size = 16, .lr = 3e-3, .min_lr = 3e-4});
-    const EvalResult r = evaluate(vlm, task, 200);
+    TrainState st;
+    train(vlm, task, TrainOptions{.steps = 2000, .batch_size = 16, .lr = 3e-3, .min_lr = 3e-4}, st);
+    const auto& log = st.log;
+    const EvalResult r = evaluate(vlm, task, data::Split::kTest, 200);
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     REQUIRE(r.scores.size() == 2);
     const SubtypeScore& all = r.scores.back();
@@ -311,14 +316,14 @@ TEST_CASE("Training: every family learns the colour of the single object to >= 9
 TEST_CASE("Evaluation: exact match, chance and majority baselines from the eval items", "[training][eval]") {
   ToyTask task;
   Vlm vlm(tiny_spec("llava"), task);  // untrained: answers are whatever it says
-  const EvalResult r = evaluate(vlm, task, 50, 16);
+  const EvalResult r = evaluate(vlm, task, data::Split::kTest, 50, 16);
   REQUIRE(r.items.size() == 50);
   REQUIRE(r.scores.size() == 2);
   std::map<std::string, int> freq;
   int correct = 0;
   for (int64_t i = 0; i < 50; ++i) {
     const EvalItem& it = r.items[static_cast<std::size_t>(i)];
-    const data::Sample s = task.sample(data::Split::kEval, static_cast<uint64_t>(i));
+    const data::Sample s = task.sample(data::Split::kTest, static_cast<uint64_t>(i));
     CHECK(it.index == i);
     CHECK(it.answer == s.answer[0]);
     CHECK(it.correct == (it.prediction == it.answer));
@@ -334,7 +339,7 @@ TEST_CASE("Evaluation: exact match, chance and majority baselines from the eval 
     CHECK(sc.majority == Approx(top / 50.0));
   }
   // Batching does not change the answers.
-  const EvalResult r1 = evaluate(vlm, task, 50, 1);
+  const EvalResult r1 = evaluate(vlm, task, data::Split::kTest, 50, 1);
   for (std::size_t i = 0; i < 50; ++i) CHECK(r1.items[i].prediction == r.items[i].prediction);
 }
 
@@ -346,8 +351,10 @@ TEST_CASE("Training stops with a clear error when the loss is not finite", "[tra
     float* w = p.data();
     for (int64_t i = 0; i < p.numel(); ++i) w[i] = std::numeric_limits<float>::quiet_NaN();
   }
-  CHECK_THROWS_WITH(train(vlm, task, TrainOptions{.steps = 3, .batch_size = 2}),
+  TrainState st;
+  CHECK_THROWS_WITH(train(vlm, task, TrainOptions{.steps = 3, .batch_size = 2}, st),
                     Catch::Contains("training diverged at step 0"));
+  CHECK(st.steps_done == 0);
 }
 
 // Counts the samples drawn from it; otherwise the toy task.
@@ -367,14 +374,17 @@ TEST_CASE("Training: a curriculum's phases supply the first steps' samples, in o
   Vlm vlm(tiny_spec("fuyu"), main);
   TrainOptions opt{.steps = 7, .batch_size = 3};
   opt.phases = {{.steps = 2, .task = &first}, {.steps = 4, .task = &second}};
-  const auto log = train(vlm, main, opt);
-  CHECK(log.size() == 7);
+  TrainState st;
+  train(vlm, main, opt, st);
+  CHECK(st.log.size() == 7);
   CHECK(first.draws == 2 * 3);
   CHECK(second.draws == 4 * 3);
   CHECK(main.draws == 1 * 3);
   // The phases may not outrun the budget.
   opt.phases = {{.steps = 5, .task = &first}, {.steps = 3, .task = &second}};
-  CHECK_THROWS_WITH(train(vlm, main, opt), Catch::Contains("the curriculum's 8 steps exceed the 7 training steps"));
+  TrainState again;
+  CHECK_THROWS_WITH(train(vlm, main, opt, again),
+                    Catch::Contains("the curriculum's 8 steps exceed the 7 training steps"));
 }
 
 TEST_CASE("Cost: visual tokens, prompt length and FLOPs per phase", "[training][cost]") {
@@ -382,7 +392,7 @@ TEST_CASE("Cost: visual tokens, prompt length and FLOPs per phase", "[training][
   for (const std::string& family : kFamilies) {
     INFO(family);
     Vlm vlm(tiny_spec(family), task);
-    const data::Sample s = task.sample(data::Split::kEval, 0);
+    const data::Sample s = task.sample(data::Split::kTest, 0);
     const InferenceCost c = inference_cost(vlm, s);
     const ImageCost per_image = vlm.processor().image_cost(16, 16);
     CHECK(c.visual_tokens == per_image.visual_tokens);
@@ -517,4 +527,134 @@ TEST_CASE("init_std: matched parameters are redrawn at the given std, every othe
   VlmSpec both = plain;
   both.init_std = {{"*position_embedding*", 1.0}, {"vision_tower.*", 1.0}};
   CHECK_THROWS_WITH(Vlm(both, task), Catch::Contains("both match vision_tower.embeddings.position_embedding.weight"));
+}
+
+namespace {
+
+// The parameters' values, in named_parameters order.
+std::vector<std::vector<float>> param_values(Vlm& vlm) {
+  std::vector<std::vector<float>> out;
+  for (auto& [name, t] : named_parameters(vlm.model())) out.emplace_back(t.data(), t.data() + t.numel());
+  return out;
+}
+
+// A deep copy of a checkpoint's state (the optimizer's moments are the optimizer's own tensors,
+// which the next step changes in place).
+TrainState deep_copy(const TrainState& st) {
+  TrainState c = st;
+  for (auto& s : c.optimizer) {
+    if (!s.exp_avg.defined()) continue;
+    Tensor m = Tensor::zeros(s.exp_avg.shape()), v = Tensor::zeros(s.exp_avg_sq.shape());
+    std::copy(s.exp_avg.data(), s.exp_avg.data() + s.exp_avg.numel(), m.data());
+    std::copy(s.exp_avg_sq.data(), s.exp_avg_sq.data() + s.exp_avg_sq.numel(), v.data());
+    s.exp_avg = m;
+    s.exp_avg_sq = v;
+  }
+  return c;
+}
+
+}  // namespace
+
+TEST_CASE("Training: continued from a mid-run state, every family ends with the uninterrupted run's bits",
+          "[training][resume]") {
+  ToyTask task(true);
+  const TrainOptions opt{.steps = 9, .batch_size = 4, .lr = 3e-3, .warmup_steps = 2};
+  for (const std::string& family : kFamilies) {
+    INFO(family);
+    Vlm whole(tiny_spec(family, 5), task);
+    TrainState full;
+    std::vector<int> validated;
+    TrainHooks hooks;
+    hooks.eval_every = 4;
+    hooks.validate = [&] {
+      validated.push_back(full.steps_done);
+      return evaluate(whole, task, data::Split::kValidation, 6, 3).scores;
+    };
+    std::optional<TrainState> at5;
+    std::vector<std::vector<float>> params_at5;
+    hooks.checkpoint_every = 5;
+    hooks.checkpoint = [&](const TrainState& st) {
+      at5 = deep_copy(st);
+      params_at5 = param_values(whole);
+    };
+    train(whole, task, opt, full, hooks);
+    // Validation before the first step, every 4 steps, after the last; one checkpoint (none after the last).
+    CHECK(validated == std::vector<int>{0, 4, 8, 9});
+    REQUIRE(full.curve.size() == 4);
+    CHECK(full.curve[1].samples == 16);
+    CHECK(full.curve[1].train_flops > 0);
+    REQUIRE(at5);
+    CHECK(at5->steps_done == 5);
+    CHECK(at5->curve.size() == 2);  // steps 0 and 4
+
+    // A fresh model (another init), the checkpoint's parameters and state put back, then continued.
+    Vlm resumed(tiny_spec(family, 99), task);
+    auto params = named_parameters(resumed.model());
+    for (std::size_t i = 0; i < params.size(); ++i) std::copy(params_at5[i].begin(), params_at5[i].end(), params[i].second.data());
+    TrainState st = *at5;
+    TrainHooks again;
+    again.eval_every = 4;
+    again.validate = [&] { return evaluate(resumed, task, data::Split::kValidation, 6, 3).scores; };
+    train(resumed, task, opt, st, again);
+    REQUIRE(st.log.size() == full.log.size());
+    for (std::size_t i = 0; i < st.log.size(); ++i) {
+      CHECK(st.log[i].loss == full.log[i].loss);  // bit for bit
+      CHECK(st.log[i].grad_norm == full.log[i].grad_norm);
+      CHECK(st.log[i].flops == full.log[i].flops);
+    }
+    REQUIRE(st.curve.size() == full.curve.size());
+    for (std::size_t i = 0; i < st.curve.size(); ++i) CHECK(st.curve[i].scores.back().correct == full.curve[i].scores.back().correct);
+    CHECK(param_values(resumed) == param_values(whole));
+    // Without the optimizer state the same parameters do not continue the same way.
+    Vlm no_state(tiny_spec(family, 99), task);
+    auto p2 = named_parameters(no_state.model());
+    for (std::size_t i = 0; i < p2.size(); ++i) std::copy(params_at5[i].begin(), params_at5[i].end(), p2[i].second.data());
+    TrainState bare = *at5;
+    bare.optimizer.clear();
+    train(no_state, task, opt, bare);
+    CHECK(param_values(no_state) != param_values(whole));
+  }
+}
+
+TEST_CASE("Evaluation: a subtype never asked has no row", "[training][eval]") {
+  // The toy task names a second subtype that it never asks.
+  class TwoSubtypes : public ToyTask {
+   public:
+    std::vector<std::string> subtypes() const override { return {"never", "colour"}; }
+  } task;
+  Vlm vlm(tiny_spec("fuyu"), task);
+  const EvalResult r = evaluate(vlm, task, data::Split::kValidation, 8, 4);
+  REQUIRE(r.scores.size() == 2);
+  CHECK(r.scores[0].subtype == "colour");
+  CHECK(r.scores[1].subtype == "all");
+  CHECK(r.split == "validation");
+}
+
+TEST_CASE("Kept model: saved and reloaded, every family gives the same logits and answers", "[training][keep]") {
+  ToyTask task(true);
+  const std::string root = std::filesystem::temp_directory_path() / ("vlmlab_keep_" + std::to_string(::getpid()));
+  for (const std::string& family : kFamilies) {
+    INFO(family);
+    Vlm vlm(tiny_spec(family, 3), task);
+    TrainState st;
+    train(vlm, task, TrainOptions{.steps = 3, .batch_size = 4}, st);
+    const std::string dir = root + "/" + family;
+    vlm.save(dir, {{"run_id", "x"}});
+    Vlm back(dir, task);
+    CHECK(back.family() == family);
+    std::vector<data::Sample> samples;
+    for (uint64_t i = 0; i < 5; ++i) samples.push_back(task.sample(data::Split::kTest, i));
+    NoGradGuard no_grad;
+    const Tensor a = vlm.loss(vlm.train_batch(samples), true), b = back.loss(back.train_batch(samples), true);
+    CHECK(a.item() == b.item());
+    const EvalResult ea = evaluate(vlm, task, data::Split::kTest, 12, 5), eb = evaluate(back, task, data::Split::kTest, 12, 5);
+    for (std::size_t i = 0; i < ea.items.size(); ++i) CHECK(ea.items[i].prediction == eb.items[i].prediction);
+    // Another task's vocabulary is refused, naming the difference.
+    class OtherWords : public ToyTask {
+     public:
+      std::vector<std::string> vocabulary() const override { return {"what", "colour", "?", "dark", "red", "pink"}; }
+    } other;
+    CHECK_THROWS_WITH(Vlm(dir, other), Catch::Contains("vocabulary differs from task toy's at id 13"));
+  }
+  std::filesystem::remove_all(root);
 }

@@ -54,10 +54,11 @@ family = "fuyu"
 
 # Columns that hold timings (or wall-clock facts) and may differ between two identical runs.
 TIMING_COLUMNS = {"step_ms", "median_ms", "p10_ms", "p90_ms", "prefill_ms", "decode_ms_per_token",
-                  "train_step_ms", "peak_rss_bytes"}
+                  "train_step_ms", "peak_rss_bytes", "wall_s"}
 TIMING_ATTRS = {"created_utc", "started_utc", "finished_utc", "wall_s"}
-# Where a run ran (MPI): the rank and host that wrote it.
-PLACE_ATTRS = {"rank", "host", "cpu", "cores", "git_commit"}
+# Where a run ran (MPI): the rank and host that wrote it, the folder its model is kept in (named after
+# the results file), and the checkpoint step this process continued from.
+PLACE_ATTRS = {"rank", "host", "cpu", "cores", "git_commit", "model_dir", "resumed_from_step"}
 
 
 def numbers(path, skip_attrs=TIMING_ATTRS | PLACE_ATTRS, skip_columns=TIMING_COLUMNS):

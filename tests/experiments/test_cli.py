@@ -218,32 +218,38 @@ def test_reproducible():
     assert r.returncode == 2 and "--resume" in r.stderr, r.stderr
 
 
+def run_until_paused(args, point):
+    """Starts `vlmlab ARGS` with the test hook VLMLAB_TEST_PAUSE=point (lib/core/test_hook.h): the process
+    stops at that moment and says so in a file; returns the process, paused there. No timing involved:
+    the kill that follows lands at the same point on a loaded machine as on a quiet one."""
+    marker = os.path.join(TMP, "paused-%d" % time.monotonic_ns())
+    env = dict(os.environ, VLMLAB_TEST_PAUSE=point, VLMLAB_TEST_PAUSE_FILE=marker)
+    p = subprocess.Popen([VLMLAB, *args], env=env, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 900
+    while not os.path.exists(marker) and p.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    assert p.poll() is None and os.path.exists(marker), f"vlmlab never reached the pause point {point}"
+    with open(marker) as f:
+        assert f.read().strip() == point
+    return p
+
+
+def kill(p):
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+
+
 def test_sigkill_then_resume():
     path = write("tiny.toml", TINY)
     full = os.path.join(TMP, "full.h5")
     r = vlmlab("run", path, "--out", full, "--quiet")
     assert r.returncode == 0, r.stderr
     killed = os.path.join(TMP, "killed.h5")
-    p = subprocess.Popen([VLMLAB, "run", path, "--out", killed, "--quiet"])
-    # Wait until at least one run is complete, then kill mid-way through the next.
-    deadline = time.time() + 600
-    done = 0
-    while time.time() < deadline and p.poll() is None:
-        if os.path.exists(killed):
-            try:
-                with h5py.File(killed, "r") as f:
-                    done = len(f["/summary"])
-            except OSError:
-                pass
-            if done >= 1:
-                break
-        time.sleep(0.05)
-    assert p.poll() is None, "the run finished before it could be killed; make TINY slower"
-    os.kill(p.pid, signal.SIGKILL)
-    p.wait()
+    # Killed right after its first run is durable in the file.
+    kill(run_until_paused(["run", path, "--out", killed, "--quiet"], "run-recorded:1"))
     with h5py.File(killed, "r") as f:  # opens, and holds every completed run
         n = len(f["/summary"])
-        assert 1 <= n < 4, n
+        assert n == 1, n
         before = {}
         for rid in f["/summary"]["run_id"]:
             assert "train" in f["/runs/" + rid.decode()]
@@ -277,6 +283,85 @@ def test_sigkill_then_resume():
     changed = write("changed.toml", TINY.replace("steps = 6", "steps = 7"))
     r = vlmlab("run", changed, "--out", killed, "--resume")
     assert r.returncode == 2 and "different version" in r.stderr, r.stderr
+
+
+# TINY with longer training, checkpoints every 4 steps and a validation curve every 4.
+LONG = (TINY.replace("steps = 6", "steps = 12\ncheckpoint_every = 4\ncheckpoint_keep = 1")
+        .replace("gallery = 4", "gallery = 4\nval_samples = 6\nevery = 4")
+        .replace('"train.lr" = [1e-3, 3e-3]', '"train.lr" = [1e-3]'))
+
+
+def test_kill_mid_training_then_resume():
+    """SIGKILL in the middle of a run's training, and in the middle of a checkpoint write; --resume
+    continues from the last whole checkpoint and ends with the uninterrupted run's numbers."""
+    path = write("long.toml", LONG)
+    full = os.path.join(TMP, "long_full.h5")
+    r = vlmlab("run", path, "--out", full, "--quiet")
+    assert r.returncode == 0, r.stderr
+    with h5py.File(full, "r") as f:
+        for rid in f["/runs"]:
+            curve = pd.DataFrame(f["/runs/" + rid + "/curve"][()])
+            assert curve["step"].tolist() == [0, 4, 8, 12], curve  # before training, every 4, after the last
+            assert curve["samples"].tolist() == [0, 16, 32, 48]
+            assert (np.diff(curve["train_flops"]) > 0).all()
+            assert f["/runs/" + rid + "/curve"].attrs["split"] == b"validation" or \
+                f["/runs/" + rid + "/curve"].attrs["split"] == "validation"
+            assert f["/runs/" + rid].attrs["resumed_from_step"] == 0
+    ckpt_dir = os.path.join(TMP, "long_full", "checkpoints")
+    assert not os.path.exists(ckpt_dir) or not any(os.scandir(ckpt_dir)), "a completed run's checkpoints are removed"
+
+    for point, resumed_at in [("after-step:7", 4), ("checkpoint-write:8", 4)]:
+        out = os.path.join(TMP, "long_%s.h5" % point.replace(":", "_"))
+        kill(run_until_paused(["run", path, "--out", out, "--quiet"], point))
+        assert not os.path.exists(out)  # killed inside the first run: nothing recorded yet
+        run_dir = os.path.join(TMP, os.path.splitext(os.path.basename(out))[0], "checkpoints", "llava-lr=0.001-s3")
+        names = sorted(os.listdir(run_dir))
+        assert "step-000000004.ckpt" in names, names
+        if point.startswith("checkpoint-write"):  # the half-written one is a temporary, never a checkpoint
+            assert any(n.endswith(".tmp") for n in names) and "step-000000008.ckpt" not in names, names
+        # Without --resume the interrupted run is neither lost nor silently restarted.
+        r = vlmlab("run", path, "--out", out)
+        assert r.returncode == 2 and "--resume" in r.stderr and "checkpoints" in r.stderr, r.stderr
+        r = vlmlab("run", path, "--out", out, "--resume")
+        assert r.returncode == 0, r.stderr
+        assert f"from its checkpoint at step {resumed_at}" in r.stderr, r.stderr
+        with h5py.File(out, "r") as f:
+            assert f["/runs/llava-lr=0.001-s3"].attrs["resumed_from_step"] == resumed_at
+        nk, nf = numbers(out), numbers(full)
+        assert nk.keys() == nf.keys()
+        for k in nf:
+            assert nk[k] == nf[k], (k, nk[k], nf[k])
+        assert not any(os.scandir(run_dir)) if os.path.exists(run_dir) else True
+
+
+def test_kept_models_rescore():
+    """Every completed run keeps its model; `vlmlab eval` on it gives the run's test numbers exactly."""
+    path = write("long2.toml", LONG)
+    out = os.path.join(TMP, "kept.h5")
+    r = vlmlab("run", path, "--out", out, "--quiet")
+    assert r.returncode == 0, r.stderr
+    with h5py.File(out, "r") as f:
+        for rid in f["/runs"]:
+            g = f["/runs/" + rid]
+            rel = g.attrs["model_dir"]
+            rel = rel.decode() if isinstance(rel, bytes) else rel
+            model = os.path.join(TMP, rel)
+            for name in ["config.json", "model.safetensors", "vlmlab.json"]:
+                assert os.path.isfile(os.path.join(model, name)), (model, name)
+            assert g["eval"].attrs["split"] in (b"test", "test")
+            scored = vlmlab("eval", model, "--json")
+            assert scored.returncode == 0, scored.stderr
+            got = {s["subtype"]: (s["n"], s["correct"]) for s in json.loads(scored.stdout)["scores"]}
+            want = pd.DataFrame(g["eval"][()])
+            want = {st.decode(): (n, c) for st, n, c in zip(want["subtype"], want["n"], want["correct"])}
+            assert got == want, (rid, got, want)
+            val = json.loads(vlmlab("eval", model, "--json", "--split", "validation", "--samples", "6").stdout)
+            curve = pd.DataFrame(g["curve"][()])
+            assert val["scores"][-1]["accuracy"] == curve["accuracy"].iloc[-1]  # the curve's last point
+    r = vlmlab("eval", os.path.join(TMP, "nowhere"))
+    assert r.returncode == 2 and "not a folder" in r.stderr, r.stderr
+    r = vlmlab("eval", model, "--split", "train")
+    assert r.returncode == 2 and "--split must be test or validation" in r.stderr, r.stderr
 
 
 def test_bench_model():
@@ -320,11 +405,14 @@ def test_bench_model():
 
 
 TESTS = [test_config_errors, test_check_and_list, test_results_schema_and_pandas, test_reproducible,
-         test_sigkill_then_resume, test_bench_model]
+         test_sigkill_then_resume, test_kill_mid_training_then_resume, test_kept_models_rescore, test_bench_model]
 
 if __name__ == "__main__":
     passed = failed = 0
+    only = sys.argv[2:]  # optional: names of the tests to run
     for t in TESTS:
+        if only and t.__name__ not in only:
+            continue
         try:
             t()
             passed += 1

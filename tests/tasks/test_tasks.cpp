@@ -294,28 +294,31 @@ TEST_CASE("tasks: a sample is a pure function of (seed, split, index)", "[tasks]
       const Sample s = a->sample(Split::kTrain, i);
       require_same(s, a->sample(Split::kTrain, i));  // again, same object
       require_same(s, b->sample(Split::kTrain, i));  // another object, same params
-      require_same(a->sample(Split::kEval, i), b->sample(Split::kEval, i));
+      require_same(a->sample(Split::kValidation, i), b->sample(Split::kValidation, i));
+      require_same(a->sample(Split::kTest, i), b->sample(Split::kTest, i));
       // Later samples do not depend on earlier ones.
       require_same(s, make(name, {{"seed", int64_t{11}}})->sample(Split::kTrain, i));
       differ_seed += scene_key(s) != scene_key(other->sample(Split::kTrain, i));
-      differ_split += scene_key(s) != scene_key(a->sample(Split::kEval, i));
+      differ_split += scene_key(s) != scene_key(a->sample(Split::kValidation, i));
+      differ_split += scene_key(s) != scene_key(a->sample(Split::kTest, i));
+      differ_split += scene_key(a->sample(Split::kValidation, i)) != scene_key(a->sample(Split::kTest, i));
     }
     REQUIRE(differ_seed == 7);
-    REQUIRE(differ_split == 7);
+    REQUIRE(differ_split == 21);
   }
 }
 
-TEST_CASE("tasks: no eval scene equals a train scene (2000 x 2000 per task)", "[tasks][split]") {
+TEST_CASE("tasks: no scene is in two of train, validation and test (2000 each per task)", "[tasks][split]") {
   struct Case {
     std::string name;
     Params params;
     uint64_t stride;  // sort_of_clevr: one sample per image
   };
   // The last case has few possible scenes (one object on 20x20: 2 shapes x 6 colours x 18^2
-  // places), so a train and an eval stream drawn independently would certainly collide; only the
-  // split rule keeps them apart.
+  // places), so streams drawn independently would certainly collide; only the split rule keeps
+  // them apart.
   const std::vector<Case> cases = {
-      {"sort_of_clevr", {{"train_images", int64_t{2000}}, {"eval_images", int64_t{2000}}}, 20},
+      {"sort_of_clevr", {{"train_images", int64_t{2000}}, {"val_images", int64_t{2000}}, {"test_images", int64_t{2000}}}, 20},
       {"counting", {}, 1},
       {"ocr", {{"min_length", int64_t{1}}, {"max_length", int64_t{2}}}, 1},
       {"multi_image", {}, 1},
@@ -324,19 +327,23 @@ TEST_CASE("tasks: no eval scene equals a train scene (2000 x 2000 per task)", "[
   for (const Case& c : cases) {
     INFO(c.name << " " << c.params.size());
     auto task = make(c.name, c.params);
-    std::unordered_set<std::string> train;
-    for (uint64_t i = 0; i < 2000; ++i) train.insert(scene_key(task->sample(Split::kTrain, i * c.stride)));
-    std::unordered_set<std::string> eval;
-    for (uint64_t i = 0; i < 2000; ++i) {
-      const std::string key = scene_key(task->sample(Split::kEval, i * c.stride));
-      REQUIRE(train.count(key) == 0);
-      eval.insert(key);
-    }
-    if (c.params.count("image_size") != 0) {
-      REQUIRE(train.size() < 1500);  // the space is small: repeats within a split are common
-      REQUIRE(eval.size() < 1500);
-    }
+    std::map<Split, std::unordered_set<std::string>> seen;
+    for (const Split split : {Split::kTrain, Split::kValidation, Split::kTest})
+      for (uint64_t i = 0; i < 2000; ++i) seen[split].insert(scene_key(task->sample(split, i * c.stride)));
+    for (const Split a : {Split::kTrain, Split::kValidation, Split::kTest})
+      for (const Split b : {Split::kTrain, Split::kValidation, Split::kTest}) {
+        if (a >= b) continue;
+        INFO(split_name(a) << " vs " << split_name(b));
+        for (const std::string& key : seen[a]) REQUIRE(seen[b].count(key) == 0);
+      }
+    if (c.params.count("image_size") != 0)
+      for (const auto& [split, keys] : seen) REQUIRE(keys.size() < 1500);  // a small space: repeats are common
   }
+}
+
+TEST_CASE("tasks: split names round-trip; anything else is an error naming the key", "[tasks][split]") {
+  for (const Split s : {Split::kTrain, Split::kValidation, Split::kTest}) REQUIRE(parse_split(split_name(s), "k") == s);
+  REQUIRE_THROWS_WITH(parse_split("eval", "--split"), Catch::Contains("--split: expected train, validation or test"));
 }
 
 TEST_CASE("tasks: vocabulary is exactly the words prompts and answers use", "[tasks][vocab]") {
@@ -349,7 +356,7 @@ TEST_CASE("tasks: vocabulary is exactly the words prompts and answers use", "[ta
     REQUIRE(vocab == make(name)->vocabulary());  // fixed order
     std::set<std::string> used;
     const auto [max_h, max_w] = task->max_image_size();
-    for (Split split : {Split::kTrain, Split::kEval})
+    for (Split split : {Split::kTrain, Split::kValidation, Split::kTest})
       for (uint64_t i = 0; i < 3000; ++i) {
         const Sample s = task->sample(split, i);
         int64_t images = 0;
@@ -500,8 +507,8 @@ TEST_CASE("sort_of_clevr: every answer recomputed from the pixels (300 images x 
     std::map<std::string, int> subtypes;
     std::map<std::string, std::map<std::string, int>> answers;
     int ties = 0;
-    for (Split split : {Split::kTrain, Split::kEval})
-      for (int64_t m = 0; m < images / 2; ++m) {
+    for (Split split : {Split::kTrain, Split::kValidation, Split::kTest})
+      for (int64_t m = 0; m < images / 3; ++m) {
         const std::vector<Obj> objects = decode_scene(task->sample(split, static_cast<uint64_t>(m * 20)).images[0]);
         // Six objects, one per colour, squares side 2h and circles radius h, centres in [h, size-h)
         // and never closer than 2h (10 px at 75).
@@ -599,18 +606,22 @@ TEST_CASE("sort_of_clevr: questions restricts the subtypes asked, on the same sc
                       Catch::Contains("closest needs num_objects >= 2"));
 }
 
-TEST_CASE("sort_of_clevr: sample i shows image i/20; train and eval wrap at 20 x their image counts",
+TEST_CASE("sort_of_clevr: sample i shows image i/20; each split wraps at 20 x its image count",
           "[tasks][sort_of_clevr]") {
-  auto task = make("sort_of_clevr", {{"train_images", int64_t{5}}, {"eval_images", int64_t{3}}});
-  std::set<std::string> train, eval;
+  auto task = make("sort_of_clevr",
+                   {{"train_images", int64_t{5}}, {"val_images", int64_t{3}}, {"test_images", int64_t{4}}});
+  std::set<std::string> train, val, test;
   for (uint64_t i = 0; i < 200; ++i) {
     train.insert(scene_key(task->sample(Split::kTrain, i)));
-    eval.insert(scene_key(task->sample(Split::kEval, i)));
+    val.insert(scene_key(task->sample(Split::kValidation, i)));
+    test.insert(scene_key(task->sample(Split::kTest, i)));
   }
   REQUIRE(train.size() == 5);
-  REQUIRE(eval.size() == 3);
+  REQUIRE(val.size() == 3);
+  REQUIRE(test.size() == 4);
   require_same(task->sample(Split::kTrain, 37), task->sample(Split::kTrain, 37 + 100));
-  require_same(task->sample(Split::kEval, 37), task->sample(Split::kEval, 37 + 60));
+  require_same(task->sample(Split::kValidation, 37), task->sample(Split::kValidation, 37 + 60));
+  require_same(task->sample(Split::kTest, 37), task->sample(Split::kTest, 37 + 80));
   REQUIRE(task->sample(Split::kTrain, 19).images == task->sample(Split::kTrain, 0).images);
   REQUIRE(task->sample(Split::kTrain, 20).images != task->sample(Split::kTrain, 0).images);
   // The paper's split by default: 9,800 train images.
@@ -630,7 +641,7 @@ TEST_CASE("counting: answers recomputed from the pixels of well-separated object
     std::set<int64_t> totals;
     int64_t closest_gap = 1 << 20;
     for (uint64_t i = 0; i < 600; ++i) {
-      const Sample s = task->sample(i % 2 ? Split::kEval : Split::kTrain, i);
+      const Sample s = task->sample(i % 2 ? Split::kTest : Split::kTrain, i);
       const std::vector<Component> comps = components(s.images[0]);
       int64_t circles = 0;
       std::vector<int64_t> per_color(6, 0);
@@ -706,7 +717,7 @@ TEST_CASE("ocr: the string read back from the pixels with the font matches the a
   double widest = 0;
   std::map<std::string, int> subtypes;
   for (uint64_t i = 0; i < 600; ++i) {
-    const Sample s = task->sample(i % 3 ? Split::kTrain : Split::kEval, i);
+    const Sample s = task->sample(i % 3 ? Split::kTrain : Split::kValidation, i);
     const Image& img = s.images[0];
     REQUIRE(img.height >= 12);
     REQUIRE(img.height <= 32);
@@ -772,7 +783,7 @@ TEST_CASE("multi_image: answers recomputed from the pixels of every image", "[ta
   std::map<std::string, std::map<std::string, int>> answers;
   std::set<std::size_t> counts;
   for (uint64_t i = 0; i < 900; ++i) {
-    const Sample s = task->sample(i % 2 ? Split::kEval : Split::kTrain, i);
+    const Sample s = task->sample(i % 2 ? Split::kTest : Split::kTrain, i);
     const std::size_t n = s.images.size();
     counts.insert(n);
     REQUIRE(n >= 2);
