@@ -387,8 +387,37 @@ vlm::data::Params params_of_json(const nlohmann::json& j, const std::string& whe
   return p;
 }
 
+// `vlmlab eval --export`: the kept model's files and one unpadded batch (rows of one length: HF's
+// forward without position_ids reads positions as 0..T-1, which only an unpadded row shares with
+// generate) with vlmlab's logits and greedy tokens, in the parity fixture layout.
+void export_fixture(vlm::Vlm& model, const vlm::data::Task& task, vlm::data::Split split, const std::string& from,
+                    const std::string& dir) {
+  std::vector<vlm::MultimodalSample> rows;
+  for (uint64_t i = 0; i < 64 && rows.size() < 4; ++i) {
+    vlm::MultimodalSample m = model.prompt(task.sample(split, i));
+    if (rows.empty() || m.ids.size() == rows.front().ids.size()) rows.push_back(std::move(m));
+  }
+  const vlm::Inputs in = model.processor().make_inputs(rows);
+  model.save(dir);
+  std::filesystem::copy_file(from + "/vlmlab.json", dir + "/vlmlab.json",
+                             std::filesystem::copy_options::overwrite_existing);
+  vlm::NoGradGuard no_grad;
+  const vlm::ForwardOutput fwd = model.model().forward(in);
+  std::map<std::string, vlm::io::RawTensor> io_t = in.tensors();
+  const std::vector<float> logits = fwd.logits.to_vector();
+  io_t["logits"] = vlm::io::raw_f32(fwd.logits.shape(), logits);
+  vlm::GenerateOptions g;
+  g.max_new_tokens = g.min_new_tokens = 3;  // as the fixtures' HF generate(min = max new tokens)
+  g.eos_token_ids = model.model().config().get_int_list("eos_token_id", {});
+  g.pad_token_id = model.model().config().get_int("pad_token_id", 0);
+  std::vector<int64_t> gen;
+  for (const auto& row : vlm::greedy_generate(model.model(), in, g)) gen.insert(gen.end(), row.begin(), row.end());
+  io_t["generated"] = vlm::io::raw_i64({static_cast<int64_t>(rows.size()), 3}, gen);
+  vlm::io::write_safetensors(dir + "/io.safetensors", io_t, {{"family", model.family()}, {"made_by", "vlmlab eval --export"}});
+}
+
 int cmd_eval(const std::vector<std::string>& args) {
-  std::string dir, task_name, experiment, split = "test";
+  std::string dir, task_name, experiment, export_dir, split = "test";
   int64_t samples = 0;
   int batch = 0, threads = 0;
   bool json = false;
@@ -406,7 +435,11 @@ int cmd_eval(const std::vector<std::string>& args) {
       "samples", po::value<int64_t>(&samples), "items scored (default: the run's [eval] samples)")(
       "batch-size", po::value<int>(&batch), "eval batch (default: the run's)")(
       "threads", po::value<int>(&threads), "threads (default: the run's)")(
-      "json", po::bool_switch(&json), "print one JSON object instead of a table");
+      "json", po::bool_switch(&json), "print one JSON object instead of a table")(
+      "export", po::value<std::string>(&export_dir),
+      "also write a parity fixture to this folder: the model's files and io.safetensors (the inputs of the "
+      "first scored items of one prompt length, up to 4, with vlmlab's logits and greedy tokens); "
+      "tests/parity/make_trained_fixtures.py puts transformers' outputs in it, `vlmlab parity` compares");
   po::variables_map vm;
   if (!parse_with_file(args, desc, dir, vm, "the model folder")) return 0;
   if (split != "test" && split != "validation")
@@ -449,7 +482,9 @@ int cmd_eval(const std::vector<std::string>& args) {
   vlm::set_num_threads(t);
   const auto task = vlm::data::make_task(name, params);
   vlm::Vlm model(dir, *task);
-  const vlm::EvalResult r = vlm::evaluate(model, *task, vlm::data::parse_split(split, "--split"), n, b);
+  const vlm::data::Split which = vlm::data::parse_split(split, "--split");
+  const vlm::EvalResult r = vlm::evaluate(model, *task, which, n, b);
+  if (!export_dir.empty()) export_fixture(model, *task, which, dir, export_dir);
   if (json) {
     nlohmann::json out = {{"model", dir}, {"task", name}, {"split", split}, {"samples", n}, {"batch_size", b},
                           {"threads", t}, {"scores", nlohmann::json::array()}};

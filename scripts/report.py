@@ -5,7 +5,7 @@ DESIGN.md "The results file").
 
 `vlmlab report` runs this with Debian's /usr/bin/python3 (h5py, numpy, matplotlib) after checking the
 file. It writes DIR/report.md, DIR/figures/*.png and, given the vlmlab binary, DIR/gallery/*.png: the
-first eval items redrawn with `vlmlab sample` from the runs' own task parameters (tasks are pure
+first test items redrawn with `vlmlab sample` from the runs' own task parameters (tasks are pure
 functions of their parameters, so these are the images the runs saw; each redrawn item's question and
 answer are checked against the ones stored in the file).
 
@@ -243,7 +243,11 @@ class Run:
         self.flops_per_sample = float(a.get("train_flops_per_sample", 0.0))
         self.params = dict(zip(*[read_table(g, "params").get(c, []) for c in ("component", "count")]))
         self.train = read_table(g, "train")
+        self.curve = read_table(g, "curve")  # validation accuracy during training ({} in older files)
+        self.threshold = float(g["curve"].attrs.get("threshold", 0.9)) if "curve" in g else 0.9
         self.eval = rows_of(read_table(g, "eval"))
+        # Files before the three splits scored a stream called eval, which also chose the settings.
+        self.eval_split = s_(g["eval"].attrs.get("split", "eval")) if "eval" in g else "eval"
         self.latency = rows_of(read_table(g, "latency"))
         self.memory = rows_of(read_table(g, "memory"))
         self.cost = rows_of(read_table(g, "cost"))
@@ -496,7 +500,9 @@ def smooth(y, w):
     return np.concatenate([head, (c[w:] - c[:-w]) / w])
 
 
-def fig_loss(out_dir, groups, styles):
+def fig_loss(out_dir, groups, styles, phase_ends=()):
+    """Training loss on log-log axes: the first steps (where the loss falls from the answer prior) and
+    the long tail (where families separate) both show; curriculum phases are marked."""
     fig, ax = plt.subplots(figsize=(8, 4.6))
     window = 1
     for g in groups:
@@ -506,37 +512,91 @@ def fig_loss(out_dir, groups, styles):
             continue
         n = min(len(c) for c in curves)
         stack = np.stack([c[:n] for c in curves])
-        steps = np.asarray(g.done[0].train["step"][:n])
+        steps = np.asarray(g.done[0].train["step"][:n]) + 1
         window = max(1, n // 50)
         st = styles[id(g)]
         mean = smooth(stack.mean(axis=0), window)
         if len(curves) > 1:
             ax.fill_between(steps, smooth(stack.min(axis=0), window), smooth(stack.max(axis=0), window),
                             color=st["color"], alpha=0.18, linewidth=0)
-        ax.plot(steps, mean, color=st["color"], label=f"{g.label} (n={len(curves)})")
-    ax.set_xlabel("training step")
-    ax.set_ylabel("training loss (cross-entropy on answer tokens)")
+        ax.plot(steps, mean, color=st["color"], ls=st["ls"], label=f"{g.label} (n={len(curves)})")
+    for end in phase_ends:
+        ax.axvline(end + 0.5, color="0.5", lw=0.8, ls=":")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("training step (log)")
+    ax.set_ylabel("training loss (log; cross-entropy on answer tokens)")
     extra = f", moving average over {window} steps" if window > 1 else ""
-    ax.set_title(f"training loss: mean over seeds, band = min–max{extra}")
-    ax.grid(True, alpha=0.3)
+    band = "band = min–max over seeds" if any(len(g.done) > 1 for g in groups) else "one seed each"
+    marks = "; dotted lines: curriculum phase ends" if phase_ends else ""
+    ax.set_title(f"training loss: mean over seeds, {band}{extra}{marks}", fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     return save(fig, out_dir, "training_loss.png"), window
 
 
+def steps_to_threshold(run):
+    """(first curve step, samples, FLOPs) at which validation accuracy reaches threshold x the run's final
+    validation accuracy; None when the run has no curve."""
+    c = run.curve
+    if not c.get("step"):
+        return None
+    acc = np.asarray(c["accuracy"], dtype=np.float64)
+    target = run.threshold * acc[-1]
+    i = int(np.argmax(acc >= target - 1e-12))
+    return int(c["step"][i]), int(c["samples"][i]), float(c["train_flops"][i])
+
+
+def fig_curves(out_dir, groups, styles):
+    """Validation accuracy against training step and against training FLOPs (log), mean over seeds."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    for g in groups:
+        runs = [r for r in g.done if r.curve.get("step")]
+        if not runs:
+            continue
+        n = min(len(r.curve["step"]) for r in runs)
+        acc = np.stack([np.asarray(r.curve["accuracy"][:n], dtype=np.float64) for r in runs]) * 100
+        steps = np.asarray(runs[0].curve["step"][:n])
+        flops = np.mean(np.stack([np.asarray(r.curve["train_flops"][:n], dtype=np.float64) for r in runs]), axis=0)
+        st = styles[id(g)]
+        for ax, x in ((axes[0], steps), (axes[1], flops)):
+            keep = x > 0 if ax is axes[1] else np.ones_like(x, dtype=bool)
+            ax.plot(x[keep], acc.mean(axis=0)[keep], color=st["color"], ls=st["ls"], marker=st["marker"], ms=4,
+                    label=f"{g.label} (n={len(runs)})")
+            if len(runs) > 1:
+                ax.fill_between(x[keep], acc.min(axis=0)[keep], acc.max(axis=0)[keep], color=st["color"], alpha=0.15,
+                                linewidth=0)
+    axes[0].set_xlabel("training step")
+    axes[1].set_xlabel("training FLOPs (log)")
+    axes[1].set_xscale("log")
+    axes[0].set_ylabel("validation accuracy (%)")
+    for ax in axes:
+        ax.grid(True, which="both", alpha=0.3)
+    band = "band = min–max over seeds" if any(len(g.done) > 1 for g in groups) else "one seed each"
+    fig.suptitle(f"learning curves on the validation split: mean over seeds, {band}", fontsize=10)
+    axes[1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+    return save(fig, out_dir, "learning_curves.png")
+
+
 # ---------------------------------------------------------------------------------------------
-# Gallery: the first eval items, redrawn by `vlmlab sample` from the runs' own task parameters
+# Gallery: the first test items, redrawn by `vlmlab sample` from the runs' own task parameters
 
 def draw_gallery(out_dir, vlmlab, run, items, sub):
     """{eval index: relative png path} for the items (eval index, stored row) whose redrawn question and
     answer match the stored ones, and a note on what could not be drawn."""
     if not vlmlab:
         return {}, "no vlmlab binary was given to redraw them"
+    if run.eval_split not in ("test", "validation"):
+        return {}, (f"the run scored a split (\"{run.eval_split}\") from before the validation and test splits, "
+                    "which `vlmlab sample` can no longer draw")
+    split = run.eval_split
     dest = os.path.join(out_dir, "gallery", sub) if sub else os.path.join(out_dir, "gallery")
     with tempfile.TemporaryDirectory(prefix="vlmlab_report_") as tmp:
         cfg = os.path.join(tmp, "run.toml")
         with open(cfg, "w") as fh:
             fh.write(run.resolved_config)
-        p = subprocess.run([vlmlab, "sample", cfg, "--out", dest, "--index", *[str(i) for i, _ in items]],
+        p = subprocess.run([vlmlab, "sample", cfg, "--out", dest, "--split", split,
+                            "--index", *[str(i) for i, _ in items]],
                            capture_output=True, text=True)
     if p.returncode != 0:
         return {}, f"`vlmlab sample` failed: {md_escape(p.stderr.strip())}"
@@ -548,10 +608,10 @@ def draw_gallery(out_dir, vlmlab, run, items, sub):
     out, mismatched = {}, 0
     for i, stored in items:
         if drawn.get(i) == (stored["question"], stored["answer"]):
-            out[i] = "/".join(["gallery"] + ([sub] if sub else []) + [f"eval_{i}.png"])
+            out[i] = "/".join(["gallery"] + ([sub] if sub else []) + [f"{split}_{i}.png"])
         else:
             mismatched += 1
-            path = os.path.join(dest, f"eval_{i}.png")
+            path = os.path.join(dest, f"{split}_{i}.png")
             if os.path.exists(path):
                 os.remove(path)
     note = (f"{mismatched} item(s) redraw differently from the stored question and answer (the task generator "
@@ -561,7 +621,7 @@ def draw_gallery(out_dir, vlmlab, run, items, sub):
 
 def gallery_section(out_dir, vlmlab, groups):
     lines = []
-    # Runs with the same task parameters that kept the same eval items are shown side by side.
+    # Runs with the same task parameters that kept the same test items are shown side by side.
     by_items = []
     for g in groups:
         if not g.done:
@@ -579,9 +639,9 @@ def gallery_section(out_dir, vlmlab, groups):
         if len(by_items) > 1:
             desc = ", ".join(f"{key} = {task[key]}" for key in sorted(task) if key != "name") or "default task"
             shown = ", ".join(str(i) for i in kept[:8]) + (" …" if len(kept) > 8 else "")
-            lines += [f"### {desc}; eval items {shown}", ""]
+            lines += [f"### {desc}; test items {shown}", ""]
         if not kept:
-            lines += ["The runs kept no eval items (`[eval] gallery = 0`).", ""]
+            lines += ["The runs kept no test items (`[eval] gallery = 0`).", ""]
             continue
         n = min(GALLERY_ITEMS, len(kept))
         picked = [kept[j * len(kept) // n] for j in range(n)]  # spread over the kept items
@@ -591,7 +651,7 @@ def gallery_section(out_dir, vlmlab, groups):
         header = ["image", "question", "answer"] + [md_escape(g.label) for g in gs]
         rows = []
         for i in picked:
-            img = f"![eval item {i}]({images[i]})" if i in images else "–"
+            img = f"![test item {i}]({images[i]})" if i in images else "–"
             cells = [img, md_escape(ref[i]["question"]), f"**{md_escape(ref[i]['answer'])}**"]
             for g in gs:
                 preds = []
@@ -600,7 +660,7 @@ def gallery_section(out_dir, vlmlab, groups):
                     preds.append(f"{md_escape(s['prediction']) or '(empty)'} {'✓' if int(s['correct']) else '✗'}")
                 cells.append(" · ".join(preds))
             rows.append(cells)
-        lines += [f"{n} eval items (eval indices {', '.join(str(i) for i in picked)}), drawn again from the runs' "
+        lines += [f"{n} test items (test indices {', '.join(str(i) for i in picked)}), drawn again from the runs' "
                   "task parameters by `vlmlab sample`, with each variant's answers seed by seed (in seed order, "
                   "completed seeds only); ✓ marks an exact match.", ""]
         lines += md_table(header, rows)
@@ -636,9 +696,14 @@ def report(path, out_dir, vlmlab):
     desc = exp.get("experiment", {}).get("description", "")
     if desc:
         L += [desc, ""]
+    splits = distinct(r.eval_split for r in done_runs) or ["test"]
+    split_note = ("on the test split, scored once per run after training (settings are chosen on the validation "
+                  "split only)" if splits == ["test"] else
+                  f"on the split(s) {', '.join(splits)} (a file from before the validation split: its eval items "
+                  "also served to choose settings)")
     L += [f"Made by `vlmlab report` from `{os.path.basename(path)}`. Accuracy is exact match of the greedy "
-          "answer, in %, as mean ± 95% confidence interval over seeds (t-distribution); n is the number of "
-          "completed seeds, and n=1 gives no interval.", ""]
+          f"answer {split_note}, in %, as mean ± 95% confidence interval over seeds (t-distribution); n is the "
+          "number of completed seeds, and n=1 gives no interval.", ""]
 
     # ---- at a glance
     L += ["## At a glance", ""]
@@ -697,7 +762,7 @@ def report(path, out_dir, vlmlab):
         res = distinct(int(c["resolution"]) for r in done_runs for c in r.cost)
         reps = [int(l["repeats"]) for r in done_runs for l in r.latency if l["phase"] == "prefill"]
         L += [f"- Budgets (as recorded): training {joined(steps)} steps at batch {joined(batch)}, peak learning rate "
-              f"{joined(f'{x:g}' for x in lr)}; evaluation on {joined(items)} eval items; latency at "
+              f"{joined(f'{x:g}' for x in lr)}; evaluation on {joined(items)} test items; latency at "
               f"{joined(res) if res else '(not measured)'} px with {joined(reps) if reps else '–'} timed repeats "
               "per phase and run."]
     threads = distinct(r.threads for r in runs) or [meta.get("threads", "?")]
@@ -764,7 +829,7 @@ def report(path, out_dir, vlmlab):
                 rows.append([f"*{which}* ({md_escape(name)})", "", ""] + cells)
         L += md_table(header, rows, right=set(range(2, len(header))))
         L += ["", "Per question subtype and over all questions (%). *chance*: uniform guessing among the "
-              "subtype's possible answers; *majority*: always giving the most frequent answer of the eval items "
+              "subtype's possible answers; *majority*: always giving the most frequent answer of the scored items "
               "(over all questions: each subtype's own majority answer).", ""]
         ones = [g.label for g in done_groups if len(g.done) == 1]
         if ones and len(ones) == len(done_groups) and len(ones) > 1:
@@ -885,8 +950,36 @@ def report(path, out_dir, vlmlab):
 
     # ---- training
     L += ["## Training", ""]
+    if any(r.curve.get("step") for r in done_runs):
+        f = fig_curves(out_dir, done_groups, styles)
+        L += [f"![Learning curves]({f})", ""]
+        rows = []
+        for g in done_groups:
+            hits = [steps_to_threshold(r) for r in g.done]
+            hits = [h for h in hits if h is not None]
+            if not hits:
+                continue
+            finals = [float(r.curve["accuracy"][-1]) for r in g.done if r.curve.get("accuracy")]
+            m, h, n = mean_ci(finals)
+            st_m, st_h, _ = mean_ci([x[0] for x in hits])
+            fl_m, _, _ = mean_ci([x[2] for x in hits])
+            rows.append([md_escape(g.label), str(n), fmt_acc(m, h, n),
+                         f"{st_m:.0f}" + (f" ± {st_h:.0f}" if st_h is not None else ""), fmt_flops(fl_m)])
+        thr = distinct(r.threshold for r in done_runs)
+        L += md_table(["variant", "n", "final validation accuracy (%)",
+                       f"steps to {joined(f'{100 * t:g}' for t in thr)}% of final", "training FLOPs by then"],
+                      rows, right={1, 2, 3, 4})
+        L += ["", "Validation split (never the test split), scored before the first step, every `[eval] every` "
+              "steps and after the last. Steps-to-threshold: the first scored step at which a run's validation "
+              "accuracy reaches the threshold fraction of its own final validation accuracy (mean ± 95% interval "
+              "over seeds): how fast a family learns, beside where it ends. A run whose final accuracy is the "
+              "answer prior reaches its threshold at once, so read this column beside the final accuracy.", ""]
     if any(r.train.get("loss") for r in done_runs):
-        f, window = fig_loss(out_dir, done_groups, styles)
+        phase_ends = []
+        for ph in exp.get("train", {}).get("phase", []) if isinstance(exp.get("train", {}), dict) else []:
+            if isinstance(ph, dict) and isinstance(ph.get("steps"), int):
+                phase_ends.append((phase_ends[-1] if phase_ends else 0) + ph["steps"])
+        f, window = fig_loss(out_dir, done_groups, styles, phase_ends)
         L += [f"![Training loss]({f})", ""]
         rows = []
         for g in done_groups:

@@ -123,6 +123,8 @@ def test_data_parallel_matches_single_process():
             pass  # each rank holds half the training batch's activations
         elif k.endswith("@train_flops_per_step") or k.endswith("@train_flops_per_sample"):
             assert abs(va - vb) <= 0.05 * va, (k, va, vb)  # the halves are padded to their own longest row
+        elif k.endswith("/curve:train_flops"):  # the same, summed up to each validation point
+            np.testing.assert_allclose(vb, va, rtol=0.05, err_msg=k)
         elif "/train:" in k and isinstance(va, list) and va and isinstance(va[0], float):
             np.testing.assert_allclose(vb, va, rtol=1e-5, atol=1e-7, err_msg=k)
             checked_train += 1
@@ -258,10 +260,14 @@ exec "$@"
            many, "--quiet"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert os.listdir(res) == ["many.h5"], os.listdir(res)
+    # The results file, and the models the root's runs kept (rank 1's stay on its own disk); no part file.
+    assert sorted(os.listdir(res)) == ["many", "many.h5"], os.listdir(res)
     same_numbers(one, many)
     with h5py.File(many, "r") as f:
         assert {f["/runs/" + k].attrs["rank"] for k in f["/runs"]} == {0, 1}
+        for k in f["/runs"]:
+            kept = os.path.isdir(os.path.join(res, "many", "models", k))
+            assert kept == (f["/runs/" + k].attrs["rank"] == 0), k
 
 
 TESTS = [test_sweep_matches_single_process, test_data_parallel_matches_single_process,

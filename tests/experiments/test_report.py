@@ -49,6 +49,8 @@ lr = 2e-3
 samples = 24
 batch_size = 12
 gallery = 4
+val_samples = 12
+every = 3
 
 [measure]
 resolutions = [30, 45]
@@ -78,7 +80,7 @@ family = "fuyu"
 T975 = {1: 12.7062047362, 2: 4.3026527297, 3: 3.1824463053, 4: 2.7764451052, 5: 2.5705818356}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 EXPECTED_FIGURES = {"accuracy_vs_prefill.png", "accuracy_vs_params.png", "tokens_latency_vs_resolution.png",
-                    "memory_vs_resolution.png", "training_loss.png"}
+                    "memory_vs_resolution.png", "learning_curves.png", "training_loss.png"}
 
 
 def vlmlab(*args, cwd=None):
@@ -240,7 +242,7 @@ def test_what_was_run():
         assert str(attrs[key]) in sec, (key, attrs[key])
     assert f"{attrs['cores']} cores, 1 thread(s)" in sec, sec
     assert "`sort_of_clevr` (image_size = 30)" in sec, sec
-    assert "training 8 steps at batch 4" in sec and "evaluation on 24 eval items" in sec, sec
+    assert "training 8 steps at batch 4" in sec and "evaluation on 24 test items" in sec, sec
     assert "latency at 30, 45 px with 3 timed repeats" in sec, sec
     assert "4 run(s): 4 complete, 0 failed" in sec, sec
     assert "```toml\n" + TINY.rstrip("\n") + "\n```" in sec  # the experiment config, as run
@@ -408,18 +410,19 @@ def test_figures_and_gallery_are_pngs():
         q, a, _, _, i = by_variant["llava"][0]["samples"][k]
         assert row["question"] == q.replace("<", "&lt;").replace(">", "&gt;"), (row, q)
         assert row["answer"] == f"**{a}**", row
-        assert row["image"] == f"![eval item {i}](gallery/eval_{i}.png)", row
+        assert row["image"] == f"![test item {i}](gallery/test_{i}.png)", row
         for variant, rs in by_variant.items():
             kept = [r["samples"][k] for r in rs]
             want = " · ".join(f"{s[2] or '(empty)'} {'✓' if s[3] else '✗'}" for s in kept)
             assert row[variant] == want, (row[variant], want)
-    # The images are the eval items themselves: `vlmlab sample` redraws them from the task parameters
+    # The images are the test items themselves: `vlmlab sample` redraws them from the task parameters
     # (the same question and answer as stored), and the same item drawn twice gives the same picture.
-    r = vlmlab("sample", os.path.join(TMP, "tiny.toml"), "--index", "12", "--out", os.path.join(TMP, "one"))
+    r = vlmlab("sample", os.path.join(TMP, "tiny.toml"), "--index", "12", "--split", "test", "--out",
+               os.path.join(TMP, "one"))
     assert r.returncode == 0, r.stderr
     idx, subtype, question, answer, png = r.stdout.rstrip("\n").split("\t")
     assert (question, answer) == by_variant["llava"][0]["samples"][2][:2], r.stdout
-    with open(png, "rb") as f1, open(os.path.join(out, "gallery", "eval_12.png"), "rb") as f2:
+    with open(png, "rb") as f1, open(os.path.join(out, "gallery", "test_12.png"), "rb") as f2:
         assert f1.read() == f2.read()
 
 
@@ -490,6 +493,29 @@ def test_interval_on_known_numbers():
     assert row["**all**"] == "40.0 ± 254.1", row
 
 
+def test_learning_curves_and_steps_to_threshold():
+    """The Training section reads each run's validation curve: the final validation accuracy over seeds, and
+    the first step reaching [eval] threshold x the run's own final, here set by hand."""
+    path = os.path.join(TMP, "curves.h5")
+    shutil.copy(results_file(), path)
+    with h5py.File(path, "r+") as f:
+        for rid, accs in (("llava-s1", [0.0, 0.5, 0.6, 1.0]), ("llava-s2", [0.0, 0.2, 0.45, 0.5])):
+            c = f[f"runs/{rid}/curve"][()]
+            assert c["step"].tolist() == [0, 3, 6, 8], c  # before training, every 3 steps, after the last
+            c["accuracy"] = accs
+            f[f"runs/{rid}/curve"][...] = c
+            f[f"runs/{rid}/curve"].attrs["threshold"] = 0.9
+    md = make_report(path, os.path.join(TMP, "curves"))
+    assert "![Learning curves](figures/learning_curves.png)" in md
+    (curves, *_rest) = tables(sections(md)["Training"])
+    row = next(r for r in curves if r["variant"] == "llava")
+    # Finals 1.0 and 0.5: mean 75.0 ± 12.706 * 0.3536 / sqrt(2) * 100. Thresholds 0.9 and 0.45: first
+    # reached at steps 8 and 6 of [0, 3, 6, 8] (mean 7 ± 12.706 * 1.414 / sqrt(2)).
+    assert row["final validation accuracy (%)"] == "75.0 ± 317.7", row
+    assert row["steps to 90% of final"] == "7 ± 13", row
+    assert "Validation split (never the test split)" in sections(md)["Training"]
+
+
 def test_at_a_glance_names_variants_at_the_prior():
     """When the best variant beats the majority answer, the variants that do not are named."""
     path = os.path.join(TMP, "prior.h5")
@@ -527,7 +553,8 @@ def test_subtypes_not_asked():
 
 TESTS = [test_cli_errors_and_default_out, test_what_was_run, test_tables_match_the_file,
          test_figures_and_gallery_are_pngs, test_same_file_same_report, test_failed_run_and_single_seed,
-         test_interval_on_known_numbers, test_at_a_glance_names_variants_at_the_prior, test_subtypes_not_asked,
+         test_interval_on_known_numbers, test_learning_curves_and_steps_to_threshold,
+         test_at_a_glance_names_variants_at_the_prior, test_subtypes_not_asked,
          test_runs_measured_elsewhere, test_runs_made_by_another_build]
 
 if __name__ == "__main__":
