@@ -84,6 +84,10 @@ class Architecture : public Module<float> {
 std::string component_of(const Architecture& arch, const std::string& param_name);
 
 using ArchitectureFactory = std::unique_ptr<Architecture> (*)(const io::HfConfig& config, Rng& rng);
+struct ModelPart;  // architectures/budget.h
+// The parts a config describes, with their parameter counts (the memory budget), built from the
+// parsed config alone: nothing is allocated.
+using PartsFactory = std::vector<ModelPart> (*)(const io::HfConfig& config);
 
 // ---- From task samples to model inputs (each family's HF processor) ----
 
@@ -173,6 +177,7 @@ struct FamilyEntry {
   ArchitectureFactory make;
   ProcessorFactory make_processor;
   ConfigBuilder build_config;
+  PartsFactory parts;
 };
 
 std::span<const FamilyEntry> families();  // registry.cpp: the one table

@@ -23,11 +23,17 @@ struct SizeKey {
   double value = 0;
 };
 
-// One part of a model: its parameter count as a function of its size keys' values (in keys' order).
+// One part of a model: its parameter count as a function of its size keys' values (in keys' order),
+// and, for the activation estimate, the sequence it runs over and its width, depth and heads.
 struct ModelPart {
   std::string name;  // "language model", "vision tower", ...
   std::vector<SizeKey> keys;
   std::function<double(const std::vector<double>&)> count;
+  // kText: the LM's sequence (text plus the positions images take); kVision: the tower's patches,
+  // seq_scale per visual token (qwen2vl's tower sees merge^2 patches per token), or image_seq
+  // positions per image when the tower sees a fixed size (CLIP); kNone: no estimate.
+  enum class Seq { kNone, kText, kVision } seq = Seq::kNone;
+  double width = 0, layers = 0, heads = 0, seq_scale = 1, image_seq = 0;
 };
 
 // Bytes the parameters of one model may take: set_memory_budget's value if set, else half the
@@ -40,6 +46,31 @@ void set_memory_budget(int64_t bytes);  // 0: back to the machine's
 // 1 would remove the most parameters from the largest part) when the parts' float32 parameters
 // exceed memory_budget_bytes().
 void check_param_budget(const io::HfConfig& cfg, const std::vector<ModelPart>& parts);
+
+// What a model is used for beyond holding its weights, for the activation estimate. A use whose
+// estimate does not fit is refused naming `key` (a TOML key such as "measure.resolutions").
+struct Workload {
+  std::string what;         // "training", "measurement at 64 x 64", ...
+  std::string key, value;   // the key that drives this use, and its value as written
+  std::string image_key;    // named instead when the images dominate the estimate (e.g. "task.image_size"),
+  std::string fixed_image_key;  // or when a tower that sees a fixed image size does (CLIP's image_size)
+  bool training = false;    // weights + gradients + AdamW's two moments, activations kept for backward
+  double batch = 1, text_tokens = 64, images = 1;  // per sample: text positions and images
+  double image_height = 0, image_width = 0;         // raw image, as the task draws it
+  // From the family's processor at that size: visual tokens and LM positions per image, and the
+  // size the model sees after preprocessing.
+  double visual_tokens = 0, lm_tokens = 0, seen_height = 0, seen_width = 0;
+};
+
+// Bytes `w` needs besides the weights (activations and images): an estimate, documented in
+// budget.cpp. `parts` as given to check_param_budget.
+double workload_bytes(const std::vector<ModelPart>& parts, const Workload& w);
+
+// check_param_budget, then each workload: copies of the weights (4 when training) plus
+// workload_bytes must fit memory_budget_bytes(); otherwise a ConfigError naming the workload's key
+// (or the size key that drives the weights, when the copies of the weights alone do not fit).
+void check_memory_budget(const io::HfConfig& cfg, const std::vector<ModelPart>& parts,
+                         const std::vector<Workload>& uses);
 
 // The parts every family shares. `c`: the (sub-)config the keys were read from, for their paths.
 ModelPart lm_part(const DecoderLmConfig& lm, const io::HfConfig& c);

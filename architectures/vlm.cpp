@@ -87,6 +87,24 @@ data::Vocab task_vocab(const data::Task& task) {
   return data::Vocab(special_words(), task.vocabulary());
 }
 
+void check_memory(const VlmSpec& spec, const data::Task& task, std::vector<Workload> uses) {
+  const FamilyEntry& entry = family_named(spec.family);
+  ModelSizes sizes = spec.sizes;
+  sizes.vocab_size = task_vocab(task).size();
+  const io::HfConfig cfg(entry.build_config(sizes, spec.family_keys), spec.family + " config");
+  const std::vector<ModelPart> parts = entry.parts(cfg);
+  check_param_budget(cfg, parts);  // before the processor reads sizes the weights cannot hold
+  const nlohmann::json options = spec.processor_options.is_null() ? nlohmann::json::object() : spec.processor_options;
+  const std::unique_ptr<Processor> processor = entry.make_processor(cfg, options, sizes.tokens);
+  for (Workload& w : uses) {
+    if (w.images <= 0 || w.image_height <= 0 || w.image_width <= 0) continue;
+    const ImageCost c = processor->image_cost(static_cast<int64_t>(w.image_height), static_cast<int64_t>(w.image_width));
+    w.visual_tokens = static_cast<double>(c.visual_tokens), w.lm_tokens = static_cast<double>(c.lm_tokens);
+    w.seen_height = static_cast<double>(c.height), w.seen_width = static_cast<double>(c.width);
+  }
+  check_memory_budget(cfg, parts, uses);
+}
+
 Vlm::Vlm(const VlmSpec& spec, const data::Task& task) : family_(spec.family), vocab_(task_vocab(task)) {
   const FamilyEntry& entry = family_named(spec.family);
   ModelSizes sizes = spec.sizes;

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "architectures/architecture.h"
+#include "architectures/budget.h"
 #include "lib/data/task.h"
 #include "lib/data/vocab.h"
 #include "lib/train/optimizer.h"
@@ -34,6 +35,11 @@ struct VlmSpec {
   // glob matching no parameter, or two globs matching one parameter, is a ConfigError.
   std::vector<std::pair<std::string, double>> init_std = {};
 };
+
+// Refuses, with a ConfigError, a model `spec` describes whose weights, or any of `uses`, would not
+// fit the memory budget (architectures/budget.h), before anything is built: the parameters come from
+// the family's config, each use's visual tokens from the family's processor at the use's image size.
+void check_memory(const VlmSpec& spec, const data::Task& task, std::vector<Workload> uses);
 
 struct ParamCounts {
   int64_t vision = 0, connector = 0, lm = 0;

@@ -552,6 +552,34 @@ double estimated_cost(Vlm& vlm, const data::Task& task, const Experiment& e) {
   return f;
 }
 
+// What a run asks of its model's memory, for check_memory before the model is built: training
+// (weights, gradients, AdamW's moments and the batch's activations), evaluation batches and each
+// measurement resolution (one image of that side).
+std::vector<Workload> memory_uses(const Experiment& e, const data::Task& task) {
+  const auto [h, w] = task.max_image_size();
+  const auto images = static_cast<double>(task.max_images());
+  std::vector<Workload> uses;
+  Workload train;
+  train.what = "training", train.key = "train.batch_size", train.value = std::to_string(e.train.batch_size);
+  train.image_key = "task.image_size", train.fixed_image_key = "model.vision.image_size", train.training = true;
+  train.batch = e.train.batch_size, train.images = images;
+  train.image_height = static_cast<double>(h), train.image_width = static_cast<double>(w);
+  if (e.train.steps > 0) uses.push_back(train);
+  Workload eval = train;
+  eval.what = "evaluation", eval.key = "eval.batch_size", eval.value = std::to_string(e.eval.batch_size);
+  eval.training = false, eval.batch = e.eval.batch_size;
+  uses.push_back(eval);
+  if (e.measure.enabled)
+    for (const int64_t r : e.measure.resolutions) {
+      Workload m = eval;
+      m.what = "measurement at " + std::to_string(r) + " x " + std::to_string(r);
+      m.key = "measure.resolutions", m.value = std::to_string(r), m.image_key.clear(), m.fixed_image_key.clear();
+      m.batch = 1, m.image_height = m.image_width = static_cast<double>(r);
+      uses.push_back(m);
+    }
+  return uses;
+}
+
 }  // namespace
 
 VlmSpec RunSpec::vlm_spec() const {
@@ -574,8 +602,13 @@ LoadedExperiment load_experiment(const std::string& path, int ranks) {
   if (!in) throw ConfigError(path + ": cannot open the experiment file");
   std::stringstream buf;
   buf << in.rdbuf();
+  return load_experiment_text(buf.str(), path, ranks);
+}
+
+LoadedExperiment load_experiment_text(const std::string& text, const std::string& path, int ranks) {
+  VLM_CHECK(ranks >= 1, "load_experiment: " << ranks << " ranks");
   LoadedExperiment out;
-  out.toml_text = buf.str();
+  out.toml_text = text;
   toml::table doc;
   try {
     doc = toml::parse(out.toml_text, path);
@@ -689,6 +722,7 @@ LoadedExperiment load_experiment(const std::string& path, int ranks) {
     }
     try {
       const auto task = data::make_task(r.config.task, r.config.task_params);
+      check_memory(r.vlm_spec(), *task, memory_uses(r.config, *task));  // before anything is built
       Vlm vlm(r.vlm_spec(), *task);
       r.cost_flops = checked[key] = estimated_cost(vlm, *task, r.config);
     } catch (const Error& err) {

@@ -91,5 +91,7 @@ struct LoadedExperiment {
 // the job that will run it (a data-parallel batch must divide by them). Each run's estimated cost
 // (RunSpec::cost_flops) comes from the same model builds.
 LoadedExperiment load_experiment(const std::string& path, int ranks = 1);
+// The same on the file's text; `path` names it in messages (the fuzz target's entry point).
+LoadedExperiment load_experiment_text(const std::string& text, const std::string& path, int ranks = 1);
 
 }  // namespace vlm::exp

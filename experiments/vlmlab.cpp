@@ -3,7 +3,10 @@
 
 #include <algorithm>
 #include <boost/program_options.hpp>
+#include <cctype>
 #include <cerrno>
+#include <cmath>
+#include <cstdlib>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -15,6 +18,7 @@
 #include <variant>
 #include <vector>
 
+#include "architectures/budget.h"
 #include "architectures/parity.h"
 #include "architectures/vlm.h"
 #include "experiments/bench_model.h"
@@ -56,6 +60,40 @@ bool parse_args(const std::vector<std::string>& args, const po::options_descript
   po::notify(vm);
   return true;
 }
+
+// --max-memory BYTES: the memory budget (architectures/budget.h) of this command, set while its
+// options are read, so before anything is built. A number of bytes, optionally with a fraction and a
+// suffix K, M, G or T (powers of 1024; "KB", "KiB" and lower case too): 4G, 512M, 1.5G, 1000000.
+void set_max_memory(const std::string& text) {
+  const std::string shown = text.size() > 64 ? text.substr(0, 64) + "..." : text;
+  const auto refuse = [&](const std::string& why) {
+    throw po::error("--max-memory \"" + shown + "\": " + why + " (a size such as 4G, 512M or 1000000)");
+  };
+  std::size_t i = 0;
+  while (i < text.size() && (std::isdigit(static_cast<unsigned char>(text[i])) || text[i] == '.')) ++i;
+  const std::string number = text.substr(0, i);
+  std::string suffix = text.substr(i);
+  std::transform(suffix.begin(), suffix.end(), suffix.begin(), [](unsigned char c) { return static_cast<char>(std::toupper(c)); });
+  if (number.empty() || number.front() == '.' || std::count(number.begin(), number.end(), '.') > 1)
+    refuse("not a size");
+  double scale = 1;
+  if (!suffix.empty() && suffix != "B") {
+    const std::string units = "KMGT";
+    const std::size_t u = units.find(suffix[0]);
+    const std::string rest = suffix.substr(1);
+    if (u == std::string::npos || !(rest.empty() || rest == "B" || rest == "IB")) refuse("unknown suffix");
+    scale = std::pow(1024.0, static_cast<double>(u + 1));
+  }
+  const double bytes = std::floor(std::strtod(number.c_str(), nullptr) * scale);
+  if (!(bytes >= 1)) refuse("must be at least 1 byte");
+  if (bytes > 9.0e18) refuse("too large");
+  vlm::set_memory_budget(static_cast<int64_t>(bytes));
+}
+
+po::typed_value<std::string>* max_memory_option() { return po::value<std::string>()->notifier(&set_max_memory); }
+constexpr const char* kMaxMemoryHelp =
+    "memory budget for models, training and activations, e.g. 4G or 512M (default: half the machine's "
+    "memory or its limits); what does not fit is refused (exit 2) before anything is built";
 
 void usage() {
   std::puts(
@@ -102,7 +140,8 @@ int cmd_parity(const std::vector<std::string>& args) {
       "tolerance and positions and generated tokens are identical, 1 otherwise, 2 for a config or\n"
       "folder it cannot run");
   desc.add_options()("help,h", "show this help")("tolerance", po::value<double>(&tol)->default_value(tol),
-                                                 "max |diff| allowed on float stages");
+                                                 "max |diff| allowed on float stages")(
+      "max-memory", max_memory_option(), kMaxMemoryHelp);
   po::variables_map vm;
   if (!parse_args(args, desc, vm, "dir", &dir)) return 0;
   if (dir.empty()) {
@@ -157,7 +196,8 @@ int cmd_run(const std::vector<std::string>& args) {
       "only", po::value<std::string>(&o.only), "only runs whose id contains PATTERN (* matches anything)")(
       "resume", po::bool_switch(&o.resume), "keep the completed runs of an existing results file, do the rest")(
       "overwrite", po::bool_switch(&o.overwrite), "replace an existing results file")(
-      "quiet", po::bool_switch(&o.quiet), "no progress output");
+      "quiet", po::bool_switch(&o.quiet), "no progress output")(
+      "max-memory", max_memory_option(), kMaxMemoryHelp);
   po::variables_map vm;
   if (!parse_with_file(args, desc, file, vm)) return 0;
   if (o.threads < 0) throw po::error("--threads must be >= 1");
@@ -179,7 +219,8 @@ int cmd_check(const std::vector<std::string>& args) {
   desc.add_options()("help,h", "show this help")(
       "ranks", po::value<int>(&ranks)->default_value(ranks), "validate for `mpirun -n RANKS` (data_parallel batches)")(
       "params", po::bool_switch(&params),
-      "also list each run's parameters: HF name (what a variant's init_std globs match), shape, component");
+      "also list each run's parameters: HF name (what a variant's init_std globs match), shape, component")(
+      "max-memory", max_memory_option(), kMaxMemoryHelp);
   po::variables_map vm;
   if (!parse_with_file(args, desc, file, vm)) return 0;
   if (ranks < 1) throw po::error("--ranks must be >= 1");
@@ -367,7 +408,8 @@ int cmd_bench_model(const std::vector<std::string>& args) {
       "time", po::value<std::string>(&o.time), "what to time: train,train_gemms,prefill,decode (comma separated)")(
       "warmup", po::value<int>(&o.warmup)->default_value(o.warmup), "untimed repeats first")(
       "repeats", po::value<int>(&o.repeats)->default_value(o.repeats), "timed repeats")(
-      "decode-tokens", po::value<int>(&o.decode_tokens)->default_value(o.decode_tokens), "tokens per decode repeat");
+      "decode-tokens", po::value<int>(&o.decode_tokens)->default_value(o.decode_tokens), "tokens per decode repeat")(
+      "max-memory", max_memory_option(), kMaxMemoryHelp);
   po::variables_map vm;
   if (!parse_args(args, desc, vm)) return 0;
   return vlm::exp::run_bench_model(o);
@@ -439,7 +481,8 @@ int cmd_eval(const std::vector<std::string>& args) {
       "export", po::value<std::string>(&export_dir),
       "also write a parity fixture to this folder: the model's files and io.safetensors (the inputs of the "
       "first scored items of one prompt length, up to 4, with vlmlab's logits and greedy tokens); "
-      "tests/parity/make_trained_fixtures.py puts transformers' outputs in it, `vlmlab parity` compares");
+      "tests/parity/make_trained_fixtures.py puts transformers' outputs in it, `vlmlab parity` compares")(
+      "max-memory", max_memory_option(), kMaxMemoryHelp);
   po::variables_map vm;
   if (!parse_with_file(args, desc, dir, vm, "the model folder")) return 0;
   if (split != "test" && split != "validation")

@@ -489,7 +489,7 @@ class Flamingo final : public Architecture {
 
 }  // namespace
 
-std::unique_ptr<Architecture> make(const io::HfConfig& config, Rng& rng) {
+std::vector<ModelPart> parts(const io::HfConfig& config) {
   const FlamingoConfig f = parse_config(config);
   // One gated cross-attention layer (attention and MLP) per cross_layer_interval LM layers.
   const int interval = f.interval;
@@ -503,7 +503,11 @@ std::unique_ptr<Architecture> make(const io::HfConfig& config, Rng& rng) {
                         [interval](const std::vector<double>& x) {
                           return std::floor(x[1] / interval) * (4 * x[0] * x[0] + 3 * x[0] * x[2]);
                         }};
-  check_param_budget(config, {lm_part(f.lm, config), clip_part(f.vision, config.sub("vision_config")), cross});
+  return {lm_part(f.lm, config), clip_part(f.vision, config.sub("vision_config")), cross};
+}
+
+std::unique_ptr<Architecture> make(const io::HfConfig& config, Rng& rng) {
+  check_param_budget(config, parts(config));
   return std::make_unique<Flamingo>(config, rng);
 }
 

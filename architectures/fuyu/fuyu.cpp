@@ -328,7 +328,7 @@ Inputs FuyuForCausalLM::append_tokens(const Inputs& in, const std::vector<int64_
   return out;
 }
 
-std::unique_ptr<Architecture> make(const io::HfConfig& config, Rng& rng) {
+std::vector<ModelPart> parts(const io::HfConfig& config) {
   const FuyuSettings s = read_settings(config);
   const io::HfConfig tc = config.has("text_config") ? config.sub("text_config") : config;
   const double C = static_cast<double>(s.num_channels);
@@ -338,7 +338,11 @@ std::unique_ptr<Architecture> make(const io::HfConfig& config, Rng& rng) {
                            {tc.key_path("hidden_size"), tc.has("hidden_size"),
                             static_cast<double>(s.lm.block.attn.hidden_size)}},
                           [C](const std::vector<double>& x) { return C * x[0] * x[0] * x[1]; }};
-  check_param_budget(config, {lm_part(s.lm, tc), patches});
+  return {lm_part(s.lm, tc), patches};
+}
+
+std::unique_ptr<Architecture> make(const io::HfConfig& config, Rng& rng) {
+  check_param_budget(config, parts(config));
   return std::make_unique<FuyuForCausalLM>(config, rng);
 }
 

@@ -323,11 +323,15 @@ class Llava : public Architecture {
 
 }  // namespace
 
-std::unique_ptr<Architecture> make(const io::HfConfig& config, Rng& rng) {
-  LlavaConfig c = parse_config(config);
+std::vector<ModelPart> parts(const io::HfConfig& config) {
+  const LlavaConfig c = parse_config(config);
   // The projector (vision width x text width, twice) is small beside either tower.
-  check_param_budget(config, {lm_part(c.text, config.sub("text_config")), clip_part(c.vision, config.sub("vision_config"))});
-  return std::make_unique<Llava>(config, std::move(c), rng);
+  return {lm_part(c.text, config.sub("text_config")), clip_part(c.vision, config.sub("vision_config"))};
+}
+
+std::unique_ptr<Architecture> make(const io::HfConfig& config, Rng& rng) {
+  check_param_budget(config, parts(config));
+  return std::make_unique<Llava>(config, parse_config(config), rng);
 }
 
 }  // namespace vlm::llava

@@ -1,12 +1,15 @@
 #pragma once
 
 #include <memory>
+#include <vector>
 
 #include "architectures/architecture.h"
 
 namespace vlm::llava {
 
 std::unique_ptr<Architecture> make(const io::HfConfig& config, Rng& rng);
+// The model's parts for the memory budget (architectures/budget.h), from the config alone.
+std::vector<ModelPart> parts(const io::HfConfig& config);
 // processor.cpp: the HF processor (image preprocessing from raw RGB, prompt layout).
 std::unique_ptr<Processor> make_processor(const io::HfConfig& model_config, const nlohmann::json& options,
                                           const SpecialTokens& tokens);

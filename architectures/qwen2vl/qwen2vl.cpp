@@ -351,8 +351,8 @@ class Qwen2Vl : public Architecture {
 
 }  // namespace
 
-std::unique_ptr<Architecture> make(const io::HfConfig& config, Rng& rng) {
-  Config c = parse_config(config);
+std::vector<ModelPart> parts(const io::HfConfig& config) {
+  const Config c = parse_config(config);
   const io::HfConfig text = config.has("text_config") ? config.sub("text_config") : config;
   const io::HfConfig vc = config.sub("vision_config");
   const VisionConfig& v = c.vision;
@@ -361,7 +361,7 @@ std::unique_ptr<Architecture> make(const io::HfConfig& config, Rng& rng) {
   const double merge2 = static_cast<double>(v.spatial_merge_size * v.spatial_merge_size);
   const double out = static_cast<double>(v.out_hidden);
   // Blocks (attention and MLP), the patch embedding and the merger (two layers of embed_dim x merge^2).
-  const ModelPart vision{"vision tower",
+  ModelPart vision{"vision tower",
                          {{vc.key_path("embed_dim"), vc.has("embed_dim"), static_cast<double>(v.embed_dim)},
                           {vc.key_path("depth"), vc.has("depth"), static_cast<double>(v.depth)},
                           {vc.key_path("patch_size"), vc.has("patch_size"), static_cast<double>(v.patch_size)}},
@@ -370,8 +370,15 @@ std::unique_ptr<Architecture> make(const io::HfConfig& config, Rng& rng) {
                            return x[1] * (4 * E * E + 2 * mlp_ratio * E * E) + in * x[2] * x[2] * E +
                                   E * merge2 * E * merge2 + E * merge2 * out;
                          }};
-  check_param_budget(config, {lm_part(c.lm, text), vision});
-  return std::make_unique<Qwen2Vl>(config, std::move(c), rng);
+  vision.seq = ModelPart::Seq::kVision;  // merge^2 patches per visual token
+  vision.width = static_cast<double>(v.embed_dim), vision.layers = v.depth;
+  vision.heads = static_cast<double>(v.num_heads), vision.seq_scale = merge2;
+  return {lm_part(c.lm, text), vision};
+}
+
+std::unique_ptr<Architecture> make(const io::HfConfig& config, Rng& rng) {
+  check_param_budget(config, parts(config));
+  return std::make_unique<Qwen2Vl>(config, parse_config(config), rng);
 }
 
 }  // namespace vlm::qwen2vl
