@@ -1,5 +1,9 @@
 """Counts Catch2 test cases from meson's testlog.json files and prints 'N passed, N failed'.
 
+A libFuzzer run (the fuzz suite of a -Dfuzz=enabled build, fuzz/run.sh) counts as one test case:
+passed when it exits 0 after libFuzzer's "Done N runs" line, failed otherwise (a crash, a
+sanitizer report, a leak, a timeout or out-of-memory on one input).
+
 A suite that exits non-zero without a failing test case in its summary (a crash, a sanitizer
 report at exit, a timeout) counts as one more failure, so nothing can fail silently.
 Exit status: 0 only if nothing failed.
@@ -11,6 +15,7 @@ import sys
 ALL_PASSED = re.compile(r"All tests passed \((\d+) assertions? in (\d+) test cases?\)")
 SUMMARY = re.compile(r"test cases:\s*(\d+)\s*\|\s*(\d+) passed\s*\|\s*(\d+) failed")
 ONLY_FAILED = re.compile(r"test cases:\s*(\d+)\s*\|\s*(\d+) failed")
+FUZZ_DONE = re.compile(r"^Done (\d+) runs in (\d+) second", re.M)
 
 passed = failed = skipped = 0
 for path in sys.argv[1:]:
@@ -33,6 +38,10 @@ for path in sys.argv[1:]:
                 p, fl = int(m.group(2)), int(m.group(3))
             elif ONLY_FAILED.search(out):
                 fl = int(ONLY_FAILED.search(out).group(2))
+            elif FUZZ_DONE.search(out + (t.get("stderr", "") or "")) and rc == 0:  # libFuzzer writes to stderr
+                m = FUZZ_DONE.search(out + (t.get("stderr", "") or ""))
+                p = 1
+                print(f"{build}/{name}: {m.group(1)} inputs in {m.group(2)} s, nothing found")
             if rc != 0 and fl == 0:
                 fl = 1
                 print(f"{build}/{name}: exited with {rc} ({t.get('result')}) without a failing test case")

@@ -6,6 +6,8 @@ set -euo pipefail
 PACKAGES=(
   # toolchain and build
   g++ clang meson ninja-build pkg-config git
+  # clang's libFuzzer and sanitizer runtimes and its OpenMP (the fuzz targets' build, fuzz/)
+  libclang-rt-dev libomp-dev
   # core libraries
   libeigen3-dev libopenblas-dev libhdf5-dev libtomlplusplus-dev libboost-program-options-dev
   nlohmann-json3-dev libpng-dev
