@@ -141,6 +141,18 @@ void save_pretrained(Architecture& arch, const std::string& dir) {
   io::write_file_atomically(dir + "/config.json", arch.config().json().dump(2) + "\n");
   io::write_file_atomically(dir + "/model.safetensors",
                             io::serialize_safetensors(io::module_state(arch), {{"format", "pt"}}));
+  io::write_file_atomically(dir + "/generation_config.json", generation_config(arch.config()).dump(2) + "\n");
+}
+
+nlohmann::json generation_config(const io::HfConfig& config) {
+  nlohmann::json g = {{"_from_model_config", true}};
+  const nlohmann::json& top = config.json();
+  const nlohmann::json* text = top.contains("text_config") && top["text_config"].is_object() ? &top["text_config"] : nullptr;
+  for (const char* key : {"bos_token_id", "eos_token_id", "pad_token_id"}) {
+    if (top.contains(key) && !top[key].is_null()) g[key] = top[key];
+    else if (text && text->contains(key) && !(*text)[key].is_null()) g[key] = (*text)[key];
+  }
+  return g;
 }
 
 std::vector<int64_t> argmax_last(const Tensor& logits, const std::vector<int64_t>& banned) {  // [B, T, V] -> [B]

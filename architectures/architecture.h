@@ -188,8 +188,13 @@ std::unique_ptr<Architecture> make_architecture(const io::HfConfig& config, Rng&
 // DIR/config.json + DIR/model.safetensors (names as transformers writes them, or an alias layout).
 std::unique_ptr<Architecture> load_pretrained(const std::string& dir);
 void load_weights(Architecture& arch, const io::Safetensors& st);
-// Writes DIR/config.json and DIR/model.safetensors so transformers (and load_pretrained) open it.
+// Writes DIR/config.json, DIR/model.safetensors and DIR/generation_config.json so transformers (and
+// load_pretrained) open it.
 void save_pretrained(Architecture& arch, const std::string& dir);
+// The generation settings transformers derives from a model's config (GenerationConfig's
+// from_model_config): bos_token_id, eos_token_id and pad_token_id from the top level, else from
+// text_config (where qwen2vl keeps them). What save_pretrained writes as generation_config.json.
+nlohmann::json generation_config(const io::HfConfig& config);
 
 // HF generate's greedy semantics: EOS cannot be chosen before min_new_tokens (HF's
 // MinNewTokensLengthLogitsProcessor); a row that emits EOS is finished and then gets pad_token_id.

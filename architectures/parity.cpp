@@ -104,8 +104,10 @@ ParityResult run_parity(const std::string& dir, double tolerance) {
     GenerateOptions opt;
     opt.max_new_tokens = opt.min_new_tokens = static_cast<int>(gs[1]);
     const std::string gen_path = dir + "/generation_config.json";
-    const io::HfConfig gen = std::filesystem::exists(gen_path) ? io::HfConfig::load(gen_path) : arch->config();
-    opt.eos_token_ids = gen.get_int_list("eos_token_id", arch->config().get_int_list("eos_token_id", {}));
+    const io::HfConfig gen = std::filesystem::exists(gen_path)
+                                 ? io::HfConfig::load(gen_path)
+                                 : io::HfConfig(generation_config(arch->config()), dir + " (model config)");
+    opt.eos_token_ids = gen.get_int_list("eos_token_id", {});
     opt.pad_token_id = gen.get_int("pad_token_id", 0);
     for (bool cache : {true, false}) {
       opt.use_cache = cache;

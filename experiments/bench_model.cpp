@@ -171,7 +171,8 @@ int run_bench_model(const BenchModelOptions& o) {
     // `vlmlab parity DIR` checks the export.
     GenerateOptions g;
     g.max_new_tokens = g.min_new_tokens = 6;
-    g.eos_token_ids = loaded->config().get_int_list("eos_token_id", {});
+    g.eos_token_ids =
+        io::HfConfig(generation_config(loaded->config()), "generation config").get_int_list("eos_token_id", {});
     std::vector<int64_t> gen;
     for (const auto& row : greedy_generate(*loaded, batch.inputs, g)) gen.insert(gen.end(), row.begin(), row.end());
     io_t["generated"] = io::raw_i64({o.batch, 6}, gen);

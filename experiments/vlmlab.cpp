@@ -450,8 +450,9 @@ void export_fixture(vlm::Vlm& model, const vlm::data::Task& task, vlm::data::Spl
   io_t["logits"] = vlm::io::raw_f32(fwd.logits.shape(), logits);
   vlm::GenerateOptions g;
   g.max_new_tokens = g.min_new_tokens = 3;  // as the fixtures' HF generate(min = max new tokens)
-  g.eos_token_ids = model.model().config().get_int_list("eos_token_id", {});
-  g.pad_token_id = model.model().config().get_int("pad_token_id", 0);
+  const vlm::io::HfConfig gen_cfg(vlm::generation_config(model.model().config()), dir + "/generation_config.json");
+  g.eos_token_ids = gen_cfg.get_int_list("eos_token_id", {});
+  g.pad_token_id = gen_cfg.get_int("pad_token_id", 0);
   std::vector<int64_t> gen;
   for (const auto& row : vlm::greedy_generate(model.model(), in, g)) gen.insert(gen.end(), row.begin(), row.end());
   io_t["generated"] = vlm::io::raw_i64({static_cast<int64_t>(rows.size()), 3}, gen);

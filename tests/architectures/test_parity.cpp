@@ -1,6 +1,7 @@
 // Every fixture in tests/data/parity through the same path as `vlmlab parity`, plus what holds for
 // every family: the registry is complete, and save -> load gives identical logits.
 #include <catch2/catch.hpp>
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 
@@ -73,4 +74,31 @@ TEST_CASE("save -> load gives identical logits and the same files", "[arch][io]"
       fs::remove_all(out);
     }
   }
+}
+
+TEST_CASE("models vlmlab trained and kept open in transformers with the same logits and greedy tokens",
+          "[arch][parity][trained]") {
+  // tests/data/trained: kept models of tests/parity/trained_fixtures.toml, with transformers' outputs
+  // added by tests/parity/make_trained_fixtures.py (tests/parity/README.md).
+  const char* root = std::getenv("VLM_TEST_DATA");
+  const fs::path dir = fs::path(root ? root : "tests/data") / "trained";
+  std::vector<std::string> families;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    if (!fs::exists(e.path() / "io.safetensors")) continue;
+    INFO(e.path().filename().string());
+    const auto io = vlm::io::read_safetensors((e.path() / "io.safetensors").string());
+    // Made by transformers (the script records its version), not by vlmlab itself.
+    REQUIRE(io.metadata.count("transformers_version") == 1);
+    CHECK(io.metadata.at("hf_class").find("For") != std::string::npos);
+    REQUIRE(io.contains("vlmlab_logits"));
+    const vlm::ParityResult r = vlm::run_parity(e.path().string());
+    for (const auto& s : r.stages) {
+      INFO(s.name << ": max |diff| " << s.max_abs_diff << ", " << s.mismatches << " mismatches " << s.note);
+      CHECK(s.pass);
+    }
+    CHECK(r.pass());
+    families.push_back(r.family);
+  }
+  std::sort(families.begin(), families.end());
+  CHECK(families == std::vector<std::string>{"flamingo", "fuyu", "llava", "qwen2vl"});
 }
