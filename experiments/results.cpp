@@ -1,8 +1,14 @@
 #include "experiments/results.h"
 
 #include <cblas.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <cstring>
 #include <cmath>
 #include <ctime>
 #include <filesystem>
@@ -419,6 +425,61 @@ void ResultsFile::write(std::vector<SummaryRow> rows, const RunResult* r,
   have_file_ = true;
 }
 
+ResultsLock::ResultsLock(const std::string& path) {
+  const std::string lock = path + ".lock";
+  fd_ = ::open(lock.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
+  if (fd_ < 0) throw Error("cannot lock " + path + ": cannot open " + lock + ": " + std::strerror(errno));
+  if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
+    char holder[64] = {0};
+    const ssize_t n = ::pread(fd_, holder, sizeof holder - 1, 0);
+    ::close(fd_);
+    fd_ = -1;
+    if (err == EWOULDBLOCK) {
+      std::string pid = n > 0 ? std::string(holder, static_cast<std::size_t>(n)) : std::string("?");
+      pid.erase(std::remove_if(pid.begin(), pid.end(), [](char c) { return !std::isdigit(static_cast<unsigned char>(c)); }),
+                pid.end());
+      throw ConfigError(path + " is being written by another vlmlab (pid " + (pid.empty() ? "?" : pid) +
+                        ", holding " + lock + "): wait for it to finish, or pass another --out");
+    }
+    throw Error("cannot lock " + lock + ": " + std::strerror(err));
+  }
+  // Our pid, for the message a second writer gets (informational: the lock is what counts).
+  const std::string me = std::to_string(::getpid()) + "\n";
+  if (::ftruncate(fd_, 0) == 0) {
+    [[maybe_unused]] const ssize_t w = ::pwrite(fd_, me.data(), me.size(), 0);
+  }
+}
+
+ResultsLock::~ResultsLock() {
+  if (fd_ >= 0) ::close(fd_);  // closing releases the flock
+}
+
+void remove_stale_temps(const std::string& path) {
+  namespace fs = std::filesystem;
+  const fs::path p(path);
+  const fs::path dir = p.has_parent_path() ? p.parent_path() : fs::path(".");
+  const std::string name = p.filename().string();
+  std::error_code ec;
+  for (const fs::directory_entry& e : fs::directory_iterator(dir, ec)) {
+    const std::string f = e.path().filename().string();
+    if (f == name + ".tmp") {
+      fs::remove(e.path(), ec);
+      continue;
+    }
+    // NAME.<digits>.<digits>.tmp: write_file_atomically's temporaries (io::temp_path_beside).
+    if (f.size() <= name.size() + 5 || f.compare(0, name.size() + 1, name + ".") != 0 ||
+        f.compare(f.size() - 4, 4, ".tmp") != 0)
+      continue;
+    const std::string mid = f.substr(name.size() + 1, f.size() - name.size() - 5);
+    const std::size_t dot = mid.find('.');
+    const auto digits = [](const std::string& x) {
+      return !x.empty() && std::all_of(x.begin(), x.end(), [](char c) { return c >= '0' && c <= '9'; });
+    };
+    if (dot != std::string::npos && digits(mid.substr(0, dot)) && digits(mid.substr(dot + 1))) fs::remove(e.path(), ec);
+  }
+}
+
 std::string part_path(const std::string& path, int rank) { return path + ".part" + std::to_string(rank); }
 
 namespace {
@@ -435,8 +496,16 @@ std::vector<std::string> parts_beside(const std::string& path, bool with_tmp) {
     const std::string name = e.path().filename().string();
     if (name.size() <= prefix.size() || name.compare(0, prefix.size(), prefix) != 0) continue;
     std::string digits = name.substr(prefix.size());
-    if (with_tmp && digits.size() > 4 && digits.compare(digits.size() - 4, 4, ".tmp") == 0)
+    // A killed writer's temporary: PATH.partR.<pid>.<n>.tmp (PATH.partR.tmp from older versions).
+    if (with_tmp && digits.size() > 4 && digits.compare(digits.size() - 4, 4, ".tmp") == 0) {
       digits.resize(digits.size() - 4);
+      for (int k = 0; k < 2 && digits.find('.') != std::string::npos; ++k) {
+        const std::size_t dot = digits.rfind('.');
+        const std::string tail = digits.substr(dot + 1);
+        if (tail.empty() || !std::all_of(tail.begin(), tail.end(), [](char c) { return c >= '0' && c <= '9'; })) break;
+        digits.resize(dot);
+      }
+    }
     if (std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; }))
       out.push_back((p.has_parent_path() ? (dir / name) : fs::path(name)).string());
   }

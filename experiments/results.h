@@ -61,6 +61,26 @@ class ResultsFile {
   bool have_file_ = false;        // path_ holds runs to carry over
 };
 
+// One writer per results file: an advisory lock (flock) on PATH.lock, held from the start of a run
+// of the experiment to its end. A second `vlmlab run` on the same file (or a killed writer's part
+// still running) is refused at start with a ConfigError naming the holder's pid, before it trains
+// anything. The lock file stays beside the results file (removing it would let two writers lock two
+// different files); the kernel releases the lock when the process ends, however it ends.
+class ResultsLock {
+ public:
+  explicit ResultsLock(const std::string& path);
+  ~ResultsLock();
+  ResultsLock(const ResultsLock&) = delete;
+  ResultsLock& operator=(const ResultsLock&) = delete;
+
+ private:
+  int fd_ = -1;
+};
+
+// Temporaries a killed writer left beside `path` (PATH.<pid>.<n>.tmp, and the PATH.tmp of older
+// versions), removed by the writer that holds the lock; a symbolic link is removed, never followed.
+void remove_stale_temps(const std::string& path);
+
 // Rank `rank`'s part file beside the results file `path` (PATH.partR), and the part files there now.
 std::string part_path(const std::string& path, int rank);
 std::vector<std::string> part_files(const std::string& path);

@@ -13,6 +13,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <sstream>
 
@@ -384,10 +385,17 @@ double gflop(const std::vector<const RunSpec*>& runs) {
 // What the root found in the results file, for every rank: "ok" and the completed run ids, or the
 // error that stops the run ("config" or "error", then the message).
 std::string look_at_results_file(ResultsFile& file, const std::string& out, const LoadedExperiment& exp,
-                                 const RunOptions& opt) {
+                                 const RunOptions& opt, std::optional<ResultsLock>& lock) {
   try {
+    if (std::filesystem::is_directory(out))
+      throw ConfigError(out + " is a folder; --out takes the results file's path (e.g. " +
+                        (std::filesystem::path(out) / (exp.base.name + ".h5")).string() + ")");
+    if (std::filesystem::is_symlink(out))
+      throw ConfigError(out + " is a symbolic link; give the results file's own path");
     if (std::filesystem::path(out).has_parent_path())
       std::filesystem::create_directories(std::filesystem::path(out).parent_path());
+    lock.emplace(out);  // refused here if another writer holds the file
+    remove_stale_temps(out);
     const std::vector<std::string> parts = part_files(out);
     const bool exists = std::filesystem::exists(out);
     if (exists && !opt.resume && !opt.overwrite)
@@ -443,7 +451,9 @@ int run_experiment(const LoadedExperiment& exp, const RunOptions& opt) {
   const bool root = dist::root();
 
   ResultsFile file(out, exp, threads);
-  const std::string found = dist::broadcast(root ? look_at_results_file(file, out, exp, opt) : std::string());
+  std::optional<ResultsLock> lock;  // the root's, held until the experiment ends
+  const std::string found =
+      dist::broadcast(root ? look_at_results_file(file, out, exp, opt, lock) : std::string());
   const std::size_t nl = found.find('\n');
   const std::string kind = found.substr(0, nl), rest = found.substr(nl + 1);
   if (kind == "config") throw ConfigError(rest);

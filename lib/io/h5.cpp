@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -14,6 +15,8 @@
 #include <system_error>
 #include <type_traits>
 #include <utility>
+
+#include "lib/io/durable.h"
 
 namespace vlm::io {
 
@@ -365,6 +368,27 @@ H5File H5File::create(const std::string& path) {
   });
 }
 
+H5File H5File::create_in_memory(const std::string& label) {
+  return guarded(label, "", "creating the file in memory", [&] {
+    H5::FileAccPropList fapl = file_access();
+    // 1 MiB increments, no backing store: the file lives in memory until image() copies it out.
+    if (H5Pset_fapl_core(fapl.getId(), 1 << 20, false) < 0) fail(label, "", "cannot select the core driver");
+    return H5File(std::make_unique<Impl>(label, H5F_ACC_TRUNC, fapl), label);
+  });
+}
+
+std::vector<std::uint8_t> H5File::image() {
+  auto& f = impl("image").file;
+  return guarded(path_, "", "copying the file image", [&] {
+    f.flush(H5F_SCOPE_GLOBAL);
+    const ssize_t n = H5Fget_file_image(f.getId(), nullptr, 0);
+    if (n < 0) fail(path_, "", "cannot size the file image");
+    std::vector<std::uint8_t> bytes(static_cast<std::size_t>(n));
+    if (H5Fget_file_image(f.getId(), bytes.data(), bytes.size()) != n) fail(path_, "", "cannot copy the file image");
+    return bytes;
+  });
+}
+
 H5File H5File::open_read(const std::string& path) {
   std::error_code ec;
   if (!std::filesystem::exists(path, ec)) fail(path, "", "no such file");
@@ -678,66 +702,21 @@ void H5File::close() {
 
 // ---- atomic replacement ----
 
-namespace {
-
-void fsync_path(const std::string& path, int flags) {
-  const int fd = ::open(path.c_str(), flags | O_CLOEXEC);
-  if (fd < 0) {
-    std::ostringstream os;
-    os << "cannot open for fsync: " << std::strerror(errno);
-    fail(path, "", os.str());
-  }
-  const int rc = ::fsync(fd);
-  const int err = errno;
-  ::close(fd);
-  if (rc != 0) {
-    std::ostringstream os;
-    os << "fsync failed: " << std::strerror(err);
-    fail(path, "", os.str());
-  }
-}
-
-}  // namespace
-
 void write_atomically(const std::string& path, const std::function<void(H5File&)>& fill) {
-  const std::string tmp = path + ".tmp";
-  auto discard_tmp = [&] {
-    std::error_code ec;
-    std::filesystem::remove(tmp, ec);  // best effort: the original error is the one to report
-  };
+  // Built in memory (HDF5's core driver, no backing store), so no disk error can reach libhdf5: 1.10
+  // crashed inside H5Ocopy and H5Fclose on a full disk. The finished image is written by
+  // write_file_atomically, whose every failure is an error naming `path`, leaving it as it was.
+  static std::atomic<unsigned> serial{0};
+  const std::string label = path + " (in memory " + std::to_string(::getpid()) + "." + std::to_string(serial++) + ")";
+  std::vector<std::uint8_t> image;
   {
-    H5File f = H5File::create(tmp);
-    try {
-      fill(f);
-      if (f.is_open()) {  // fill may have closed it itself
-        f.flush();
-        f.close();
-      }
-    } catch (...) {
-      try {
-        f.close();
-      } catch (...) {
-        // already failing; the first exception wins
-      }
-      discard_tmp();
-      throw;
-    }
+    H5File f = H5File::create_in_memory(label);
+    fill(f);
+    if (!f.is_open()) fail(path, "", "the file was closed before it was written");
+    image = f.image();
+    f.close();
   }
-  try {
-    // Data on disk before the rename makes it visible, and the rename itself durable afterwards.
-    fsync_path(tmp, O_RDONLY);
-    if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-      std::ostringstream os;
-      os << "cannot rename " << tmp << " over it: " << std::strerror(errno);
-      fail(path, "", os.str());
-    }
-  } catch (...) {
-    discard_tmp();
-    throw;
-  }
-  std::filesystem::path dir = std::filesystem::path(path).parent_path();
-  if (dir.empty()) dir = ".";
-  fsync_path(dir.string(), O_RDONLY | O_DIRECTORY);
+  write_file_atomically(path, image);
 }
 
 }  // namespace vlm::io

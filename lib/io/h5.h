@@ -60,6 +60,9 @@ using AttrValue = std::variant<int64_t, double, std::string>;
 class H5File {
  public:
   static H5File create(const std::string& path);     // creates or truncates
+  // A file in memory only (HDF5's core driver); `label` names it in errors. image() gives its bytes.
+  static H5File create_in_memory(const std::string& label);
+  std::vector<std::uint8_t> image();
   static H5File open_read(const std::string& path);  // read-only; vlm::Error if missing or not HDF5
 
   H5File(H5File&&) noexcept;
@@ -114,11 +117,12 @@ class H5File {
   std::string path_;
 };
 
-// Writes via `fill` into path + ".tmp", flushes and closes it, fsyncs it, renames it over `path` and
-// fsyncs the directory: a reader (or a crash at any moment) sees either the old complete file or
-// the new complete one. If `fill` throws, the .tmp file is removed, `path` is untouched and the
-// exception propagates. A crash mid-write can leave a stale .tmp, which the next call overwrites.
-// One writer per path at a time: two concurrent writers would share the .tmp name.
+// Builds the file via `fill` in memory, then writes its bytes with write_file_atomically (lib/io/
+// durable.h): a temporary of a unique name created exclusively beside `path` (never through a
+// symbolic link), fsynced, renamed over `path`, the directory fsynced. A reader, or a crash at any
+// moment, sees either the old complete file or the new complete one. If `fill` throws or the disk
+// fails (full, read-only), `path` is untouched, no temporary is left, and a vlm::Error names `path`
+// and the cause. Callers that must not interleave (the results file) hold a lock (results.h).
 void write_atomically(const std::string& path, const std::function<void(H5File&)>& fill);
 
 }  // namespace vlm::io

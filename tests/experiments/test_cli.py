@@ -364,6 +364,73 @@ def test_kept_models_rescore():
     assert r.returncode == 2 and "--split must be test or validation" in r.stderr, r.stderr
 
 
+def test_one_writer_per_results_file():
+    """A second writer of the same results file is refused at start (exit 2) while the first holds it, the
+    first then finishes with every run; a symbolic link at a temporary's name is never followed."""
+    path = write("tiny_lock.toml", TINY)
+    out = os.path.join(TMP, "locked.h5")
+    first = run_until_paused(["run", path, "--out", out, "--quiet"], "run-recorded:1")
+    with open(out, "rb") as fh:
+        before = fh.read()
+    for flags in ([], ["--resume"], ["--overwrite"]):
+        r = vlmlab("run", path, "--out", out, "--quiet", *flags)
+        assert r.returncode == 2 and "is being written by another vlmlab (pid %d" % first.pid in r.stderr, r.stderr
+    with open(out, "rb") as fh:
+        assert fh.read() == before  # untouched by the refused writers
+    kill(first)
+    # The lock dies with its holder: the file can be finished now.
+    r = vlmlab("run", path, "--out", out, "--resume", "--quiet")
+    assert r.returncode == 0, r.stderr
+    with h5py.File(out, "r") as f:
+        assert len(f["/summary"]) == 4
+    # Symbolic links where temporaries go (the old fixed name, and a guess of a new one) are not followed.
+    victim = write("victim.txt", "precious")
+    out2 = os.path.join(TMP, "linked.h5")
+    os.symlink(victim, out2 + ".tmp")
+    os.symlink(victim, out2 + ".%d.0.tmp" % (os.getpid() + 1))
+    r = vlmlab("run", path, "--out", out2, "--quiet", "--only", "llava-lr=0.001")
+    assert r.returncode == 0, r.stderr
+    with open(victim) as fh:
+        assert fh.read() == "precious"
+    assert os.path.isfile(out2) and not os.path.islink(out2)
+    h5py.File(out2, "r").close()
+    # --out naming a folder is refused before anything trains.
+    r = vlmlab("run", path, "--out", TMP, "--overwrite", "--quiet")
+    assert r.returncode == 2 and "is a folder" in r.stderr, r.stderr
+
+
+def test_full_disk():
+    """A disk that fills up mid-experiment: an error naming the file and the cause (exit 1, no signal), the
+    results file as it was before, no temporary left behind. On a small tmpfs of its own (needs unshare -m)."""
+    if subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode != 0:
+        print("  skipped: needs unshare -m (root with CAP_SYS_ADMIN) for a tmpfs of its own")
+        return
+    path = write("tiny_disk.toml", TINY.replace("[measure]", "[measure]\nenabled = false"))
+    mnt = os.path.join(TMP, "small_disk")
+    os.makedirs(mnt)
+    script = write("full_disk.sh", f"""set -e
+mount -t tmpfs -o size=4m none {mnt}
+{VLMLAB} run {path} --out {mnt}/r.h5 --quiet --only llava-lr=0.001
+cp {mnt}/r.h5 {mnt}/../before.h5
+# Fill the disk to the last byte, then ask for the other runs.
+dd if=/dev/zero of={mnt}/filler bs=64k 2>/dev/null || true
+set +e
+{VLMLAB} run {path} --out {mnt}/r.h5 --resume --quiet 2>{mnt}/../err.txt
+echo $? > {mnt}/../rc.txt
+ls -a {mnt} > {mnt}/../listing.txt
+cmp {mnt}/r.h5 {mnt}/../before.h5 && echo same > {mnt}/../same.txt
+""")
+    r = subprocess.run(["unshare", "-m", "sh", script], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    rc = int(open(os.path.join(TMP, "rc.txt")).read())
+    err = open(os.path.join(TMP, "err.txt")).read()
+    listing = open(os.path.join(TMP, "listing.txt")).read().split()
+    assert rc == 1, (rc, err)  # a failure, reported: not a crash (139) and not a success
+    assert "No space left on device" in err, err
+    assert os.path.exists(os.path.join(TMP, "same.txt")), "the results file changed"
+    assert not [n for n in listing if n.endswith(".tmp")], listing
+
+
 def test_bench_model():
     """`vlmlab bench-model`: its export reads back (`vlmlab parity` on it) and agrees with the plain-torch
     models of bench/torch_reference.py; its timings come as JSON; a bad size is a clear error."""
@@ -405,7 +472,8 @@ def test_bench_model():
 
 
 TESTS = [test_config_errors, test_check_and_list, test_results_schema_and_pandas, test_reproducible,
-         test_sigkill_then_resume, test_kill_mid_training_then_resume, test_kept_models_rescore, test_bench_model]
+         test_sigkill_then_resume, test_kill_mid_training_then_resume, test_kept_models_rescore,
+         test_one_writer_per_results_file, test_full_disk, test_bench_model]
 
 if __name__ == "__main__":
     passed = failed = 0
