@@ -7,12 +7,17 @@
 // Names: <family>/<size>/<what>[/res:<side>]/threads:<n>.
 #include <benchmark/benchmark.h>
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <string>
 
 #include "experiments/bench_model.h"
+#include "experiments/checkpoint.h"
 #include "experiments/runner.h"
 #include "lib/core/parallel.h"
 #include "lib/data/task.h"
@@ -126,6 +131,51 @@ void train_step(benchmark::State& state, const std::string& family, const std::s
   set_gflops(state, static_cast<double>(flops));
 }
 
+// One checkpoint write (experiments/checkpoint.h) as the quickstart makes it: the model after a
+// training step (so AdamW's moments exist) with a 3,000-step log and an 11-point curve, written durably
+// into a temporary folder. The counter `overhead_every_500` is its time over 500 training steps at batch
+// 32 (timed here first): the share of training time checkpointing costs at the quickstart's
+// `checkpoint_every = 500`.
+void checkpoint_save(benchmark::State& state, const std::string& family, const std::string& size) {
+  Bench& b = bench(family, size);
+  vlm::set_num_threads(static_cast<int>(state.range(0)));
+  const vlm::Vlm::TrainBatch batch = b.vlm->train_batch(vlm::exp::bench_train_samples(*b.task, 32));
+  vlm::AdamW<float> adam(vlm::named_parameters(b.vlm->model()), vlm::decay_matrices_only<float>,
+                         vlm::AdamWConfig{.lr = 1e-6, .weight_decay = 0.01});
+  std::vector<double> step_s;
+  for (int k = 0; k < 5; ++k) {
+    const auto t0 = Clock::now();
+    vlm::Tensor loss = b.vlm->loss(batch);
+    loss.backward();
+    adam.step();
+    adam.zero_grad();
+    step_s.push_back(seconds_since(t0));
+  }
+  std::sort(step_s.begin(), step_s.end());
+  vlm::TrainState st;
+  st.steps_done = 3000;
+  for (int k = 0; k < 3000; ++k) st.log.push_back(vlm::StepLog{.step = k, .loss = 0.5, .lr = 1e-4, .grad_norm = 1.0, .step_ms = 10.0, .flops = 1 << 20});
+  for (int k = 0; k <= 10; ++k) {
+    vlm::CurvePoint p{.step = 300 * k, .samples = 9600 * k, .train_flops = 1e12, .wall_s = 0, .scores = {}};
+    for (const std::string& sub : b.task->subtypes()) p.scores.push_back(vlm::SubtypeScore{.subtype = sub, .n = 100});
+    st.curve.push_back(p);
+  }
+  for (std::size_t i = 0; i < adam.params().size(); ++i) st.optimizer.push_back(adam.state(i));
+  const std::string dir = (std::filesystem::temp_directory_path() / ("vlmlab_bench_ckpt_" + std::to_string(::getpid()))).string();
+  const vlm::exp::CheckpointStore store(dir + "/r.h5", family, "experiment", "run", 2);
+  double total = 0;
+  int64_t n = 0;
+  for (auto _ : state) {
+    const auto t0 = Clock::now();
+    store.save(*b.vlm, st);
+    total += seconds_since(t0);
+    ++n;
+  }
+  std::filesystem::remove_all(dir);
+  state.counters["overhead_every_500"] = total / static_cast<double>(std::max<int64_t>(n, 1)) / (500 * step_s[2]);
+  state.counters["train_step_ms"] = 1e3 * step_s[2];
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -140,6 +190,8 @@ int main(int argc, char** argv) {
       benchmark::RegisterBenchmark((name + "decode").c_str(), decode, family, size)
           ->ArgName("threads")->DenseRange(1, 2)->UseManualTime()->Unit(benchmark::kMillisecond);
       benchmark::RegisterBenchmark((name + "train_step").c_str(), train_step, family, size)
+          ->ArgName("threads")->DenseRange(1, 2)->UseRealTime()->Unit(benchmark::kMillisecond);
+      benchmark::RegisterBenchmark((name + "checkpoint_save").c_str(), checkpoint_save, family, size)
           ->ArgName("threads")->DenseRange(1, 2)->UseRealTime()->Unit(benchmark::kMillisecond);
     }
   }
