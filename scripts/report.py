@@ -567,6 +567,7 @@ def fig_curves(out_dir, groups, styles):
                 ax.fill_between(x[keep], acc.min(axis=0)[keep], acc.max(axis=0)[keep], color=st["color"], alpha=0.15,
                                 linewidth=0)
     axes[0].set_xlabel("training step")
+    axes[0].xaxis.set_major_formatter(EngFormatter(sep=""))  # 20k, not 20000 colliding with its neighbours
     axes[1].set_xlabel("training FLOPs (log)")
     axes[1].set_xscale("log")
     axes[0].set_ylabel("validation accuracy (%)")
