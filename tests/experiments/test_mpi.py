@@ -260,8 +260,9 @@ exec "$@"
            many, "--quiet"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
-    # The results file, and the models the root's runs kept (rank 1's stay on its own disk); no part file.
-    assert sorted(os.listdir(res)) == ["many", "many.h5"], os.listdir(res)
+    # The results file, its lock and the models the root's runs kept (rank 1's stay on its own disk); no
+    # part file, no temporary.
+    assert sorted(os.listdir(res)) == ["many", "many.h5", "many.h5.lock"], os.listdir(res)
     same_numbers(one, many)
     with h5py.File(many, "r") as f:
         assert {f["/runs/" + k].attrs["rank"] for k in f["/runs"]} == {0, 1}

@@ -262,14 +262,33 @@ TEST_CASE("write_atomically replaces the file only when fill succeeds", "[io][h5
                   vlm::Error);
   CHECK(dir.entries() == std::vector<std::string>{"results.h5"});
 
-  // A stale .tmp from a crashed writer is simply overwritten.
-  std::ofstream(dir.file("results.h5.tmp")) << "garbage from a crash";
-  vlm::io::write_atomically(path, [](H5File& f) {
-    f.set_attr("/", "version", int64_t{3});
-    f.close();  // closing inside fill is allowed
-  });
+  // The file is built in memory and imaged when fill returns: closing it inside fill is an error, and
+  // the old file stays.
+  CHECK_THROWS_WITH(vlm::io::write_atomically(path,
+                                              [](H5File& f) {
+                                                f.set_attr("/", "version", int64_t{9});
+                                                f.close();
+                                              }),
+                    Contains(path) && Contains("closed before it was written"));
+  CHECK(H5File::open_read(path).attr("/", "version") == AttrValue(int64_t{1}));
+
+  // A symbolic link where older versions put their temporary (PATH.tmp) is neither followed nor
+  // written through: the temporary's name is unique and created exclusively.
+  const std::string victim = dir.file("victim.txt");
+  std::ofstream(victim) << "precious";
+  std::filesystem::create_symlink(victim, dir.file("results.h5.tmp"));
+  vlm::io::write_atomically(path, [](H5File& f) { f.set_attr("/", "version", int64_t{3}); });
   CHECK(H5File::open_read(path).attr("/", "version") == AttrValue(int64_t{3}));
-  CHECK(dir.entries() == std::vector<std::string>{"results.h5"});
+  CHECK_FALSE(std::filesystem::is_symlink(path));
+  std::string content;
+  std::getline(std::ifstream(victim), content);
+  CHECK(content == "precious");
+  CHECK(dir.entries() == std::vector<std::string>{"results.h5", "results.h5.tmp", "victim.txt"});
+
+  // A folder that is not there: an error naming the file, nothing written.
+  CHECK_THROWS_WITH(vlm::io::write_atomically(dir.file("no_dir/r.h5"),
+                                              [](H5File& f) { f.set_attr("/", "v", int64_t{1}); }),
+                    Contains("no_dir/r.h5") && Contains("cannot write"));
 }
 
 TEST_CASE("errors are vlm::Errors naming the file and the object", "[io][h5]") {
