@@ -5,7 +5,7 @@
 //   decoder layers 0, interval, 2*interval, ...; each token attends to the images its row of
 //   image_attention_mask [B, T, N_img] allows (the processor allows only its most recent image),
 //   and a token with no image gets exactly 0 from cross-attention.
-// Spec: shared/reference/architectures.md §4. Ref: models/idefics/{modeling_idefics,perceiver,
+// Spec: docs/flamingo.md §4. Ref: models/idefics/{modeling_idefics,perceiver,
 // vision,configuration_idefics}.py.
 #include "architectures/flamingo/flamingo.h"
 

@@ -3,7 +3,7 @@
 //   a = cross_attn(input_layernorm(h), image states, image mask), zeroed where the token sees no image
 //   h = h + tanh(alpha_cross_attn) * a
 //   h = h + tanh(alpha_dense) * mlp(post_attention_layernorm(h))
-// alpha is [1] ("float") or [1, 1, D] ("vector"). Spec: shared/reference/architectures.md §4.2.7.
+// alpha is [1] ("float") or [1, 1, D] ("vector"). Spec: docs/flamingo.md §4.2.7.
 #pragma once
 
 #include <cstdint>

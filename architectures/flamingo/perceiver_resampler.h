@@ -1,6 +1,6 @@
 // IDEFICS's Perceiver resampler (HF models/idefics/perceiver.py): a fixed set of learned latents
 // cross-attends, block by block, to [context, latents] (context first), and comes out
-// layer-normed: [N, S, Dv] -> [N, n_latents, Dv]. Spec: shared/reference/architectures.md §4.2.2.
+// layer-normed: [N, S, Dv] -> [N, n_latents, Dv]. Spec: docs/flamingo.md §4.2.2.
 #pragma once
 
 #include <memory>

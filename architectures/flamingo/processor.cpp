@@ -1,5 +1,5 @@
 // The flamingo (IDEFICS) processor as transformers 5.17 IdeficsProcessor + IdeficsImageProcessor
-// (torchvision backend) make it (spec shared/reference/architectures.md §4.3;
+// (torchvision backend) make it (spec docs/flamingo.md §4.3;
 // models/idefics/{processing,image_processing}_idefics.py):
 //   image: resize to image_size x image_size (bicubic, antialiased, no crop), rescale 1/255, normalize
 //   with IDEFICS_STANDARD_MEAN / _STD (the OpenAI CLIP values) -> pixel_values [B, N_max, 3, S, S],
