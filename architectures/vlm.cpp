@@ -300,6 +300,19 @@ std::vector<std::vector<std::string>> Vlm::answer(std::span<const data::Sample> 
 
 // ---- training ----
 
+StepColumns step_columns(const std::vector<StepLog>& log) {
+  StepColumns c;
+  for (const StepLog& l : log) {
+    c.step.push_back(l.step);
+    c.flops.push_back(l.flops);
+    c.loss.push_back(l.loss);
+    c.lr.push_back(l.lr);
+    c.grad_norm.push_back(l.grad_norm);
+    c.step_ms.push_back(l.step_ms);
+  }
+  return c;
+}
+
 void train(Vlm& vlm, const data::Task& task, const TrainOptions& opt, TrainState& state, const TrainHooks& hooks) {
   VLM_CHECK(opt.steps >= 0 && opt.batch_size > 0, "train: steps " << opt.steps << ", batch " << opt.batch_size);
   VLM_CHECK(state.steps_done >= 0 && state.steps_done <= opt.steps &&

@@ -136,6 +136,12 @@ struct StepLog {
   double loss = 0, lr = 0, grad_norm = 0, step_ms = 0;
   int64_t flops = 0;
 };
+// A step log column by column (the results file's /train table and a checkpoint both store it so).
+struct StepColumns {
+  std::vector<int64_t> step, flops;
+  std::vector<double> loss, lr, grad_norm, step_ms;
+};
+StepColumns step_columns(const std::vector<StepLog>& log);
 
 // ---- evaluation ----
 

@@ -133,23 +133,14 @@ void CheckpointStore::save(Vlm& vlm, const TrainState& state, const nlohmann::js
     }
   }
   // The step log, column by column, in binary: bit for bit what the uninterrupted run would record.
-  std::vector<int64_t> step, flops;
-  std::vector<double> loss, lr, gn, ms;
-  for (const StepLog& l : state.log) {
-    step.push_back(l.step);
-    flops.push_back(l.flops);
-    loss.push_back(l.loss);
-    lr.push_back(l.lr);
-    gn.push_back(l.grad_norm);
-    ms.push_back(l.step_ms);
-  }
+  const StepColumns c = step_columns(state.log);
   const int64_t n = static_cast<int64_t>(state.log.size());
-  tensors.emplace("log/step", io::raw_i64({n}, step));
-  tensors.emplace("log/flops", io::raw_i64({n}, flops));
-  tensors.emplace("log/loss", io::raw_f64({n}, loss));
-  tensors.emplace("log/lr", io::raw_f64({n}, lr));
-  tensors.emplace("log/grad_norm", io::raw_f64({n}, gn));
-  tensors.emplace("log/step_ms", io::raw_f64({n}, ms));
+  tensors.emplace("log/step", io::raw_i64({n}, c.step));
+  tensors.emplace("log/flops", io::raw_i64({n}, c.flops));
+  tensors.emplace("log/loss", io::raw_f64({n}, c.loss));
+  tensors.emplace("log/lr", io::raw_f64({n}, c.lr));
+  tensors.emplace("log/grad_norm", io::raw_f64({n}, c.grad_norm));
+  tensors.emplace("log/step_ms", io::raw_f64({n}, c.step_ms));
   nlohmann::json curve = nlohmann::json::array();
   for (const CurvePoint& p : state.curve)
     curve.push_back({{"step", p.step},
@@ -179,15 +170,21 @@ std::string CheckpointStore::latest() const {
   return all.empty() ? std::string() : all.back().second;
 }
 
-TrainState CheckpointStore::load(Vlm& vlm, const std::string& path, nlohmann::json* extra) const {
-  const io::Safetensors st = io::read_safetensors(path);
-  const auto meta_it = st.metadata.find("vlmlab_checkpoint");
-  VLM_CHECK(meta_it != st.metadata.end(), path << ": not a vlmlab checkpoint (no vlmlab_checkpoint metadata)");
+void CheckpointStore::check_belongs(const io::Safetensors& st, const std::string& path) const {
   const auto exp_it = st.metadata.find("experiment_toml"), run_it = st.metadata.find("resolved_toml");
   if (exp_it == st.metadata.end() || exp_it->second != experiment_toml_ || run_it == st.metadata.end() ||
       run_it->second != resolved_toml_)
     throw ConfigError(path + " was written from a different version of the experiment; resuming would mix two "
                              "configs (use --overwrite to start over)");
+}
+
+void CheckpointStore::check_belongs(const std::string& path) const { check_belongs(io::read_safetensors(path), path); }
+
+TrainState CheckpointStore::load(Vlm& vlm, const std::string& path, nlohmann::json* extra) const {
+  const io::Safetensors st = io::read_safetensors(path);
+  const auto meta_it = st.metadata.find("vlmlab_checkpoint");
+  VLM_CHECK(meta_it != st.metadata.end(), path << ": not a vlmlab checkpoint (no vlmlab_checkpoint metadata)");
+  check_belongs(st, path);
   TrainState state;
   try {
     const nlohmann::json meta = nlohmann::json::parse(meta_it->second);

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "architectures/vlm.h"
+#include "lib/io/safetensors.h"
 
 namespace vlm::exp {
 
@@ -34,11 +35,15 @@ class CheckpointStore {
   // state returned (and save()'s `extra` in *extra). One written from another config is a ConfigError.
   std::string latest() const;
   TrainState load(Vlm& vlm, const std::string& path, nlohmann::json* extra = nullptr) const;
+  // A ConfigError unless the checkpoint at `path` was written for this experiment text and run config
+  // (--resume checks every run's before anything trains; load() checks again).
+  void check_belongs(const std::string& path) const;
   void remove_all() const;  // the run's checkpoints (once it has completed)
   const std::string& dir() const { return dir_; }
 
  private:
   std::vector<std::pair<int, std::string>> list() const;  // (step, path), oldest first
+  void check_belongs(const io::Safetensors& st, const std::string& path) const;
   std::string dir_, run_id_, experiment_toml_, resolved_toml_;
   int keep_;
 };

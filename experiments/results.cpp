@@ -166,18 +166,10 @@ void write_run(io::H5File& f, const RunResult& r) {
     f.write_table(g + "/params", t);
   }
   {
-    std::vector<int64_t> step;
-    std::vector<double> loss, lr, gn, ms;
-    for (const StepLog& s : r.train) {
-      step.push_back(s.step);
-      loss.push_back(s.loss);
-      lr.push_back(s.lr);
-      gn.push_back(s.grad_norm);
-      ms.push_back(s.step_ms);
-    }
+    const StepColumns c = step_columns(r.train);
     io::Table t;
-    t.add_ints("step", step).add_doubles("loss", loss).add_doubles("lr", lr).add_doubles("grad_norm", gn);
-    t.add_doubles("step_ms", ms);
+    t.add_ints("step", c.step).add_doubles("loss", c.loss).add_doubles("lr", c.lr).add_doubles("grad_norm", c.grad_norm);
+    t.add_doubles("step_ms", c.step_ms);
     f.write_table(g + "/train", t);
   }
   {
@@ -425,6 +417,14 @@ void ResultsFile::write(std::vector<SummaryRow> rows, const RunResult* r,
   have_file_ = true;
 }
 
+namespace {
+
+bool all_digits(const std::string& x) {
+  return !x.empty() && std::all_of(x.begin(), x.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
+}  // namespace
+
 ResultsLock::ResultsLock(const std::string& path) {
   const std::string lock = path + ".lock";
   fd_ = ::open(lock.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
@@ -473,10 +473,8 @@ void remove_stale_temps(const std::string& path) {
       continue;
     const std::string mid = f.substr(name.size() + 1, f.size() - name.size() - 5);
     const std::size_t dot = mid.find('.');
-    const auto digits = [](const std::string& x) {
-      return !x.empty() && std::all_of(x.begin(), x.end(), [](char c) { return c >= '0' && c <= '9'; });
-    };
-    if (dot != std::string::npos && digits(mid.substr(0, dot)) && digits(mid.substr(dot + 1))) fs::remove(e.path(), ec);
+    if (dot != std::string::npos && all_digits(mid.substr(0, dot)) && all_digits(mid.substr(dot + 1)))
+      fs::remove(e.path(), ec);
   }
 }
 
@@ -502,11 +500,11 @@ std::vector<std::string> parts_beside(const std::string& path, bool with_tmp) {
       for (int k = 0; k < 2 && digits.find('.') != std::string::npos; ++k) {
         const std::size_t dot = digits.rfind('.');
         const std::string tail = digits.substr(dot + 1);
-        if (tail.empty() || !std::all_of(tail.begin(), tail.end(), [](char c) { return c >= '0' && c <= '9'; })) break;
+        if (!all_digits(tail)) break;
         digits.resize(dot);
       }
     }
-    if (std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; }))
+    if (digits.empty() || all_digits(digits))
       out.push_back((p.has_parent_path() ? (dir / name) : fs::path(name)).string());
   }
   std::sort(out.begin(), out.end());

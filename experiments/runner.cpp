@@ -23,7 +23,6 @@
 #include "lib/core/memory.h"
 #include "lib/core/parallel.h"
 #include "lib/core/test_hook.h"
-#include "lib/io/safetensors.h"
 #include "lib/measure/flops.h"
 #include "lib/measure/phase.h"
 
@@ -272,7 +271,7 @@ RunResult execute_run(const RunSpec& spec, Progress* progress, const std::string
     TrainHooks hooks;
     hooks.on_step = [&](const StepLog& s) {
       if (progress) progress->step(s, e.train.steps);
-      test_pause_point("after-step:" + std::to_string(s.step + 1));
+      if (test_pauses_enabled()) test_pause_point("after-step:" + std::to_string(s.step + 1));
     };
     if (lead && e.eval.val_samples > 0) {
       hooks.eval_every = e.eval.every_or_default(e.train.steps);
@@ -419,13 +418,7 @@ std::string look_at_results_file(ResultsFile& file, const std::string& out, cons
         msg += r.run_id + "\n";
         ckpt.remove_all();  // left by a writer killed between recording the run and cleaning up
       } else if (const std::string latest = ckpt.latest(); !latest.empty()) {
-        // Refused now, before anything runs, rather than when the run reaches it.
-        const io::Safetensors st = io::read_safetensors(latest);
-        const auto e = st.metadata.find("experiment_toml"), c = st.metadata.find("resolved_toml");
-        if (e == st.metadata.end() || e->second != exp.toml_text || c == st.metadata.end() ||
-            c->second != r.resolved_toml)
-          throw ConfigError(latest + " was written from a different version of " + exp.base.file +
-                            "; resuming would mix two experiments (use --overwrite to start over)");
+        ckpt.check_belongs(latest);  // refused now, before anything runs, rather than when the run reaches it
       }
     }
     return msg;

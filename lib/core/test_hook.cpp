@@ -8,8 +8,17 @@
 
 namespace vlm {
 
-void test_pause_point(const std::string& point) {
+namespace {
+const char* wanted_point() {
   static const char* const wanted = std::getenv("VLMLAB_TEST_PAUSE");
+  return wanted;
+}
+}  // namespace
+
+bool test_pauses_enabled() { return wanted_point() != nullptr; }
+
+void test_pause_point(const std::string& point) {
+  const char* wanted = wanted_point();
   if (wanted == nullptr || point != wanted) return;
   if (const char* file = std::getenv("VLMLAB_TEST_PAUSE_FILE")) {
     const std::string path(file), tmp = path + ".writing";

@@ -13,5 +13,7 @@
 namespace vlm {
 
 void test_pause_point(const std::string& point);
+// Whether VLMLAB_TEST_PAUSE is set at all: a hot loop asks this before building a point's name.
+bool test_pauses_enabled();
 
 }  // namespace vlm

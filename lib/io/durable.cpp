@@ -48,7 +48,7 @@ void write_file_atomically(const std::string& path, std::span<const std::uint8_t
   };
   std::size_t done = 0;
   const std::size_t half = bytes.size() / 2;
-  bool paused = pause_point.empty();
+  bool paused = pause_point.empty() || !test_pauses_enabled();
   while (done < bytes.size()) {
     std::size_t chunk = bytes.size() - done;
     if (!paused) chunk = std::min(chunk, half - std::min(half, done));
