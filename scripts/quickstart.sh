@@ -17,7 +17,9 @@ status=0
 # one thread each: independent runs use small models' cores better than one run on two threads.
 cmd=(build/experiments/vlmlab)
 ranks=$(( $(nproc) < 4 ? $(nproc) : 4 ))
-if [ "$ranks" -ge 2 ] && command -v mpirun >/dev/null && ldd build/experiments/vlmlab | grep -q libmpi; then
+# (ldd's output matched without a pipe: under pipefail, `ldd | grep -q` fails when grep exits before
+# ldd has written everything, which a loaded machine makes likely, and the runs then went unspread.)
+if [ "$ranks" -ge 2 ] && command -v mpirun >/dev/null && [[ "$(ldd build/experiments/vlmlab)" == *libmpi* ]]; then
   cmd=(mpirun --oversubscribe --allow-run-as-root -n "$ranks" build/experiments/vlmlab)
   [[ " $* " == *" --threads"* ]] || set -- --threads 1 "$@"
 fi
