@@ -16,6 +16,7 @@
 #include <memory>
 #include <string>
 
+#include "bench/fma_peak.h"
 #include "experiments/bench_model.h"
 #include "experiments/checkpoint.h"
 #include "experiments/runner.h"
@@ -23,6 +24,7 @@
 #include "lib/data/task.h"
 #include "lib/measure/flops.h"
 #include "lib/measure/phase.h"
+#include "lib/ops/gemm_kernels.h"
 #include "lib/train/optimizer.h"
 
 namespace {
@@ -113,6 +115,18 @@ void decode(benchmark::State& state, const std::string& family, const std::strin
   set_gflops(state, static_cast<double>(flops));
 }
 
+// The machine's FMA peak at its widest vector width on `threads` threads (bench/fma_peak.h), measured
+// once per thread count.
+double fma_peak(int threads) {
+  static std::map<int, double> peak;
+  auto [it, fresh] = peak.try_emplace(threads, 0.0);
+  if (fresh) it->second = vlm::bench::fma_peak_gflops(vlm::bench::fma_width_available(512) ? 512 : 256, threads);
+  return it->second;
+}
+
+// A training step at batch 32. Counters: GFLOP/s (the FLOPs the ops count), of_peak (that as a
+// fraction of the FMA peak measured here for the same thread count), peak_GFLOP/s; the label names
+// the GEMM kernel (lib/ops/gemm_kernels.h).
 void train_step(benchmark::State& state, const std::string& family, const std::string& size) {
   Bench& b = bench(family, size);
   vlm::set_num_threads(static_cast<int>(state.range(0)));
@@ -129,6 +143,11 @@ void train_step(benchmark::State& state, const std::string& family, const std::s
     flops = f.flops();
   }
   set_gflops(state, static_cast<double>(flops));
+  const double peak = fma_peak(static_cast<int>(state.range(0)));
+  state.counters["peak_GFLOP/s"] = peak;
+  state.counters["of_peak"] =
+      benchmark::Counter(static_cast<double>(flops) * 1e-9 / peak, benchmark::Counter::kIsIterationInvariantRate);
+  state.SetLabel(std::string("gemm ") + vlm::detail::gemm_kernel_name(vlm::detail::gemm_kernel()));
 }
 
 // One checkpoint write (experiments/checkpoint.h) as the quickstart makes it: the model after a

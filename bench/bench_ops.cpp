@@ -18,10 +18,14 @@
 #include <optional>
 #include <vector>
 
+#include "bench/fma_peak.h"
+#include "lib/core/cpu.h"
 #include "lib/core/parallel.h"
 #include "lib/core/random.h"
 #include "lib/measure/flops.h"
 #include "lib/ops/attention.h"
+#include "lib/ops/gemm.h"
+#include "lib/ops/gemm_kernels.h"
 #include "lib/ops/ops.h"
 #include "lib/ops/rope.h"
 #include "lib/train/optimizer.h"
@@ -81,6 +85,78 @@ void tensor_product(benchmark::State& state, bool trans_b) {
   vlm::set_num_threads(1);
   set_gflops(state, 2.0 * static_cast<double>(M * N * K));
 }
+
+// The machine's fp32 FMA peak, measured: chains of FMAs in registers at 512 and 256 bits, on 1 and 2
+// threads at once (wall time). Skipped where the CPU lacks the width. The training step's effective
+// GFLOP/s is read against it (bench_families' of_peak counter, `vlmlab bench-model`).
+void BM_fma_peak(benchmark::State& state) {
+  const int bits = static_cast<int>(state.range(0));
+  const int threads = static_cast<int>(state.range(1));
+  if (!vlm::bench::fma_width_available(bits)) {
+    state.SkipWithError("this CPU lacks the width");
+    return;
+  }
+  const int64_t n_iter = 1'000'000;
+  for (auto _ : state) {
+    float sink = 0;
+#pragma omp parallel num_threads(threads) reduction(+ : sink)
+    sink += vlm::bench::fma_chains(bits, n_iter);
+    benchmark::DoNotOptimize(sink);
+  }
+  set_gflops(state, vlm::bench::fma_flops_per_iter(bits) * static_cast<double>(n_iter) * threads);
+  state.SetLabel(vlm::cpu_summary());
+}
+BENCHMARK(BM_fma_peak)->ArgsProduct({{256, 512}, {1, 2}})->ArgNames({"bits", "threads"})->UseRealTime();
+
+// gemm() (the core's entry point: its thread split, then per thread the kernel) with each kernel
+// this CPU has: 0 OpenBLAS (as OPENBLAS_CORETYPE and its table pick), 1 portable, 2 AVX2, 3 AVX-512.
+// Training shapes of the large bench size (hidden 256, MLP 1024, 32 x 128 tokens): a projection's
+// forward (A·Bᵀ), its input gradient (A·B) and its weight gradient (Aᵀ·B).
+//   build/bench/bench_ops --benchmark_filter=BM_gemm_kernel --benchmark_repetitions=5
+//     --benchmark_enable_random_interleaving=true --benchmark_report_aggregates_only=true
+void BM_gemm_kernel(benchmark::State& state) {
+  const auto kernel = static_cast<vlm::detail::GemmKernel>(state.range(0));
+  const int64_t M = state.range(1), K = state.range(2), N = state.range(3);
+  const bool ta = state.range(4) != 0, tb = state.range(5) != 0;
+  if (!vlm::detail::gemm_kernel_available(kernel)) {
+    state.SkipWithError("this CPU cannot run the kernel");
+    return;
+  }
+  const vlm::detail::GemmKernel before = vlm::detail::gemm_kernel();
+  vlm::detail::set_gemm_kernel(kernel);
+  vlm::set_num_threads(static_cast<int>(state.range(6)));
+  vlm::Rng rng(1);
+  const Tensor a = Tensor::randn(ta ? Shape{K, M} : Shape{M, K}, rng);
+  const Tensor b = Tensor::randn(tb ? Shape{N, K} : Shape{K, N}, rng);
+  Tensor c = Tensor::zeros({M, N});
+  for (auto _ : state) {
+    vlm::gemm(ta, tb, M, N, K, 1.0f, a.data(), ta ? M : K, b.data(), tb ? K : N, 0.0f, c.data(), N);
+    benchmark::DoNotOptimize(c.data());
+  }
+  vlm::set_num_threads(1);
+  vlm::detail::set_gemm_kernel(before);
+  set_gflops(state, 2.0 * static_cast<double>(M * N * K));
+  state.SetLabel(vlm::detail::gemm_kernel_name(kernel));
+}
+void gemm_kernel_shapes(benchmark::internal::Benchmark* b) {
+  struct S {
+    int64_t M, K, N, ta, tb;
+  };
+  const S shapes[] = {{4096, 256, 768, 0, 1},   // qkv projection forward
+                      {4096, 768, 256, 0, 0},   // its input gradient
+                      {768, 4096, 256, 1, 0},   // its weight gradient
+                      {4096, 256, 1024, 0, 1},  // MLP up
+                      {4096, 1024, 256, 0, 1},  // MLP down
+                      {1024, 4096, 256, 1, 0},  // MLP up's weight gradient
+                      {2048, 512, 2048, 0, 0},
+                      {64, 128, 128, 0, 0},
+                      {256, 256, 256, 0, 0}};
+  for (int threads : {1, 2})
+    for (int64_t kernel : {0, 2, 3})
+      for (const S& s : shapes) b->Args({kernel, s.M, s.K, s.N, s.ta, s.tb, threads});
+  b->ArgNames({"kernel", "M", "K", "N", "ta", "tb", "threads"})->UseRealTime();
+}
+BENCHMARK(BM_gemm_kernel)->Apply(gemm_kernel_shapes);
 
 void BM_sgemm_raw(benchmark::State& state) { sgemm_raw(state, false); }
 BENCHMARK(BM_sgemm_raw)->Apply(matmul_shapes);

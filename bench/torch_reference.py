@@ -29,6 +29,16 @@ OMP_WAIT_POLICY=PASSIVE (set before torch is imported), and its faster one count
 which). vlmlab runs its own loops and its GEMMs on one pool of N threads with OpenBLAS pinned to 1
 thread (lib/core/parallel.h), whatever the environment says; it is started with the caller's
 OPENBLAS_NUM_THREADS/OMP_* settings removed all the same.
+
+BLAS settings, the same for both sides. OpenBLAS reads OPENBLAS_CORETYPE (and OPENBLAS_L2_SIZE, ...)
+once, when it loads, to pick its kernels: some machines set OPENBLAS_CORETYPE=Haswell (AVX2 kernels
+on an AVX-512 CPU). `--blas-env machine` (the default) keeps the machine's OPENBLAS_* settings for
+torch and for vlmlab; `--blas-env strip` removes them from both (OpenBLAS then picks from its own CPU
+table). Where this process was started with other settings than the chosen ones, it starts itself
+again with them before torch (and so its OpenBLAS) is loaded. The table's header names what each
+side uses: torch's OpenBLAS core (openblas_get_corename) and vlmlab's float GEMM kernel
+(lib/ops/gemm_kernels.h: its own packed kernels at the CPU's width, chosen from CPUID, unless
+`--vlmlab-gemm openblas` asks for OpenBLAS's sgemm, i.e. the same kernels as torch).
 """
 import argparse
 import ctypes
@@ -40,6 +50,28 @@ import sys
 import tempfile
 import time
 
+
+
+def _blas_env_choice(argv):
+    for i, a in enumerate(argv):
+        if a == "--blas-env" and i + 1 < len(argv):
+            return argv[i + 1]
+        if a.startswith("--blas-env="):
+            return a.split("=", 1)[1]
+    return "machine"
+
+
+def _restart_with_blas_env():
+    """Give torch's OpenBLAS the chosen OPENBLAS_* settings: they are read at load, so restart."""
+    choice = _blas_env_choice(sys.argv[1:])
+    if choice not in ("machine", "strip"):
+        sys.exit(f"--blas-env takes machine or strip, got {choice!r}")
+    if choice == "strip" and any(k.startswith("OPENBLAS_") for k in os.environ):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OPENBLAS_")}
+        os.execve(sys.executable, [sys.executable] + sys.argv, env)
+
+
+_restart_with_blas_env()
 os.environ["OMP_WAIT_POLICY"] = "PASSIVE"  # before torch (libgomp reads it once); see setting B
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -47,6 +79,19 @@ import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 _openblas = ctypes.CDLL("libopenblas.so.0")  # the library torch itself calls (one copy per process)
+_openblas.openblas_get_corename.restype = ctypes.c_char_p
+_openblas.openblas_get_config.restype = ctypes.c_char_p
+
+
+def torch_blas_name():
+    """What torch's matmuls run on here: OpenBLAS's kernels as it picked them at load."""
+    core = _openblas.openblas_get_corename().decode()
+    config = _openblas.openblas_get_config().decode()
+    return f"OpenBLAS {config.split()[1] if len(config.split()) > 1 else ''} core {core}".replace("  ", " ")
+
+
+def blas_settings():
+    return " ".join(f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("OPENBLAS_")) or "none"
 
 
 def set_threads(torch_threads, blas_threads):
@@ -506,11 +551,19 @@ class TorchBench:
         return ms
 
 
+_VLMLAB_GEMM = None  # --vlmlab-gemm: VLMLAB_GEMM for the subprocess (None: vlmlab's own choice)
+
+
 def vlmlab_env():
+    # Thread settings only: vlmlab has its own pool (lib/core/parallel.h). OPENBLAS_CORETYPE and the
+    # other kernel settings stay what torch's OpenBLAS loaded with (--blas-env), so both sides have
+    # the same BLAS settings.
     env = dict(os.environ)
     for k in list(env):
-        if k.startswith("OMP_") or k.startswith("OPENBLAS_") or k.startswith("GOMP_"):
+        if k.startswith("OMP_") or k.startswith("GOMP_") or k == "OPENBLAS_NUM_THREADS" or k == "VLMLAB_GEMM":
             del env[k]
+    if _VLMLAB_GEMM:
+        env["VLMLAB_GEMM"] = _VLMLAB_GEMM
     return env
 
 
@@ -540,10 +593,18 @@ def main():
     ap.add_argument("--decode-tokens", type=int, default=16)
     ap.add_argument("--tolerance", type=float, default=1e-4)
     ap.add_argument("--json", help="also write every sample here")
+    ap.add_argument("--blas-env", choices=["machine", "strip"], default="machine",
+                    help="OPENBLAS_* settings for both sides: the machine's as they are, or none (see above)")
+    ap.add_argument("--vlmlab-gemm", choices=["openblas", "portable", "avx2", "avx512"],
+                    help="vlmlab's float GEMM kernel (VLMLAB_GEMM; default: the widest this CPU has)")
     a = ap.parse_args()
+    global _VLMLAB_GEMM
+    _VLMLAB_GEMM = a.vlmlab_gemm
     exe = os.path.abspath(a.vlmlab)
     load = os.getloadavg()
     print(f"torch {torch.__version__}, load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    print(f"BLAS settings for both sides (--blas-env {a.blas_env}): {blas_settings()}")
+    print(f"torch's matmuls: {torch_blas_name()}")
     rows, ok = [], True
     with tempfile.TemporaryDirectory(prefix="vlmlab_torchref_") as tmp:
         for family in a.families.split(","):
@@ -551,6 +612,8 @@ def main():
                 folder = os.path.join(tmp, f"{family}_{size}")
                 info = run_vlmlab(exe, "--family", family, "--size", size, "--export", folder,
                                   "--decode-tokens", str(a.decode_tokens))
+                print(f"vlmlab's matmuls ({family} {size}): its {info.get('gemm', '?')} GEMM kernel "
+                      f"({info.get('cpu', '?')}); gemv and double products on OpenBLAS as loaded with the same settings")
                 set_threads(1, 1)
                 tb = TorchBench(family, folder)
                 agree = tb.agreement(a.decode_tokens)

@@ -7,11 +7,13 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "lib/core/cpu.h"
 #include "lib/core/parallel.h"
 #include "lib/core/random.h"
 #include "lib/data/task.h"
 #include "lib/measure/flops.h"
 #include "lib/ops/gemm.h"
+#include "lib/ops/gemm_kernels.h"
 #include "lib/train/optimizer.h"
 
 namespace vlm::exp {
@@ -143,6 +145,8 @@ int run_bench_model(const BenchModelOptions& o) {
 
   nlohmann::json out = {{"family", o.family}, {"size", o.size}, {"threads", o.threads}, {"batch", o.batch},
                         {"params", vlm.param_counts().total()},
+                        // The float GEMM kernel (lib/ops/gemm_kernels.h) and the CPU it was chosen for.
+                        {"gemm", detail::gemm_kernel_name(detail::gemm_kernel())}, {"cpu", cpu_summary()},
                         {"train_tokens", o.batch * batch.inputs.shape("input_ids")[1]},
                         {"prefill_tokens", prompt.shape("input_ids")[1]}};
 

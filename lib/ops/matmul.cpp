@@ -8,6 +8,7 @@
 #include "lib/measure/flops.h"
 #include "lib/ops/gemm.h"
 #include "lib/ops/gemm_kernel.h"
+#include "lib/ops/gemm_kernels.h"
 #include "lib/ops/op_util.h"
 #include "lib/ops/ops.h"
 
@@ -96,6 +97,17 @@ void gemm_serial(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T 
     // would sum in different orders (tests/experiments/test_mpi.py compares them within 1e-5).
     if (!trans_a && trans_b && !grad_enabled() && detail::use_few_rows_kernel(M, K)) {
       detail::sgemm_nt_few_rows(M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+      return;
+    }
+  }
+  if constexpr (std::is_same_v<T, float>) {
+    // Everything else in float: the core's packed kernels at the CPU's own width (gemm_kernels.h),
+    // unless VLMLAB_GEMM=openblas. Each element's sum is one FMA chain over k in order, so any split
+    // of C over threads or data-parallel ranks gives the same bits. (One column, N == 1, too: gemv
+    // would sum in its own order, and a column's chain must not depend on N.)
+    const detail::GemmKernel kernel = detail::gemm_kernel();
+    if (kernel != detail::GemmKernel::kOpenBlas) {
+      detail::sgemm_packed(kernel, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
       return;
     }
   }

@@ -16,6 +16,7 @@
 #include "lib/core/random.h"
 #include "lib/ops/gemm.h"
 #include "lib/ops/gemm_kernel.h"
+#include "lib/ops/gemm_kernels.h"
 #include "lib/ops/ops.h"
 
 namespace {
@@ -163,22 +164,29 @@ TEST_CASE("linear on few rows adds the bias once, with 1 and 2 threads alike", "
   CHECK(worst < 1e-4);
 }
 
-TEST_CASE("with grad on, few-row products stay on OpenBLAS: the kernel is for inference only", "[ops][gemm]") {
-  // Training takes OpenBLAS at every M, so a data-parallel rank's half batch runs the same code as the
-  // whole batch instead of the kernel's other summation order.
+TEST_CASE("with grad on, few-row products take the packed kernel: the few-row one is for inference only",
+          "[ops][gemm]") {
+  // Training takes the packed kernels of gemm_kernels.h at every M (or OpenBLAS under
+  // VLMLAB_GEMM=openblas), so a data-parallel rank's half batch runs the same code as the whole batch
+  // instead of the few-row kernel's other summation order.
+  const vlm::detail::GemmKernel kern = vlm::detail::gemm_kernel();
   for (int64_t M : {4, 35, 40}) {
     const Problem p = make_problem(M, 259, 256, 0, 11);
-    std::vector<float> blas = p.C0, train = p.C0;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(M), 259, 256, 1.0f, p.A.data(),
-                static_cast<blasint>(p.lda), p.B.data(), static_cast<blasint>(p.ldb), 0.0f, blas.data(),
-                static_cast<blasint>(p.ldc));
+    std::vector<float> want = p.C0, train = p.C0;
+    if (kern == vlm::detail::GemmKernel::kOpenBlas)
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<blasint>(M), 259, 256, 1.0f, p.A.data(),
+                  static_cast<blasint>(p.lda), p.B.data(), static_cast<blasint>(p.ldb), 0.0f, want.data(),
+                  static_cast<blasint>(p.ldc));
+    else
+      vlm::detail::sgemm_packed(kern, false, true, M, 259, 256, 1.0f, p.A.data(), p.lda, p.B.data(), p.ldb, 0.0f,
+                                want.data(), p.ldc);
     REQUIRE(vlm::grad_enabled());
     vlm::gemm(false, true, M, 259, 256, 1.0f, p.A.data(), p.lda, p.B.data(), p.ldb, 0.0f, train.data(), p.ldc);
     INFO("M " << M);
-    CHECK(std::memcmp(blas.data(), train.data(), blas.size() * sizeof(float)) == 0);
-    if (vlm::detail::kHasFewRowsKernel) {  // and inference does take the kernel here: another order
+    CHECK(std::memcmp(want.data(), train.data(), want.size() * sizeof(float)) == 0);
+    if (vlm::detail::kHasFewRowsKernel) {  // and inference does take the few-row kernel here: another order
       const std::vector<float> infer = run_gemm(p, 1.0f, 0.0f, 1);
-      CHECK(std::memcmp(blas.data(), infer.data(), blas.size() * sizeof(float)) != 0);
+      CHECK(std::memcmp(want.data(), infer.data(), want.size() * sizeof(float)) != 0);
     }
   }
 }
