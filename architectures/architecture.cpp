@@ -9,6 +9,7 @@
 
 #include "lib/core/parallel.h"
 #include "lib/core/random.h"
+#include "lib/core/suggest.h"
 #include "lib/io/durable.h"
 #include "lib/io/weights.h"
 
@@ -278,6 +279,9 @@ nlohmann::json apply_family_keys(nlohmann::json config, const nlohmann::json& ke
       std::ostringstream os;
       os << family << ": unknown key \"" << shown << "\"; the family's config keys are:";
       for (const std::string& k : known) os << ' ' << k;
+      std::vector<std::string> names = known;  // a dotted path, or its last part (a key found once)
+      for (const std::string& k : known) names.push_back(k.substr(k.rfind('.') + 1));
+      os << did_you_mean(key, names);
       throw ConfigError(os.str());
     }
     if (!type_fits(*slot, it.value())) {

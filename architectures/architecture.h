@@ -78,6 +78,11 @@ class Architecture : public Module<float> {
   // (name prefix, component) pairs, first match wins: which parameters are the "vision" encoder and
   // which the "connector"; every other parameter is "lm". For the parameter budget.
   virtual std::vector<std::pair<std::string, std::string>> component_prefixes() const = 0;
+  // (name prefix, shared name prefix): where a family holds the same HF module as other families under
+  // another prefix (llava's and IDEFICS's CLIP towers, the Llama LMs of llava, flamingo and qwen2vl),
+  // both map to one shared name, so init_from can move a tower or an LM between families. A parameter
+  // no prefix matches keeps its own name.
+  virtual std::vector<std::pair<std::string, std::string>> shared_modules() const { return {}; }
 };
 
 // "vision", "connector" or "lm" for a parameter name, by the family's component_prefixes().
@@ -129,6 +134,10 @@ class Processor {
   // with pad ids / attention_mask 0, so every row's last token is in the last column.
   virtual Inputs make_inputs(const std::vector<MultimodalSample>& batch) const = 0;
   virtual ImageCost image_cost(int64_t height, int64_t width) const = 0;
+  // What this processor does to a height x width image that its user may not expect (a centre crop,
+  // pixels no patch covers, a resize the image's own size did not ask for), one sentence each with
+  // its numbers; `vlmlab check` prints them as warnings.
+  virtual std::vector<std::string> warnings(int64_t /*height*/, int64_t /*width*/) const { return {}; }
 };
 
 // `model_config` is the config the model was built from (patch size, image size, merge size, special

@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "lib/data/resize.h"
+#include "lib/core/suggest.h"
 
 namespace vlm {
 
@@ -26,7 +27,7 @@ io::HfConfig processor_options(const nlohmann::json& options, const std::string&
     std::ostringstream os;
     os << "unknown option (known: ";
     for (std::size_t i = 0; i < known.size(); ++i) os << (i ? ", " : "") << known[i];
-    os << ')';
+    os << ')' << did_you_mean(key, known);
     o.fail(key, os.str());
   }
   return o;

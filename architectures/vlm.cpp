@@ -5,9 +5,11 @@
 #include <cmath>
 #include <fnmatch.h>
 #include <fstream>
+#include <set>
 #include <sstream>
 
 #include "lib/core/random.h"
+#include "lib/core/suggest.h"
 #include "lib/io/durable.h"
 #include "lib/measure/flops.h"
 #include "lib/ops/ops.h"
@@ -22,7 +24,12 @@ const FamilyEntry& family_named(const std::string& name) {
     if (f.name == name) return f;
   std::ostringstream os;
   os << "unknown family \"" << name << "\"; known:";
-  for (const FamilyEntry& f : families()) os << ' ' << f.name;
+  std::vector<std::string> names;
+  for (const FamilyEntry& f : families()) {
+    os << ' ' << f.name;
+    names.emplace_back(f.name);
+  }
+  os << did_you_mean(name, names);
   throw ConfigError(os.str());
 }
 
@@ -82,9 +89,11 @@ RankSums sum_over_ranks(const std::vector<Tensor>& params, double loss, double s
 
 }  // namespace
 
-data::Vocab task_vocab(const data::Task& task) {
+data::Vocab task_vocab(const data::Task& task, const std::vector<const data::Task*>& more) {
   static_assert(SpecialTokens::kCount == 8, "special_words() lists every SpecialTokens id");
-  return data::Vocab(special_words(), task.vocabulary());
+  std::vector<const data::Task*> all{&task};
+  all.insert(all.end(), more.begin(), more.end());
+  return data::Vocab(special_words(), data::union_vocabulary(all));
 }
 
 void check_memory(const VlmSpec& spec, const data::Task& task, std::vector<Workload> uses) {
@@ -105,7 +114,8 @@ void check_memory(const VlmSpec& spec, const data::Task& task, std::vector<Workl
   check_memory_budget(cfg, parts, uses);
 }
 
-Vlm::Vlm(const VlmSpec& spec, const data::Task& task) : family_(spec.family), vocab_(task_vocab(task)) {
+Vlm::Vlm(const VlmSpec& spec, const data::Task& task, const std::vector<const data::Task*>& more)
+    : family_(spec.family), vocab_(task_vocab(task, more)) {
   const FamilyEntry& entry = family_named(spec.family);
   ModelSizes sizes = spec.sizes;
   sizes.vocab_size = vocab_.size();
@@ -134,7 +144,8 @@ Vlm::Vlm(const std::string& model_dir, const data::Task& task) : vocab_(task_voc
     throw ConfigError(meta_path + ": \"vocabulary\" (a list of words) is missing");
   const nlohmann::json& words = meta["vocabulary"];
   const auto n = static_cast<int64_t>(words.size());
-  for (int64_t i = 0; i < std::max(n, vocab_.size()); ++i) {
+  // The task's words at the model's ids; a model trained on more tasks (stages) has more words after.
+  for (int64_t i = 0; i < vocab_.size(); ++i) {
     const std::string theirs = i < n && words[static_cast<std::size_t>(i)].is_string()
                                    ? words[static_cast<std::size_t>(i)].get<std::string>()
                                    : std::string("(none)");
@@ -143,6 +154,14 @@ Vlm::Vlm(const std::string& model_dir, const data::Task& task) : vocab_(task_voc
       throw ConfigError(meta_path + ": the model's vocabulary differs from task " + task.name() + "'s at id " +
                         std::to_string(i) + ": \"" + theirs.substr(0, 64) + "\" vs \"" + ours.substr(0, 64) +
                         "\" (score it on the task it was trained on)");
+  }
+  if (n > vocab_.size()) {
+    std::vector<std::string> rest;
+    for (int64_t i = SpecialTokens::kCount; i < n; ++i) {
+      VLM_CHECK(words[static_cast<std::size_t>(i)].is_string(), meta_path << ": vocabulary entry " << i << " is not a string");
+      rest.push_back(words[static_cast<std::size_t>(i)].get<std::string>());
+    }
+    vocab_ = data::Vocab(special_words(), rest);
   }
   model_ = load_pretrained(model_dir);
   family_ = std::string(family_for_config(model_->config()).name);
@@ -304,6 +323,7 @@ StepColumns step_columns(const std::vector<StepLog>& log) {
   StepColumns c;
   for (const StepLog& l : log) {
     c.step.push_back(l.step);
+    c.stage.push_back(l.stage);
     c.flops.push_back(l.flops);
     c.loss.push_back(l.loss);
     c.lr.push_back(l.lr);
@@ -314,23 +334,64 @@ StepColumns step_columns(const std::vector<StepLog>& log) {
 }
 
 void train(Vlm& vlm, const data::Task& task, const TrainOptions& opt, TrainState& state, const TrainHooks& hooks) {
-  VLM_CHECK(opt.steps >= 0 && opt.batch_size > 0, "train: steps " << opt.steps << ", batch " << opt.batch_size);
-  VLM_CHECK(state.steps_done >= 0 && state.steps_done <= opt.steps &&
-                state.log.size() == static_cast<std::size_t>(state.steps_done),
+  VLM_CHECK(opt.steps >= 0 && opt.batch_size > 0 && opt.first_step >= 0,
+            "train: steps " << opt.steps << ", batch " << opt.batch_size << ", first step " << opt.first_step);
+  const int end_step = opt.first_step + opt.steps;
+  VLM_CHECK(state.steps_done >= opt.first_step && state.log.size() == static_cast<std::size_t>(state.steps_done),
             "train: cannot continue from step " << state.steps_done << " with " << state.log.size()
-                                                << " logged steps of " << opt.steps);
+                                                << " logged steps in steps [" << opt.first_step << ", " << end_step
+                                                << ")");
+  // A stage that finished before the state was saved (a checkpoint of a later step) has nothing to do;
+  // one saved at its last step leaves its optimizer behind (the next stage starts a fresh one).
+  if (state.steps_done > end_step || (state.steps_done == end_step && opt.steps > 0)) {
+    if (state.steps_done == end_step) state.optimizer.clear();
+    return;
+  }
   const auto t_enter = std::chrono::steady_clock::now();
   const double wall_before = state.wall_s;
   const auto wall_now = [&] {
     return wall_before + std::chrono::duration<double>(std::chrono::steady_clock::now() - t_enter).count();
   };
-  AdamW<float> adam(named_parameters(vlm.model()), decay_matrices_only<float>,
+  // The optimizer holds the parameters that train; a frozen one stops requiring a gradient for the
+  // stage (so backward neither fills a buffer for it nor visits a branch only frozen ones feed) and
+  // gets it back at the end, however train() ends.
+  const NamedParams<float> all = named_parameters(vlm.model());
+  std::vector<OptParam<float>> trained;
+  std::vector<std::size_t> slot;  // named_parameters index of each optimizer parameter
+  const std::set<std::string> frozen(opt.frozen.begin(), opt.frozen.end());
+  std::vector<Tensor> frozen_tensors;
+  for (std::size_t i = 0; i < all.size(); ++i) {
+    const auto& [name, t] = all[i];
+    if (frozen.count(name)) {
+      frozen_tensors.push_back(t);
+      continue;
+    }
+    const auto scale = opt.lr_scale.find(name);
+    trained.push_back(OptParam<float>{.name = name,
+                                      .param = t,
+                                      .decay = decay_matrices_only<float>(name, t),
+                                      .lr_scale = scale == opt.lr_scale.end() ? 1.0 : scale->second});
+    slot.push_back(i);
+  }
+  VLM_CHECK(frozen_tensors.size() == frozen.size(), "train: " << frozen.size() << " frozen names, "
+                                                              << frozen_tensors.size() << " of them parameters");
+  VLM_CHECK(!trained.empty() || opt.steps == 0, "train: every parameter is frozen");
+  struct Unfreeze {
+    std::vector<Tensor>& ts;
+    ~Unfreeze() {
+      for (Tensor& t : ts) t.set_requires_grad(true);
+    }
+  } unfreeze{frozen_tensors};
+  for (Tensor& t : frozen_tensors) {
+    t.zero_grad();
+    t.set_requires_grad(false);
+  }
+  AdamW<float> adam(std::move(trained),
                     AdamWConfig{.lr = opt.lr, .beta1 = opt.beta1, .beta2 = opt.beta2, .weight_decay = opt.weight_decay});
   if (!state.optimizer.empty()) {
-    VLM_CHECK(state.optimizer.size() == adam.params().size(),
-              "train: optimizer state for " << state.optimizer.size() << " parameters, the model has "
-                                            << adam.params().size());
-    for (std::size_t i = 0; i < state.optimizer.size(); ++i) adam.set_state(i, state.optimizer[i]);
+    VLM_CHECK(state.optimizer.size() == all.size(),
+              "train: optimizer state for " << state.optimizer.size() << " parameters, the model has " << all.size());
+    for (std::size_t k = 0; k < slot.size(); ++k) adam.set_state(k, state.optimizer[slot[k]]);
     state.optimizer.clear();  // copied into the optimizer: not held twice
   }
   const LrSchedule sched{.kind = parse_lr_schedule(opt.schedule, "train.schedule"),
@@ -352,6 +413,7 @@ void train(Vlm& vlm, const data::Task& task, const TrainOptions& opt, TrainState
   VLM_CHECK(phase_steps <= opt.steps, "train: the curriculum's " << phase_steps << " steps exceed the " << opt.steps
                                                                  << " training steps");
   auto task_at = [&](int step) -> const data::Task& {
+    step -= opt.first_step;
     for (const TrainOptions::Phase& p : opt.phases) {
       if (step < p.steps) return *p.task;
       step -= p.steps;
@@ -363,14 +425,16 @@ void train(Vlm& vlm, const data::Task& task, const TrainOptions& opt, TrainState
     double flops = 0;
     for (const StepLog& l : state.log) flops += static_cast<double>(l.flops);
     CurvePoint p{.step = state.steps_done,
-                 .samples = static_cast<int64_t>(state.steps_done) * opt.batch_size,
+                 .stage = opt.stage,
+                 .samples = opt.samples_before + static_cast<int64_t>(state.steps_done - opt.first_step) * opt.batch_size,
                  .train_flops = flops,
                  .scores = hooks.validate()};
     p.wall_s = wall_now();
     state.curve.push_back(std::move(p));
   };
-  if (state.steps_done == 0 && state.curve.empty()) validate_now();
-  for (int step = state.steps_done; step < opt.steps; ++step) {
+  if (state.steps_done == opt.first_step && (state.curve.empty() || state.curve.back().stage != opt.stage))
+    validate_now();
+  for (int step = state.steps_done; step < end_step; ++step) {
     const auto t0 = std::chrono::steady_clock::now();
     const FlopScope flops;
     // Data-parallel: this rank draws and trains on its share [lo, hi) of the global batch, then the
@@ -382,7 +446,8 @@ void train(Vlm& vlm, const data::Task& task, const TrainOptions& opt, TrainState
     for (int i = lo; i < hi; ++i)
       batch[static_cast<std::size_t>(i)] = step_task.sample(
           data::Split::kTrain,
-          mix64(base + static_cast<uint64_t>(step) * static_cast<uint64_t>(opt.batch_size) + static_cast<uint64_t>(i)));
+          mix64(base + static_cast<uint64_t>(step - opt.first_step + opt.data_first_step) * static_cast<uint64_t>(opt.batch_size) +
+                static_cast<uint64_t>(i)));
     Tensor loss = vlm.loss(vlm.train_batch(std::span<const data::Sample>(batch).subspan(
         static_cast<std::size_t>(lo), static_cast<std::size_t>(hi - lo))));
     double loss_v = loss.item();
@@ -408,10 +473,11 @@ void train(Vlm& vlm, const data::Task& task, const TrainOptions& opt, TrainState
       os << "training diverged at step " << step << ": the gradient norm is not finite";
       throw Error(os.str());
     }
-    const double lr = sched.lr_at(step);
+    const double lr = sched.lr_at(step - opt.first_step);
     adam.step(lr);
     adam.zero_grad();
     StepLog s{.step = step,
+              .stage = opt.stage,
               .loss = loss_v,
               .lr = lr,
               .grad_norm = gn.total_norm,
@@ -421,11 +487,12 @@ void train(Vlm& vlm, const data::Task& task, const TrainOptions& opt, TrainState
     state.steps_done = step + 1;
     state.wall_s = wall_now();
     if (hooks.on_step) hooks.on_step(s);
-    const bool last = state.steps_done == opt.steps;
-    if (last || (hooks.eval_every > 0 && state.steps_done % hooks.eval_every == 0)) validate_now();
-    if (!last && hooks.checkpoint && hooks.checkpoint_every > 0 && state.steps_done % hooks.checkpoint_every == 0) {
-      state.optimizer.clear();
-      for (std::size_t i = 0; i < adam.params().size(); ++i) state.optimizer.push_back(adam.state(i));
+    const bool last = state.steps_done == end_step;
+    if (last || (hooks.eval_every > 0 && (state.steps_done - opt.first_step) % hooks.eval_every == 0)) validate_now();
+    if ((!last || opt.checkpoint_last) && hooks.checkpoint && hooks.checkpoint_every > 0 &&
+        state.steps_done % hooks.checkpoint_every == 0) {
+      state.optimizer.assign(all.size(), AdamW<float>::ParamState{});
+      for (std::size_t k = 0; k < slot.size(); ++k) state.optimizer[slot[k]] = adam.state(k);
       state.wall_s = wall_now();
       hooks.checkpoint(state);
       state.optimizer.clear();  // the optimizer's own tensors: not kept alive twice
@@ -441,6 +508,7 @@ EvalResult evaluate(Vlm& vlm, const data::Task& task, data::Split split, int64_t
   EvalResult r;
   r.split = data::split_name(split);
   std::vector<data::Sample> batch;
+  std::vector<data::ScoredItem> scored;
   for (int64_t start = 0; start < n; start += batch_size) {
     batch.clear();
     for (int64_t i = start; i < std::min<int64_t>(n, start + batch_size); ++i)
@@ -455,6 +523,7 @@ EvalResult evaluate(Vlm& vlm, const data::Task& task, data::Split split, int64_t
                     .prediction = join(answers[k]),
                     .correct = answers[k] == s.answer};
       r.items.push_back(std::move(item));
+      scored.push_back(data::ScoredItem{.subtype = s.subtype, .answer = s.answer, .prediction = answers[k]});
     }
   }
   // Per subtype: accuracy, chance, and the majority answer's share.
@@ -487,6 +556,9 @@ EvalResult evaluate(Vlm& vlm, const data::Task& task, data::Split split, int64_t
     all.chance = chance_sum / static_cast<double>(all.n);
   }
   r.scores.push_back(all);
+  const std::vector<std::string> metrics = task.metrics();
+  r.metrics = data::metric_scores(metrics, task.subtypes(), scored);
+  if (!metrics.empty()) r.headline = metrics.front();
   return r;
 }
 

@@ -14,14 +14,17 @@
 
 #include "architectures/architecture.h"
 #include "architectures/budget.h"
+#include "lib/data/metrics.h"
 #include "lib/data/task.h"
 #include "lib/data/vocab.h"
 #include "lib/train/optimizer.h"
 
 namespace vlm {
 
-// The vocabulary every family shares for a task: SpecialTokens' ids first, then the task's words.
-data::Vocab task_vocab(const data::Task& task);
+// The vocabulary every family shares for a task: SpecialTokens' ids first, then the task's words,
+// then the words of `more` tasks it lacks (the tasks of a run's other stages), so the task's words
+// have the same ids with or without them.
+data::Vocab task_vocab(const data::Task& task, const std::vector<const data::Task*>& more = {});
 
 struct VlmSpec {
   std::string family;               // registry name: llava, flamingo, fuyu, qwen2vl
@@ -48,10 +51,12 @@ struct ParamCounts {
 
 class Vlm {
  public:
-  Vlm(const VlmSpec& spec, const data::Task& task);
+  // `more`: other tasks the model will be trained on (a staged run's stages), whose words join the vocabulary.
+  Vlm(const VlmSpec& spec, const data::Task& task, const std::vector<const data::Task*>& more = {});
   // A model that save() kept: DIR/config.json and DIR/model.safetensors (as transformers writes
-  // them) and DIR/vlmlab.json (the vocabulary and the processor settings). `task` must give the
-  // vocabulary the model was trained with (else a ConfigError naming the first difference).
+  // them) and DIR/vlmlab.json (the vocabulary and the processor settings). `task`'s words must have
+  // the ids the model gave them (else a ConfigError naming the first difference); a model trained on
+  // more tasks holds more words after them.
   Vlm(const std::string& model_dir, const data::Task& task);
   // Writes the folder the constructor above reads; `extra` goes into vlmlab.json beside the
   // vocabulary and processor settings (e.g. the task and evaluation settings of the run). Each file
@@ -129,16 +134,30 @@ struct TrainOptions {
     const data::Task* task = nullptr;
   };
   std::vector<Phase> phases = {};
+  // A stage of a staged run (experiments: [[stage]]): train() runs steps [first_step, first_step +
+  // steps) of the run's step count (the step index of StepLog and of the data stream) with its own
+  // optimizer and schedule; `stage` indexes StepLog / CurvePoint. checkpoint_last: a later stage
+  // follows, so the stage's last step is checkpointed like any other.
+  int first_step = 0;
+  int data_first_step = 0;  // the step whose samples the stage's first step draws (skipped stages count)
+  int stage = 0;
+  int64_t samples_before = 0;  // training samples of the earlier stages
+  bool checkpoint_last = false;
+  // Frozen parameters (HF names): no gradient, no optimizer state, bit-identical across train(). The
+  // rest train, each at lr x lr_scale[name] (absent: 1).
+  std::vector<std::string> frozen = {};
+  std::map<std::string, double> lr_scale = {};
 };
 
 struct StepLog {
   int step = 0;
+  int stage = 0;
   double loss = 0, lr = 0, grad_norm = 0, step_ms = 0;
   int64_t flops = 0;
 };
 // A step log column by column (the results file's /train table and a checkpoint both store it so).
 struct StepColumns {
-  std::vector<int64_t> step, flops;
+  std::vector<int64_t> step, stage, flops;
   std::vector<double> loss, lr, grad_norm, step_ms;
 };
 StepColumns step_columns(const std::vector<StepLog>& log);
@@ -159,6 +178,11 @@ struct EvalResult {
   std::string split;                 // the split scored: "validation" or "test"
   std::vector<SubtypeScore> scores;  // the task's subtypes that were asked, in order, then "all"
   std::vector<EvalItem> items;       // every item scored, in order
+  // The task's scores beside exact match (Task::metrics, lib/data/metrics.h) with their baselines,
+  // per subtype asked then "all"; `headline` names the task's first metric ("exact_match": the
+  // scores' accuracy against the majority rate).
+  std::vector<data::MetricScore> metrics;
+  std::string headline = "exact_match";
 };
 
 // Indices [0, n) of the split's stream, greedy answers in batches, exact match. The majority
@@ -172,6 +196,7 @@ EvalResult evaluate(Vlm& vlm, const data::Task& task, data::Split split, int64_t
 // One point of a learning curve: the validation split scored after `step` training steps.
 struct CurvePoint {
   int step = 0;
+  int stage = 0;                     // the stage it scores (its task's validation split)
   int64_t samples = 0;               // training samples seen by then
   double train_flops = 0;            // FLOPs of those steps (counted by the ops, every rank)
   double wall_s = 0;                 // wall seconds of training so far, validation included
@@ -185,7 +210,8 @@ struct TrainState {
   std::vector<StepLog> log;       // one per step done
   std::vector<CurvePoint> curve;  // validation points so far
   double wall_s = 0;              // wall seconds spent so far (over every resumption)
-  // AdamW's state per parameter, in named_parameters() order (empty before the first step).
+  // AdamW's state per parameter, in named_parameters() order (empty before the first step; a
+  // frozen parameter's is empty).
   std::vector<AdamW<float>::ParamState> optimizer;
 };
 

@@ -16,7 +16,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr const char* kFormat = "vlmlab-checkpoint-1";
+constexpr const char* kFormat = "vlmlab-checkpoint-2";  // 2: stages (log/stage, curve stage)
 
 std::string step_file(int step) {
   char buf[32];
@@ -136,6 +136,7 @@ void CheckpointStore::save(Vlm& vlm, const TrainState& state, const nlohmann::js
   const StepColumns c = step_columns(state.log);
   const int64_t n = static_cast<int64_t>(state.log.size());
   tensors.emplace("log/step", io::raw_i64({n}, c.step));
+  tensors.emplace("log/stage", io::raw_i64({n}, c.stage));
   tensors.emplace("log/flops", io::raw_i64({n}, c.flops));
   tensors.emplace("log/loss", io::raw_f64({n}, c.loss));
   tensors.emplace("log/lr", io::raw_f64({n}, c.lr));
@@ -144,6 +145,7 @@ void CheckpointStore::save(Vlm& vlm, const TrainState& state, const nlohmann::js
   nlohmann::json curve = nlohmann::json::array();
   for (const CurvePoint& p : state.curve)
     curve.push_back({{"step", p.step},
+                     {"stage", p.stage},
                      {"samples", p.samples},
                      {"train_flops", p.train_flops},
                      {"wall_s", p.wall_s},
@@ -194,6 +196,7 @@ TrainState CheckpointStore::load(Vlm& vlm, const std::string& path, nlohmann::js
     if (extra) *extra = meta.value("extra", nlohmann::json::object());
     for (const nlohmann::json& p : meta.at("curve"))
       state.curve.push_back(CurvePoint{.step = p.at("step").get<int>(),
+                                       .stage = p.at("stage").get<int>(),
                                        .samples = p.at("samples").get<int64_t>(),
                                        .train_flops = p.at("train_flops").get<double>(),
                                        .wall_s = p.at("wall_s").get<double>(),
@@ -216,15 +219,17 @@ TrainState CheckpointStore::load(Vlm& vlm, const std::string& path, nlohmann::js
       }
       state.optimizer.push_back(std::move(s));
     }
-    const std::vector<int64_t> step = st.to_i64("log/step"), flops = st.to_i64("log/flops");
+    const std::vector<int64_t> step = st.to_i64("log/step"), stage = st.to_i64("log/stage"),
+                               flops = st.to_i64("log/flops");
     const std::vector<double> loss = st.to_f64("log/loss"), lr = st.to_f64("log/lr"), gn = st.to_f64("log/grad_norm"),
                               ms = st.to_f64("log/step_ms");
     VLM_CHECK(step.size() == static_cast<std::size_t>(state.steps_done) && flops.size() == step.size() &&
-                  loss.size() == step.size() && lr.size() == step.size() && gn.size() == step.size() &&
+                  stage.size() == step.size() && loss.size() == step.size() && lr.size() == step.size() && gn.size() == step.size() &&
                   ms.size() == step.size(),
               path << ": the step log does not hold " << state.steps_done << " steps");
     for (std::size_t i = 0; i < step.size(); ++i)
       state.log.push_back(StepLog{.step = static_cast<int>(step[i]),
+                                  .stage = static_cast<int>(stage[i]),
                                   .loss = loss[i],
                                   .lr = lr[i],
                                   .grad_norm = gn[i],

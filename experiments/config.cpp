@@ -10,6 +10,9 @@
 #include <sstream>
 #include <toml++/toml.h>
 
+#include "experiments/stages.h"
+#include "lib/core/suggest.h"
+
 namespace vlm::exp {
 
 namespace {
@@ -132,6 +135,26 @@ class Section {
     return out;
   }
 
+  std::vector<std::string> string_list(const std::string& key) {
+    const toml::node* n = node(key);
+    if (!n) return {};
+    const std::string want = "expected an array of strings";
+    if (!n->is_array()) fail_key(key, want + ", got " + type_name(*n));
+    std::vector<std::string> out;
+    for (const toml::node& e : *n->as_array()) {
+      if (!e.is_string()) fail(*file_, e.source(), key_path(key), want + ", got " + type_name(e));
+      out.push_back(e.as_string()->get());
+      if (out.back().empty()) fail(*file_, e.source(), key_path(key), "an empty selector");
+    }
+    if (out.empty()) fail_key(key, "must not be empty");
+    return out;
+  }
+  // "file:line:col: path.key" of a key present (of the table where it is absent).
+  std::string where_of(const std::string& key) const {
+    const toml::node* n = t_ ? t_->get(key) : nullptr;
+    return location(*file_, n ? n->source() : where_) + ": " + key_path(key);
+  }
+
   // Every key not read so far is unknown.
   void done() {
     if (!t_) return;
@@ -141,6 +164,7 @@ class Section {
       std::ostringstream os;
       os << "unknown key; expected one of:";
       for (const std::string& kk : known_) os << ' ' << kk;
+      os << did_you_mean(key, std::vector<std::string>(known_.begin(), known_.end()));
       fail(*file_, v.source(), key_path(key), os.str());
     }
   }
@@ -279,33 +303,154 @@ void read_phases(const toml::table& root, const std::string* file, Experiment& e
   }
 }
 
-void read_train(const toml::table& root, const std::string* file, TrainOptions& t, int ranks) {
-  Section s = section(root, "train", file);
-  t.steps = static_cast<int>(s.integer("steps", t.steps, 0, 10'000'000));
+// The keys [train] and each [[stage]] share: batch and optimizer settings, read over `t`'s values
+// (a stage's defaults are [train]'s). min_lr defaults to lr / 10.
+void read_optimizer(Section& s, TrainOptions& t) {
   t.batch_size = static_cast<int>(s.integer("batch_size", t.batch_size, 1, 65536));
+  const bool lr_given = s.table() && s.table()->get("lr");
   t.lr = s.number("lr", t.lr, 0.0, 10.0);
-  t.min_lr = s.number("min_lr", t.lr / 10, 0.0, 10.0);
+  t.min_lr = s.number("min_lr", lr_given ? t.lr / 10 : t.min_lr, 0.0, 10.0);
   t.warmup_steps = static_cast<int>(s.integer("warmup_steps", t.warmup_steps, -1, 10'000'000));
   t.schedule = s.string("schedule", t.schedule, {"constant", "linear", "cosine"});
   t.weight_decay = s.number("weight_decay", t.weight_decay, 0.0, 10.0);
   t.beta1 = s.number("beta1", t.beta1, 0.0, 0.999999);
   t.beta2 = s.number("beta2", t.beta2, 0.0, 0.999999);
   t.grad_clip = s.number("grad_clip", t.grad_clip, 0.0, 1e9);
+  if (t.min_lr > t.lr) s.fail_key(s.table() && s.table()->get("min_lr") ? "min_lr" : "lr", "min_lr must not exceed lr");
+}
+
+// The selection keys [train] (one stage) and each [[stage]] share: train / freeze, lr_scale, init_from.
+void read_selection(Section& s, Stage& st, const std::string* file) {
+  st.trains = s.string_list("train");
+  st.freezes = s.string_list("freeze");
+  if (!st.trains.empty() && !st.freezes.empty())
+    s.fail_key("freeze", "give `train` (what trains) or `freeze` (what does not), not both");
+  if (!st.trains.empty()) st.where["train"] = s.where_of("train");
+  if (!st.freezes.empty()) st.where["freeze"] = s.where_of("freeze");
+  if (const toml::node* n = s.node("lr_scale")) {
+    if (!n->is_table()) s.fail_key("lr_scale", std::string("expected a table of selector = multiplier, got ") + type_name(*n));
+    for (const auto& [k, v] : *n->as_table()) {
+      const std::string key = s.key_path("lr_scale") + "." + std::string(k.str());
+      const std::optional<double> x = v.value<double>();
+      if (!x || !v.is_number() || !(*x >= 0.0 && *x <= 1000.0))
+        fail(*file, v.source(), key, std::string("expected a multiplier in [0, 1000], got ") + node_text(v));
+      st.lr_scale.emplace_back(std::string(k.str()), *x);
+      st.where["lr_scale." + std::string(k.str())] = location(*file, v.source()) + ": " + key;
+    }
+  }
+  if (const toml::node* n = s.node("init_from")) {
+    if (!n->is_table())
+      s.fail_key("init_from", std::string("expected a table of selector = \"model folder\" or \"FILE.h5:RUN_ID\", got ") +
+                                  type_name(*n));
+    for (const auto& [k, v] : *n->as_table()) {
+      const std::string key = s.key_path("init_from") + "." + std::string(k.str());
+      if (!v.is_string() || v.as_string()->get().empty())
+        fail(*file, v.source(), key, std::string("expected a kept model's folder or \"FILE.h5:RUN_ID\", got ") + type_name(v));
+      st.init_from.emplace_back(std::string(k.str()), v.as_string()->get());
+      st.where["init_from." + std::string(k.str())] = location(*file, v.source()) + ": " + key;
+    }
+  }
+}
+
+void read_train(const toml::table& root, const std::string* file, TrainOptions& t, Stage& implicit, int ranks) {
+  Section s = section(root, "train", file);
+  t.steps = static_cast<int>(s.integer("steps", t.steps, 0, 10'000'000));
+  t.min_lr = t.lr / 10;
+  read_optimizer(s, t);
   t.data_parallel = s.boolean("data_parallel", t.data_parallel);
   t.checkpoint_every = static_cast<int>(s.integer("checkpoint_every", t.checkpoint_every, 0, 10'000'000));
   t.checkpoint_keep = static_cast<int>(s.integer("checkpoint_keep", t.checkpoint_keep, 1, 1000));
   s.node("phase");  // [[train.phase]]: read_phases
-  s.done();
-  if (t.min_lr > t.lr) {
-    Section again = section(root, "train", file);
-    again.fail_key("min_lr", "must not exceed lr");
+  read_selection(s, implicit, file);
+  if (root.get("stage")) {
+    for (const char* key : {"steps", "phase", "train", "freeze", "lr_scale", "init_from"})
+      if (s.table() && s.table()->get(key))
+        s.fail_key(key, std::string("with [[stage]] tables, each stage gives its own `") + key + "`");
   }
+  s.done();
   if (t.data_parallel && t.batch_size % ranks != 0) {
     Section again = section(root, "train", file);
     again.fail_key(again.table() && again.table()->get("batch_size") ? "batch_size" : "data_parallel",
                    "data_parallel splits each batch over the " + std::to_string(ranks) + " ranks of this job, but " +
                        std::to_string(t.batch_size) + " does not divide by " + std::to_string(ranks));
   }
+}
+
+// A stage's task table: `name` (default [task]'s) and parameters over [task]'s (over the task's
+// defaults when it names another task). Built here, so a bad combination stops before anything runs.
+void read_stage_task(const toml::node* t, const std::string& path, const std::string* file,
+                     toml::source_region where, const Experiment& e, std::string& task, data::Params& params) {
+  if (t && !t->is_table()) fail(*file, t->source(), path, std::string("expected a table of task parameters, got ") + type_name(*t));
+  Section ts(t ? t->as_table() : nullptr, path, file, t ? t->source() : where);
+  task = ts.string("name", e.task, names_of_tasks());
+  params = task == e.task ? e.task_params : data::Params{};
+  read_task_params(ts, task, params);
+  try {
+    data::make_task(task, params);
+  } catch (const Error& err) {
+    fail(*file, t ? t->source() : where, path, err.what());
+  }
+}
+
+// [[stage]] tables, or the one stage of an experiment without them ([train], [task], [[train.phase]]).
+void read_stages(const toml::table& root, const std::string* file, Experiment& e, Stage implicit) {
+  const toml::node* n = root.get("stage");
+  if (!n) {
+    implicit.name = "train";
+    implicit.task = e.task;
+    implicit.task_params = e.task_params;
+    implicit.train = e.train;
+    implicit.phases = e.train_phases;
+    implicit.where["stage"] = location(*file, root.source()) + ": train";
+    e.stages = {std::move(implicit)};
+    return;
+  }
+  if (!n->is_array_of_tables()) fail(*file, n->source(), "stage", std::string("expected [[stage]] tables, got ") + type_name(*n));
+  e.staged = true;
+  int64_t total = 0;
+  std::set<std::string> names;
+  const toml::array& stages = *n->as_array();
+  for (std::size_t i = 0; i < stages.size(); ++i) {
+    const std::string path = "stage[" + std::to_string(i) + "]";
+    Section s(stages[i].as_table(), path, file, stages[i].source());
+    Stage st;
+    st.where["stage"] = location(*file, stages[i].source()) + ": " + path;
+    st.name = s.string("name", "", {}, true);
+    if (st.name.size() > 64) s.fail_key("name", "at most 64 characters");
+    for (const char c : st.name)
+      if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-'))
+        s.fail_key("name", "use letters, digits, '_' and '-' only, got \"" + shorten(st.name) + "\"");
+    if (!names.insert(st.name).second) s.fail_key("name", "two stages are named \"" + st.name + "\"");
+    if (!s.node("steps")) s.fail_key("steps", "is required (an integer >= 1)");
+    st.train = e.train;
+    st.train.steps = static_cast<int>(s.integer("steps", 0, 1, 10'000'000));
+    total += st.train.steps;
+    if (total > 10'000'000) s.fail_key("steps", "the stages' steps add up to more than 10,000,000");
+    read_optimizer(s, st.train);
+    const toml::node* t = s.node("task");
+    const toml::node* m = s.node("mix");
+    if (t && m) s.fail_key("mix", "give `task` (one task) or `mix` (several by weight), not both");
+    read_stage_task(t, path + ".task", file, stages[i].source(), e, st.task, st.task_params);
+    if (m) {
+      if (!m->is_array_of_tables() || m->as_array()->empty())
+        s.fail_key("mix", std::string("expected an array of { task = {...}, weight = w } tables, got ") + type_name(*m));
+      const toml::array& parts = *m->as_array();
+      for (std::size_t k = 0; k < parts.size(); ++k) {
+        const std::string mpath = path + ".mix[" + std::to_string(k) + "]";
+        Section ms(parts[k].as_table(), mpath, file, parts[k].source());
+        Stage::MixPart part;
+        read_stage_task(ms.node("task"), mpath + ".task", file, parts[k].source(), e, part.task, part.params);
+        part.weight = ms.number("weight", 1.0, 1e-9, 1e9);
+        ms.done();
+        st.mix.push_back(std::move(part));
+      }
+    }
+    read_selection(s, st, file);
+    s.done();
+    e.stages.push_back(std::move(st));
+  }
+  if (e.stages.empty()) fail(*file, n->source(), "stage", "at least one [[stage]] is needed");
+  e.train.steps = static_cast<int>(total);
 }
 
 void read_sizes(const toml::table& root, const std::string* file, ModelSizes& m, int64_t task_image) {
@@ -316,7 +461,8 @@ void read_sizes(const toml::table& root, const std::string* file, ModelSizes& m,
   const toml::table& mt = model ? *model->as_table() : empty;
   for (const auto& [k, v] : mt) {
     const std::string key(k.str());
-    if (key != "text" && key != "vision") fail(*file, v.source(), "model." + key, "unknown key; expected text or vision");
+    if (key != "text" && key != "vision")
+      fail(*file, v.source(), "model." + key, "unknown key; expected text or vision" + did_you_mean(key, {"text", "vision"}));
   }
   Section t = section(mt, "text", file);
   Section tt(t.table(), "model.text", file, model ? model->source() : root.source());
@@ -357,10 +503,12 @@ Experiment parse(const toml::table& root, const std::string& file, int ranks) {
   Experiment e;
   e.file = file;
   for (const auto& [k, v] : root) {
-    static const std::set<std::string> kTop = {"experiment", "task", "train", "eval", "measure", "model", "variant", "sweep"};
+    static const std::set<std::string> kTop = {"experiment", "task", "train", "stage", "eval",
+                                               "measure", "model", "variant", "sweep"};
     if (!kTop.count(std::string(k.str())))
       fail(file, v.source(), std::string(k.str()),
-           "unknown table; expected experiment, task, train, eval, measure, model, variant or sweep");
+           "unknown table; expected experiment, task, train, stage, eval, measure, model, variant or sweep" +
+               did_you_mean(k.str(), std::vector<std::string>(kTop.begin(), kTop.end())));
   }
   {
     Section s = section(root, "experiment", f, true);
@@ -389,13 +537,16 @@ Experiment parse(const toml::table& root, const std::string& file, int ranks) {
       fail(file, root.get("task")->source(), "task", err.what());
     }
   }();
-  read_train(root, f, e.train, ranks);
-  read_phases(root, f, e);
+  Stage implicit;
+  read_train(root, f, e.train, implicit, ranks);
+  if (root.get("stage") == nullptr) read_phases(root, f, e);
+  read_stages(root, f, e, std::move(implicit));
   {
     Section s = section(root, "eval", f);
     e.eval.samples = s.integer("samples", e.eval.samples, 1, int64_t{1} << 32);
     e.eval.batch_size = static_cast<int>(s.integer("batch_size", e.eval.batch_size, 1, 65536));
     e.eval.gallery = static_cast<int>(s.integer("gallery", e.eval.gallery, 0, 100000));
+    e.eval.keep_items = s.boolean("keep_items", e.eval.keep_items);
     e.eval.val_samples = s.integer("val_samples", e.eval.val_samples, 0, int64_t{1} << 32);
     e.eval.every = static_cast<int>(s.integer("every", e.eval.every, 0, 10'000'000));
     e.eval.threshold = s.number("threshold", e.eval.threshold, 0.0, 1.0);
@@ -582,6 +733,40 @@ std::vector<Workload> memory_uses(const Experiment& e, const data::Task& task) {
 
 }  // namespace
 
+std::string Stage::task_text() const {
+  const auto one = [](const std::string& which, const data::Params& params) {
+    std::string out = which;
+    std::string ps;
+    for (const auto& [k, v] : params)
+      std::visit([&, key = k](const auto& x) {
+        std::ostringstream os;
+        os << x;
+        append_listed(ps, key + "=" + os.str());
+      }, v);
+    return ps.empty() ? out : out + " {" + ps + "}";
+  };
+  if (mix.empty()) return one(task, task_params);
+  std::string out = "mix(";
+  for (std::size_t k = 0; k < mix.size(); ++k) {
+    std::ostringstream w;
+    w << mix[k].weight;
+    if (k > 0) out += "; ";
+    out += w.str() + " x " + one(mix[k].task, mix[k].params);
+  }
+  return out + ")";
+}
+
+std::unique_ptr<data::Task> make_stage_task(const Stage& s) {
+  if (s.mix.empty()) return data::make_task(s.task, s.task_params);
+  std::vector<std::unique_ptr<data::Task>> parts;
+  std::vector<double> weights;
+  for (const Stage::MixPart& p : s.mix) {
+    parts.push_back(data::make_task(p.task, p.params));
+    weights.push_back(p.weight);
+  }
+  return data::make_mix(std::move(parts), std::move(weights));
+}
+
 VlmSpec RunSpec::vlm_spec() const {
   return VlmSpec{.family = variant.family,
                  .sizes = config.sizes,
@@ -679,6 +864,11 @@ LoadedExperiment load_experiment_text(const std::string& text, const std::string
         r.config.variants = {e.variants[vi]};
         r.config.seeds = {seed};
         r.config.train.data_seed = seed;
+        for (std::size_t k = 0; k < r.config.stages.size(); ++k) {
+          r.config.stages[k].train.data_seed = seed;
+          // A sweep point's copy of the document has no source positions; the file's own parse does.
+          if (k < out.base.stages.size()) r.config.stages[k].where = out.base.stages[k].where;
+        }
         std::ostringstream id;
         id << r.variant.name;
         for (const auto& [k, v] : point) id << '-' << k.substr(k.rfind('.') + 1) << '=' << v;
@@ -723,9 +913,24 @@ LoadedExperiment load_experiment_text(const std::string& text, const std::string
     try {
       const auto task = data::make_task(r.config.task, r.config.task_params);
       check_memory(r.vlm_spec(), *task, memory_uses(r.config, *task));  // before anything is built
-      Vlm vlm(r.vlm_spec(), *task);
+      std::vector<std::unique_ptr<data::Task>> stage_tasks;
+      std::vector<const data::Task*> more;
+      for (const Stage& st : r.config.stages) {
+        stage_tasks.push_back(make_stage_task(st));
+        more.push_back(stage_tasks.back().get());
+      }
+      Vlm vlm(r.vlm_spec(), *task, more);
       r.cost_flops = checked[key] = estimated_cost(vlm, *task, r.config);
+      // Each stage's selection and init_from on this model: a glob that picks nothing, a stage that
+      // freezes everything, a missing source or a shape that differs stops here, at its key.
+      try {
+        for (const Stage& st : r.config.stages) apply_init(vlm, st, plan_stage(vlm, st));
+      } catch (const ConfigError& err) {
+        throw ConfigError(std::string(err.what()) + " (run " + r.run_id + ")");
+      }
     } catch (const Error& err) {
+      // A stage's error already points at its key.
+      if (std::string(err.what()).rfind(path + ":", 0) == 0) throw ConfigError(err.what());
       std::size_t vi = 0;
       while (vi < out.base.variants.size() && out.base.variants[vi].name != r.variant.name) ++vi;
       // Point at the variant's key the error names, if it names one; else at the [[variant]].

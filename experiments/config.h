@@ -4,6 +4,8 @@
 #pragma once
 
 #include <algorithm>
+#include <map>
+#include <memory>
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -20,6 +22,7 @@ struct EvalOptions {
   int64_t samples = 400;  // test indices [0, samples): scored once, after training
   int batch_size = 32;
   int gallery = 16;       // test items kept with their predictions, spread evenly over the test set
+  bool keep_items = false;  // every test item with its prediction in /runs/<id>/items
   // The learning curve: validation indices [0, val_samples) scored before the first step, every
   // `every` steps (0: a tenth of the steps) and after the last. val_samples 0: no curve.
   int64_t val_samples = 200;
@@ -52,6 +55,34 @@ struct TrainPhase {
   data::Params task_params;  // [task]'s parameters with the phase's overrides
 };
 
+// A stage of every run ([[stage]]; an experiment without them has one, "train", from [train] and
+// [task]): steps with their own task, optimizer and schedule, starting from the weights the previous
+// stage ended with, training only what it selects. Selectors (architectures/transfer.h) are the
+// components "vision", "connector", "lm" or globs over HF parameter names.
+struct Stage {
+  std::string name;
+  // One task (its name and parameters), or a weighted mix of tasks when `mix` is not empty.
+  std::string task;
+  data::Params task_params;
+  struct MixPart {
+    std::string task;
+    data::Params params;
+    double weight = 1;
+  };
+  std::vector<MixPart> mix;
+  TrainOptions train;              // steps, batch size, optimizer, schedule (defaults: [train])
+  std::vector<TrainPhase> phases;  // [[train.phase]], in the stage of an experiment without [[stage]]
+  std::vector<std::string> trains, freezes;  // at most one given; neither: everything trains
+  std::vector<std::pair<std::string, double>> lr_scale;         // selector -> learning-rate multiplier
+  std::vector<std::pair<std::string, std::string>> init_from;  // selector -> kept model or FILE.h5:RUN
+  // "file:line:col: stage[i].key" of the stage and each key, for errors found once a model is built.
+  std::map<std::string, std::string> where;
+  // The task as text for the results file: "sort_of_clevr {mode=describe}" or "mix(...)".
+  std::string task_text() const;
+};
+// The stage's task (a mix of its parts where it has several).
+std::unique_ptr<data::Task> make_stage_task(const Stage& s);
+
 struct Experiment {
   std::string file;  // for messages
   std::string name, description;
@@ -61,6 +92,8 @@ struct Experiment {
   data::Params task_params;
   TrainOptions train;
   std::vector<TrainPhase> train_phases;
+  std::vector<Stage> stages;  // never empty once parsed; train.steps is their total
+  bool staged = false;        // the file has [[stage]] tables
   EvalOptions eval;
   MeasureOptions measure;
   ModelSizes sizes;

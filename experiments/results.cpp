@@ -67,6 +67,17 @@ SummaryRow summary_of(const RunResult& r) {
                .prefill_ms = std::nan(""),
                .decode_ms_per_token = std::nan(""),
                .train_step_ms = std::nan("")};
+  s.metric = r.eval.headline;
+  s.score = s.accuracy;
+  s.score_baseline = r.eval.scores.empty() ? std::nan("") : r.eval.scores.back().majority;
+  for (const data::MetricScore& m : r.eval.metrics)
+    if (m.metric == s.metric && m.subtype == "all") {
+      s.score = m.value;
+      s.score_baseline = m.baseline;
+    }
+  if (s.metric != "exact_match" && std::none_of(r.eval.metrics.begin(), r.eval.metrics.end(),
+                                                 [&](const data::MetricScore& m) { return m.metric == s.metric; }))
+    s.score = s.score_baseline = std::nan("");  // not scored (a failed run)
   // The first configured resolution stands for the run in the summary.
   if (!r.cost.empty()) s.visual_tokens = r.cost.front().visual_tokens;
   const int64_t res0 = r.cost.empty() ? 0 : r.cost.front().resolution;
@@ -83,10 +94,13 @@ namespace {
 
 io::Table summary_table(const std::vector<SummaryRow>& rows) {
   io::Table t;
-  std::vector<std::string> id, fam, var, status;
+  std::vector<std::string> id, fam, var, status, metric;
   std::vector<int64_t> seed, params, vt, peak;
-  std::vector<double> acc, pre, dec, step;
+  std::vector<double> acc, pre, dec, step, score, score_base;
   for (const SummaryRow& r : rows) {
+    metric.push_back(r.metric);
+    score.push_back(r.score);
+    score_base.push_back(r.score_baseline);
     id.push_back(r.run_id);
     fam.push_back(r.family);
     var.push_back(r.variant);
@@ -104,6 +118,7 @@ io::Table summary_table(const std::vector<SummaryRow>& rows) {
   t.add_strings("status", status).add_doubles("accuracy", acc).add_ints("params", params);
   t.add_ints("visual_tokens", vt).add_doubles("prefill_ms", pre).add_doubles("decode_ms_per_token", dec);
   t.add_doubles("train_step_ms", step).add_ints("peak_bytes", peak);
+  t.add_strings("metric", metric).add_doubles("score", score).add_doubles("score_baseline", score_base);
   return t;
 }
 
@@ -122,6 +137,11 @@ std::vector<SummaryRow> rows_of(const io::Table& t) {
                              .prefill_ms = t.at("prefill_ms").doubles()[i],
                              .decode_ms_per_token = t.at("decode_ms_per_token").doubles()[i],
                              .train_step_ms = t.at("train_step_ms").doubles()[i]});
+    // Files from before the headline columns: the headline was exact match.
+    SummaryRow& row = out.back();
+    row.metric = t.has("metric") ? t.at("metric").strings()[i] : "exact_match";
+    row.score = t.has("score") ? t.at("score").doubles()[i] : row.accuracy;
+    row.score_baseline = t.has("score_baseline") ? t.at("score_baseline").doubles()[i] : std::nan("");
   }
   return out;
 }
@@ -160,6 +180,26 @@ void write_run(io::H5File& f, const RunResult& r) {
   }
 
   {
+    // The stages in order (one, "train", without [[stage]]): what each trained and froze, where its
+    // initial weights came from, and the steps it took (a skipped stage: none, and why).
+    io::Table t;
+    std::vector<std::string> name, task, status, reason, trains, freezes, lr_scale, init;
+    std::vector<int64_t> index, first, steps, trained, frozen;
+    for (std::size_t k = 0; k < r.stages.size(); ++k) {
+      const StageRecord& s = r.stages[k];
+      index.push_back(static_cast<int64_t>(k));
+      name.push_back(s.name), task.push_back(s.task), status.push_back(s.status), reason.push_back(s.reason);
+      trains.push_back(s.trains), freezes.push_back(s.freezes), lr_scale.push_back(s.lr_scale), init.push_back(s.init_from);
+      first.push_back(s.first_step), steps.push_back(s.steps);
+      trained.push_back(s.trained_params), frozen.push_back(s.frozen_params);
+    }
+    t.add_ints("stage", index).add_strings("name", name).add_strings("task", task).add_strings("status", status);
+    t.add_strings("reason", reason).add_ints("first_step", first).add_ints("steps", steps);
+    t.add_strings("train", trains).add_strings("freeze", freezes).add_strings("lr_scale", lr_scale);
+    t.add_strings("init_from", init).add_ints("trained_params", trained).add_ints("frozen_params", frozen);
+    f.write_table(g + "/stages", t);
+  }
+  {
     io::Table t;
     t.add_strings("component", {"vision", "connector", "lm", "total"});
     t.add_ints("count", {r.params.vision, r.params.connector, r.params.lm, r.params.total()});
@@ -168,13 +208,14 @@ void write_run(io::H5File& f, const RunResult& r) {
   {
     const StepColumns c = step_columns(r.train);
     io::Table t;
-    t.add_ints("step", c.step).add_doubles("loss", c.loss).add_doubles("lr", c.lr).add_doubles("grad_norm", c.grad_norm);
+    t.add_ints("step", c.step).add_ints("stage", c.stage);
+    t.add_doubles("loss", c.loss).add_doubles("lr", c.lr).add_doubles("grad_norm", c.grad_norm);
     t.add_doubles("step_ms", c.step_ms);
     f.write_table(g + "/train", t);
   }
   {
     // The learning curve: one row per validation point, accuracy overall and per subtype.
-    std::vector<int64_t> step, samples;
+    std::vector<int64_t> step, stage, samples;
     std::vector<double> flops, wall, acc;
     std::vector<std::string> subtypes;
     for (const CurvePoint& p : r.curve)
@@ -184,6 +225,7 @@ void write_run(io::H5File& f, const RunResult& r) {
     std::vector<std::vector<double>> per(subtypes.size());
     for (const CurvePoint& p : r.curve) {
       step.push_back(p.step);
+      stage.push_back(p.stage);
       samples.push_back(p.samples);
       flops.push_back(p.train_flops);
       wall.push_back(p.wall_s);
@@ -196,11 +238,12 @@ void write_run(io::H5File& f, const RunResult& r) {
       }
     }
     io::Table t;
-    t.add_ints("step", step).add_ints("samples", samples).add_doubles("train_flops", flops);
+    t.add_ints("step", step).add_ints("stage", stage).add_ints("samples", samples).add_doubles("train_flops", flops);
     t.add_doubles("wall_s", wall).add_doubles("accuracy", acc);
     for (std::size_t k = 0; k < subtypes.size(); ++k) t.add_doubles("accuracy_" + subtypes[k], per[k]);
     f.write_table(g + "/curve", t);
     f.set_attr(g + "/curve", "split", std::string("validation"));
+    f.set_attr(g + "/curve", "note", std::string("each point scores the validation split of its stage's task"));
     f.set_attr(g + "/curve", "threshold", r.curve_threshold);
   }
   {
@@ -220,6 +263,43 @@ void write_run(io::H5File& f, const RunResult& r) {
     t.add_doubles("chance", chance).add_doubles("majority", maj);
     f.write_table(g + "/eval", t);
     f.set_attr(g + "/eval", "split", r.eval.split.empty() ? std::string("test") : r.eval.split);
+  }
+  {
+    // The task's scores beside exact match (lib/data/metrics.h), with the baseline of each.
+    std::vector<std::string> st, metric, base_name;
+    std::vector<int64_t> n, lower;
+    std::vector<double> value, base;
+    for (const data::MetricScore& m : r.eval.metrics) {
+      st.push_back(m.subtype);
+      metric.push_back(m.metric);
+      n.push_back(m.n);
+      value.push_back(m.value);
+      base.push_back(m.baseline);
+      base_name.push_back(m.baseline_name);
+      lower.push_back(m.lower_is_better ? 1 : 0);
+    }
+    io::Table t;
+    t.add_strings("subtype", st).add_strings("metric", metric).add_ints("n", n).add_doubles("value", value);
+    t.add_doubles("baseline", base).add_strings("baseline_name", base_name).add_ints("lower_is_better", lower);
+    f.write_table(g + "/metrics", t);
+    f.set_attr(g + "/metrics", "headline", r.eval.headline);
+  }
+  if (r.keep_items) {
+    // Every eval item with its prediction ([eval] keep_items = true).
+    std::vector<std::string> st, q, a, p;
+    std::vector<int64_t> index, ok;
+    for (const EvalItem& it : r.eval.items) {
+      index.push_back(it.index);
+      st.push_back(it.subtype);
+      q.push_back(it.question);
+      a.push_back(it.answer);
+      p.push_back(it.prediction);
+      ok.push_back(it.correct ? 1 : 0);
+    }
+    io::Table t;
+    t.add_ints("index", index).add_strings("subtype", st).add_strings("question", q).add_strings("answer", a);
+    t.add_strings("prediction", p).add_ints("correct", ok);
+    f.write_table(g + "/items", t);
   }
   {
     std::vector<std::string> phase;
@@ -298,6 +378,25 @@ void write_run(io::H5File& f, const RunResult& r) {
 }
 
 }  // namespace
+
+std::string progress_path(const std::string& results_path, const std::string& run_id) {
+  const std::filesystem::path p(results_path);
+  return (p.parent_path() / p.stem() / "progress" / (run_id + ".h5")).string();
+}
+
+void write_progress(const std::string& path, const std::string& experiment_name, const RunResult& partial,
+                    int steps) {
+  std::filesystem::create_directories(std::filesystem::path(path).parent_path());
+  io::write_atomically(path, [&](io::H5File& f) {
+    f.set_attr("/", "schema_version", kSchemaVersion);
+    f.set_attr("/", "experiment_name", experiment_name);
+    f.set_attr("/", "run_id", partial.run_id);
+    f.set_attr("/", "steps_done", static_cast<int64_t>(partial.train.size()));
+    f.set_attr("/", "steps", static_cast<int64_t>(steps));
+    f.set_attr("/", "written_utc", utc_now());
+    write_run(f, partial);
+  });
+}
 
 ResultsFile::ResultsFile(std::string path, const LoadedExperiment& exp, int threads)
     : path_(std::move(path)),

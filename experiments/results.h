@@ -21,6 +21,10 @@ struct SummaryRow {
   std::string run_id, family, variant, status;
   int64_t seed = 0, params = 0, visual_tokens = 0, peak_bytes = 0;
   double accuracy = 0, prefill_ms = 0, decode_ms_per_token = 0, train_step_ms = 0;
+  // The headline: the task's first metric (lib/data/metrics.h; "exact_match" is `accuracy`), its
+  // value over every test item and its baseline (exact match: the majority rate).
+  std::string metric = "exact_match";
+  double score = 0, score_baseline = 0;
 };
 
 // The run's /summary row: accuracy overall, parameters, and visual tokens / prefill / decode at the
@@ -85,6 +89,16 @@ void remove_stale_temps(const std::string& path);
 std::string part_path(const std::string& path, int rank);
 std::vector<std::string> part_files(const std::string& path);
 void remove_part_files(const std::string& path);  // the parts, and .tmp files a killed writer left
+
+// A run's progress while it trains: `partial` (status "running", its training rows and validation
+// points so far, nothing scored or measured yet) written atomically to `path` in the results file's
+// layout (/runs/<run_id>/train, curve, ...; root attributes experiment_name, schema_version, and
+// steps_done / steps), so it can be read at any moment while the run goes on. The runner writes it
+// to <results folder>/<stem>/progress/<run_id>.h5 (progress_path) and removes it once the run is
+// recorded in the results file.
+std::string progress_path(const std::string& results_path, const std::string& run_id);
+void write_progress(const std::string& path, const std::string& experiment_name, const RunResult& partial,
+                    int steps);
 
 // Machine facts recorded with every result.
 std::string cpu_model();

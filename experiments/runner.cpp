@@ -20,6 +20,7 @@
 #include "experiments/checkpoint.h"
 #include "experiments/dist.h"
 #include "experiments/results.h"
+#include "experiments/stages.h"
 #include "lib/core/memory.h"
 #include "lib/core/parallel.h"
 #include "lib/core/test_hook.h"
@@ -219,6 +220,7 @@ RunResult execute_run(const RunSpec& spec, Progress* progress, const std::string
   r.resolved_config = spec.resolved_toml;
   for (const auto& [k, v] : spec.sweep_point) r.sweep += (r.sweep.empty() ? "" : ";") + k + "=" + v;
   r.gallery = spec.config.eval.gallery;
+  r.keep_items = spec.config.eval.keep_items;
   r.batch_size = spec.config.train.batch_size;
   r.curve_threshold = spec.config.eval.threshold;
   r.started_utc = utc_now();
@@ -227,20 +229,15 @@ RunResult execute_run(const RunSpec& spec, Progress* progress, const std::string
   try {
     const Experiment& e = spec.config;
     const auto task = data::make_task(e.task, e.task_params);
-    Vlm vlm(spec.vlm_spec(), *task);
+    std::vector<std::unique_ptr<data::Task>> stage_tasks;
+    std::vector<const data::Task*> more;
+    for (const Stage& st : e.stages) {
+      stage_tasks.push_back(make_stage_task(st));
+      more.push_back(stage_tasks.back().get());
+    }
+    Vlm vlm(spec.vlm_spec(), *task, more);
     r.params = vlm.param_counts();
-
-    TrainOptions topt = e.train;
-    std::vector<std::unique_ptr<data::Task>> phase_tasks;
-    for (const TrainPhase& ph : e.train_phases) {
-      phase_tasks.push_back(data::make_task(e.task, ph.task_params));
-      topt.phases.push_back({.steps = ph.steps, .task = phase_tasks.back().get()});
-    }
-    if (data_parallel) {
-      topt.dp_rank = dist::rank();
-      topt.dp_ranks = r.ranks = dist::size();
-      topt.dp_sum = dist::sum_in_rank_order;
-    }
+    if (data_parallel) r.ranks = dist::size();
     // Under data parallelism the root validates and checkpoints; every rank continues from the
     // checkpoint the root found (a results folder all ranks share).
     const bool lead = !data_parallel || dist::root();
@@ -249,63 +246,162 @@ RunResult execute_run(const RunSpec& spec, Progress* progress, const std::string
     if (data_parallel) from = dist::broadcast(from);
     // Training's memory peaks before the checkpoint: the run's peaks are the larger of those and
     // this process's, as one uninterrupted process would have measured them.
+    // Each stage's peaks are its own (stage_memory: the stages done, in order).
     MemoryRow carried{.phase = "train"};
+    std::vector<MemoryRow> stage_memory;
+    const auto row_of = [](const nlohmann::json& m, const std::string& phase) {
+      return MemoryRow{.phase = phase,
+                       .params = m.value("params", int64_t{0}),
+                       .grads = m.value("grads", int64_t{0}),
+                       .optimizer = m.value("optimizer", int64_t{0}),
+                       .activations = m.value("activations", int64_t{0}),
+                       .kv_cache = m.value("kv_cache", int64_t{0}),
+                       .peak = m.value("peak", int64_t{0}),
+                       .peak_rss = m.value("peak_rss", int64_t{0})};
+    };
+    const auto json_of = [](const MemoryRow& m) {
+      return nlohmann::json{{"phase", m.phase},         {"params", m.params}, {"grads", m.grads},
+                            {"optimizer", m.optimizer}, {"activations", m.activations},
+                            {"kv_cache", m.kv_cache},   {"peak", m.peak},     {"peak_rss", m.peak_rss}};
+    };
     if (!from.empty()) {
       nlohmann::json extra;
       state = ckpt.load(vlm, from, &extra);
-      if (extra.contains("memory")) {
-        const nlohmann::json& m = extra["memory"];
-        carried = MemoryRow{.phase = "train",
-                            .params = m.value("params", int64_t{0}),
-                            .grads = m.value("grads", int64_t{0}),
-                            .optimizer = m.value("optimizer", int64_t{0}),
-                            .activations = m.value("activations", int64_t{0}),
-                            .kv_cache = m.value("kv_cache", int64_t{0}),
-                            .peak = m.value("peak", int64_t{0}),
-                            .peak_rss = m.value("peak_rss", int64_t{0})};
-      }
+      if (extra.contains("memory")) carried = row_of(extra["memory"], "train");
+      for (const nlohmann::json& m : extra.value("stage_memory", nlohmann::json::array()))
+        stage_memory.push_back(row_of(m, m.value("phase", std::string("train"))));
       r.resumed_from = state.steps_done;
       if (progress && lead)
         progress->line("continuing " + spec.run_id + " from its checkpoint at step " + std::to_string(state.steps_done));
     }
     TrainHooks hooks;
+    // The progress file (results.h): written after the first step, after the step following each
+    // validation point (the point is added after its step's hook) and at least every 10 s, so the
+    // training rows and the curve can be read while the run goes on.
+    std::size_t progress_points = 0;
+    std::optional<Clock::time_point> progress_at;
     hooks.on_step = [&](const StepLog& s) {
       if (progress) progress->step(s, e.train.steps);
+      if (lead && (!progress_at || state.curve.size() != progress_points ||
+                   ms_between(*progress_at, Clock::now()) >= 10'000)) {
+        RunResult partial = r;
+        partial.status = "running";
+        partial.train = state.log;
+        partial.curve = state.curve;
+        write_progress(progress_path(out, spec.run_id), e.name, partial, e.train.steps);
+        progress_points = state.curve.size();
+        progress_at = Clock::now();
+      }
       if (test_pauses_enabled()) test_pause_point("after-step:" + std::to_string(s.step + 1));
     };
-    if (lead && e.eval.val_samples > 0) {
-      hooks.eval_every = e.eval.every_or_default(e.train.steps);
-      hooks.validate = [&] {
-        return evaluate(vlm, *task, data::Split::kValidation, e.eval.val_samples, e.eval.batch_size).scores;
-      };
-    }
     if (lead && e.train.checkpoint_every > 0) {
       hooks.checkpoint_every = e.train.checkpoint_every;
       hooks.checkpoint = [&](const TrainState& st) {
-        const MemoryRow m = max_of(carried, memory_row("train"));
-        ckpt.save(vlm, st,
-                  {{"memory",
-                    {{"params", m.params}, {"grads", m.grads}, {"optimizer", m.optimizer},
-                     {"activations", m.activations}, {"kv_cache", m.kv_cache}, {"peak", m.peak},
-                     {"peak_rss", m.peak_rss}}}});
+        nlohmann::json done = nlohmann::json::array();
+        for (const MemoryRow& m : stage_memory) done.push_back(json_of(m));
+        ckpt.save(vlm, st, {{"memory", json_of(max_of(carried, memory_row("train")))}, {"stage_memory", done}});
       };
     }
+    // The stages in order, each from the weights the previous one ended with. A stage a family skips
+    // takes no steps, but the later stages draw the samples they draw for every other family.
+    int first_step = 0, data_step = 0, last_trained = -1;
+    int64_t samples_before = 0;
+    std::vector<StagePlan> plans;
+    for (const Stage& st : e.stages) plans.push_back(plan_stage(vlm, st));
+    for (std::size_t k = 0; k < plans.size(); ++k)
+      if (!plans[k].skipped) last_trained = static_cast<int>(k);
+    std::size_t trained_stages = 0;
     reset_peak_memory();
-    train(vlm, *task, topt, state, hooks);
+    for (std::size_t k = 0; k < e.stages.size(); ++k) {
+      const Stage& st = e.stages[k];
+      const StagePlan& plan = plans[k];
+      StageRecord rec;
+      rec.name = st.name, rec.task = st.task_text();
+      for (const std::string& x : st.trains) append_listed(rec.trains, x);
+      for (const std::string& x : st.freezes) append_listed(rec.freezes, x);
+      for (const auto& [sel, x] : st.lr_scale) {
+        std::ostringstream os;
+        os << sel << "=" << x;
+        append_listed(rec.lr_scale, os.str());
+      }
+      for (const auto& [sel, dir] : plan.init_from) append_listed(rec.init_from, sel + " <- " + dir);
+      for (const std::string& sel : plan.init_skipped)
+        append_listed(rec.init_from, sel + " (skipped: " + vlm.family() + " has none)");
+      rec.trained_params = plan.trained_params, rec.frozen_params = plan.frozen_params;
+      rec.first_step = first_step;
+      if (plan.skipped) {
+        rec.status = "skipped", rec.reason = plan.reason, rec.steps = 0;
+        r.stages.push_back(rec);
+        data_step += st.train.steps;
+        continue;
+      }
+      rec.steps = st.train.steps;
+      TrainOptions topt = st.train;
+      std::vector<std::unique_ptr<data::Task>> phase_tasks;
+      for (const TrainPhase& ph : st.phases) {
+        phase_tasks.push_back(data::make_task(st.task, ph.task_params));
+        topt.phases.push_back({.steps = ph.steps, .task = phase_tasks.back().get()});
+      }
+      if (data_parallel) {
+        topt.dp_rank = dist::rank();
+        topt.dp_ranks = dist::size();
+        topt.dp_sum = dist::sum_in_rank_order;
+      }
+      topt.first_step = first_step, topt.data_first_step = data_step, topt.stage = static_cast<int>(k);
+      topt.samples_before = samples_before;
+      topt.checkpoint_last = static_cast<int>(k) != last_trained;
+      topt.frozen = plan.frozen, topt.lr_scale = plan.lr_scale;
+      const bool begins = state.steps_done == first_step &&
+                          std::none_of(state.curve.begin(), state.curve.end(),
+                                       [&](const CurvePoint& p) { return p.stage == static_cast<int>(k); });
+      const bool done = state.steps_done >= first_step + st.train.steps;
+      if (begins) {
+        apply_init(vlm, st, plan);  // a stage begun before the checkpoint has these in its weights
+        carried = MemoryRow{.phase = "train"};
+        reset_peak_memory();
+      }
+      const data::Task& stage_task = *stage_tasks[k];
+      hooks.validate = {};
+      if (lead && e.eval.val_samples > 0) {
+        hooks.eval_every = e.eval.every_or_default(st.train.steps);
+        hooks.validate = [&] {
+          return evaluate(vlm, stage_task, data::Split::kValidation, e.eval.val_samples, e.eval.batch_size).scores;
+        };
+      }
+      train(vlm, stage_task, topt, state, hooks);
+      ++trained_stages;
+      if (stage_memory.size() < trained_stages) {  // else the checkpoint held this finished stage's row
+        MemoryRow m = done ? carried : max_of(carried, memory_row("train"));
+        m.phase = "train:" + st.name;
+        stage_memory.push_back(m);
+      }
+      r.stages.push_back(rec);
+      first_step += st.train.steps, data_step += st.train.steps;
+      samples_before += static_cast<int64_t>(st.train.steps) * st.train.batch_size;
+    }
     r.train = state.log;
     r.curve = state.curve;
     if (data_parallel && !dist::root()) {  // the root evaluates and measures the model all ranks hold
       r.status = "complete";
       return r;
     }
-    r.memory.push_back(max_of(carried, memory_row("train")));
     {
-      // Training-step latency: every step after the first few (allocation warm-up); a run continued
-      // from a checkpoint counts the steps the interrupted process timed too.
+      MemoryRow all{.phase = "train"};
+      for (const MemoryRow& m : stage_memory) all = max_of(all, m);
+      all.phase = "train";
+      r.memory.push_back(all);
+      if (e.staged) r.memory.insert(r.memory.end(), stage_memory.begin(), stage_memory.end());
+    }
+    {
+      // Training-step latency: every step of the last stage after the first few (allocation warm-up);
+      // a run continued from a checkpoint counts the steps the interrupted process timed too.
       std::vector<double> ms;
-      for (std::size_t i = std::min<std::size_t>(static_cast<std::size_t>(e.measure.warmup), r.train.size() / 2);
-           i < r.train.size(); ++i)
-        ms.push_back(r.train[i].step_ms);
+      std::vector<StepLog> last;
+      for (const StepLog& s : r.train)
+        if (s.stage == last_trained) last.push_back(s);
+      for (std::size_t i = std::min<std::size_t>(static_cast<std::size_t>(e.measure.warmup), last.size() / 2);
+           i < last.size(); ++i)
+        ms.push_back(last[i].step_ms);
       if (!ms.empty())
         r.latency.push_back(LatencyRow{.phase = "train_step", .resolution = task->max_image_size().first, .samples_ms = ms});
     }
@@ -498,13 +594,20 @@ int run_experiment(const LoadedExperiment& exp, const RunOptions& opt) {
     }
     // Recorded: its checkpoints are no longer needed (a failed run starts over on --resume).
     CheckpointStore(out, r.run_id, exp.toml_text, spec->resolved_toml, 1).remove_all();
+    std::error_code gone;  // and its progress file: the results file holds all of it now
+    std::filesystem::remove(progress_path(out, r.run_id), gone);
     test_pause_point("run-recorded:" + std::to_string(++recorded));
     char buf[512];
     double acc = r.eval.scores.empty() ? std::nan("") : r.eval.scores.back().accuracy;
     double maj = r.eval.scores.empty() ? std::nan("") : r.eval.scores.back().majority;
+    const SummaryRow head = summary_of(r);
+    char headline[128] = "";  // a task scored by another metric first says it (lib/data/metrics.h)
+    if (head.metric != "exact_match")
+      std::snprintf(headline, sizeof headline, ", %s %.3f (baseline %.3f)", head.metric.c_str(), head.score,
+                    head.score_baseline);
     if (r.status == "complete")
-      std::snprintf(buf, sizeof buf, "[run %zu/%zu] %s: accuracy %.3f (majority %.3f), %.1f s", i + 1, n,
-                    r.run_id.c_str(), acc, maj, r.wall_s);
+      std::snprintf(buf, sizeof buf, "[run %zu/%zu] %s: accuracy %.3f (majority %.3f)%s, %.1f s", i + 1, n,
+                    r.run_id.c_str(), acc, maj, headline, r.wall_s);
     else
       std::snprintf(buf, sizeof buf, "[run %zu/%zu] %s: FAILED: %s", i + 1, n, r.run_id.c_str(), r.error.c_str());
     progress.done(buf);
@@ -513,10 +616,10 @@ int run_experiment(const LoadedExperiment& exp, const RunOptions& opt) {
       // The summary row's own figures (results.h), so the table and /summary cannot disagree.
       const SummaryRow row = summary_of(r);
       const SubtypeScore& all = r.eval.scores.back();
-      std::snprintf(buf, sizeof buf, "  %-28s %8.3f %8.3f %8.3f %10lld %6lld %10.2f %10.3f %10.1f", r.run_id.c_str(),
-                    row.accuracy, all.majority, all.chance, static_cast<long long>(row.params),
+      std::snprintf(buf, sizeof buf, "  %-28s %8.3f %8.3f %8.3f %10lld %6lld %10.2f %10.3f %10.1f  %-13s %8.3f %8.3f",
+                    r.run_id.c_str(), row.accuracy, all.majority, all.chance, static_cast<long long>(row.params),
                     static_cast<long long>(row.visual_tokens), row.prefill_ms, row.decode_ms_per_token,
-                    row.train_step_ms);
+                    row.train_step_ms, row.metric.c_str(), row.score, row.score_baseline);
       table += std::to_string(spec - exp.runs.data()) + "\t" + buf + "\n";
     }
   };
@@ -597,11 +700,13 @@ int run_experiment(const LoadedExperiment& exp, const RunOptions& opt) {
     }
     std::stable_sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
     std::printf("%s: %zu run(s) written to %s\n", exp.base.name.c_str(), rows.size(), out.c_str());
-    std::printf("  %-28s %8s %8s %8s %10s %6s %10s %10s %10s\n", "run", "accuracy", "majority", "chance", "params",
-                "vis.tok", "prefill_ms", "decode_ms", "step_ms");
+    std::printf("  %-28s %8s %8s %8s %10s %6s %10s %10s %10s  %-13s %8s %8s\n", "run", "accuracy", "majority",
+                "chance", "params", "vis.tok", "prefill_ms", "decode_ms", "step_ms", "headline", "score", "baseline");
     for (const auto& [i, line] : rows) std::printf("%s\n", line.c_str());
-    std::printf("(vis.tok, prefill and decode at batch 1 and each run's first resolution; step_ms at its training "
-                "batch; medians; nan where measuring is off)\n");
+    std::printf("(accuracy: exact match on the test split; headline: the task's own metric (exact_match, cer: "
+                "character error rate, lower is better, ...) against its baseline (majority answer, majority "
+                "string, median answer); vis.tok, prefill and decode at batch 1 and each run's first resolution; "
+                "step_ms at its training batch; medians; nan where measuring is off)\n");
   }
   return failed > 0 ? 1 : 0;
 }

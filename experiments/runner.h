@@ -24,6 +24,16 @@ struct CostRow {
   int64_t resolution = 0, visual_tokens = 0, lm_tokens = 0, prefill_flops = 0, decode_flops_per_token = 0;
 };
 
+// One stage of a run as it ran (experiments/stages.h), for /runs/<id>/stages.
+struct StageRecord {
+  std::string name, task;
+  std::string status = "trained";  // or "skipped" (the family has nothing the stage trains)
+  std::string reason;
+  int first_step = 0, steps = 0;   // the run's steps [first_step, first_step + steps)
+  std::string trains, freezes, lr_scale, init_from;  // as configured, init_from with its sources
+  int64_t trained_params = 0, frozen_params = 0;
+};
+
 struct RunResult {
   std::string run_id, family, variant;
   uint64_t seed = 0;
@@ -32,7 +42,8 @@ struct RunResult {
   double wall_s = 0;
   ParamCounts params;
   std::vector<StepLog> train;
-  std::vector<CurvePoint> curve;  // validation accuracy during training
+  std::vector<CurvePoint> curve;  // validation accuracy during training (each stage on its task)
+  std::vector<StageRecord> stages;
   double curve_threshold = 0.9;   // [eval] threshold, for steps-to-threshold
   EvalResult eval;                // the test split, scored once after training
   std::string model_dir;          // the kept model, relative to the results file's folder
@@ -41,6 +52,7 @@ struct RunResult {
   std::vector<MemoryRow> memory;
   std::vector<CostRow> cost;
   int gallery = 0;     // eval items kept in /runs/<id>/samples
+  bool keep_items = false;  // every eval item in /runs/<id>/items ([eval] keep_items)
   int batch_size = 0;  // training batch
   int threads = 0;     // the thread count it ran with
   // Where it ran (MPI): the rank and host that wrote it, and how many ranks trained it (1 unless

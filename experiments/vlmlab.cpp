@@ -28,12 +28,15 @@
 #include "experiments/results.h"
 #include "experiments/runner.h"
 #include "lib/core/parallel.h"
+#include "lib/core/suggest.h"
 #include "lib/data/task.h"
 #include "lib/core/check.h"
+#include "lib/data/draw.h"
 #include "lib/data/png.h"
 #include "lib/io/h5.h"
 #include "lib/io/hf_config.h"
 #include "lib/io/safetensors.h"
+#include "version.h"  // generated: experiments/meson.build
 
 namespace po = boost::program_options;
 
@@ -52,7 +55,16 @@ bool parse_args(const std::vector<std::string>& args, const po::options_descript
     all.add(hidden);
     pos.add(positional, 1);
   }
-  po::store(po::command_line_parser(args).options(all).positional(pos).run(), vm);
+  // No abbreviations: with Boost's default style `--thread 1` is taken as `--threads 1`, and an option
+  // added later could silently change what an abbreviation means. An unknown option names the nearest.
+  const int style = po::command_line_style::default_style & ~po::command_line_style::allow_guessing;
+  try {
+    po::store(po::command_line_parser(args).options(all).positional(pos).style(style).run(), vm);
+  } catch (const po::unknown_option& e) {
+    std::vector<std::string> names;
+    for (const auto& o : desc.options()) names.push_back("--" + o->long_name());
+    throw po::error(std::string(e.what()) + vlm::did_you_mean(e.get_option_name(), names));
+  }
   if (vm.count("help")) {
     std::cout << desc;
     return false;
@@ -108,8 +120,11 @@ void usage() {
       "  parity   compare a family with Hugging Face transformers on a fixture folder\n"
       "  demo     train and evaluate a tiny decoder with the core (a smoke test of the whole stack)\n"
       "  bench-model  export a family at a bench size and time training, prefill and decode (JSON)\n"
-      "Run `vlmlab <command> --help` for a command's options.");
+      "Run `vlmlab <command> --help` for a command's options; `vlmlab --version` prints the version.");
 }
+
+const std::vector<std::string> kCommands = {"run", "check", "eval", "report", "sample", "list", "parity", "demo",
+                                            "bench-model"};
 
 int cmd_demo(const std::vector<std::string>& args) {
   vlm::DemoOptions o;
@@ -215,7 +230,9 @@ int cmd_check(const std::vector<std::string>& args) {
   po::options_description desc(
       "vlmlab check EXP.toml\n"
       "Validates the experiment (exit 2 with file:line:col on an error) and prints the runs it would\n"
-      "make with their parameter counts and visual tokens per image, without training");
+      "make with their parameter counts and visual tokens (as the summary counts them), without\n"
+      "training. Warns (stderr, still exit 0) where a processor crops, squeezes, upscales or leaves\n"
+      "pixels no patch covers, and where the measured resolution does not represent the task's images");
   desc.add_options()("help,h", "show this help")(
       "ranks", po::value<int>(&ranks)->default_value(ranks), "validate for `mpirun -n RANKS` (data_parallel batches)")(
       "params", po::bool_switch(&params),
@@ -229,32 +246,79 @@ int cmd_check(const std::vector<std::string>& args) {
               exp.base.task.c_str(), exp.runs.size());
   std::printf("  %-40s %-9s %10s %10s %10s %10s %8s\n", "run", "family", "vision", "connector", "lm", "total",
               "vis.tok");
+  // Warnings, each once with the runs it concerns: what the processor does to the task's largest
+  // images, and where the measured (square) resolution does not represent them.
+  std::vector<std::pair<std::string, std::vector<std::string>>> warnings;
+  const auto warn = [&](const std::string& text, const std::string& run_id) {
+    for (auto& [t, ids] : warnings)
+      if (t == text) return ids.push_back(run_id);
+    warnings.push_back({text, {run_id}});
+  };
   for (const vlm::exp::RunSpec& r : exp.runs) {
     const auto task = vlm::data::make_task(r.config.task, r.config.task_params);
     vlm::Vlm v(r.vlm_spec(), *task);
     const vlm::ParamCounts c = v.param_counts();
     const auto [h, w] = task->max_image_size();
+    // Visual tokens as the summary counts them: the first test sample, its images scaled to the first
+    // [measure] resolution (experiments/runner.cpp), all its images together.
+    const int64_t res = r.config.measure.resolutions.empty() ? h : r.config.measure.resolutions.front();
+    const vlm::data::Sample first = vlm::exp::at_resolution(task->sample(vlm::data::Split::kTest, 0), res);
+    int64_t tokens = 0;
+    for (const vlm::data::Image& im : first.images) tokens += v.processor().image_cost(im.height, im.width).visual_tokens;
     std::printf("  %-40s %-9s %10lld %10lld %10lld %10lld %8lld\n", r.run_id.c_str(), r.variant.family.c_str(),
                 static_cast<long long>(c.vision), static_cast<long long>(c.connector), static_cast<long long>(c.lm),
-                static_cast<long long>(c.total()), static_cast<long long>(v.processor().image_cost(h, w).visual_tokens));
+                static_cast<long long>(c.total()), static_cast<long long>(tokens));
+    for (const std::string& text : v.processor().warnings(h, w)) warn(text, r.run_id);
+    if (h != res || w != res) {
+      std::ostringstream os;
+      os << task->name() << "'s images are up to " << h << "x" << w << " (" << v.processor().image_cost(h, w).visual_tokens
+         << " visual tokens an image for " << r.variant.family << "), but vis.tok, latency and memory are measured on "
+         << res << "x" << res << " images ([measure] resolutions), which do not represent them";
+      warn(os.str(), r.run_id);
+    }
     if (!params) continue;
     for (const auto& [name, t] : vlm::named_parameters(v.model()))
       std::printf("      %-70s %-18s %s\n", name.c_str(), vlm::shape_str(t.shape()).c_str(),
                   vlm::component_of(v.model(), name).c_str());
+  }
+  std::printf("  (vis.tok: visual tokens of the first test sample at the first [measure] resolution, as the "
+              "summary counts them)\n");
+  for (const auto& [text, ids] : warnings) {
+    std::string runs;
+    for (const std::string& id : ids) runs += (runs.empty() ? "" : ", ") + id;
+    if (ids.size() == exp.runs.size() && ids.size() > 1) runs = "every run";
+    std::fprintf(stderr, "vlmlab check: warning: %s (%s)\n", text.c_str(), runs.c_str());
   }
   return 0;
 }
 
 std::string join_words(const std::vector<std::string>& words) {
   std::string out;
-  for (const std::string& w : words) out += (out.empty() ? "" : " ") + w;
+  for (const std::string& w : words) {
+    if (!out.empty()) out += ' ';
+    out += w;
+  }
   return out;
 }
 
+// Words wrapped into lines of at most `chars` characters (a longer word is cut).
+std::vector<std::string> wrap_words(const std::vector<std::string>& words, std::size_t chars) {
+  std::vector<std::string> lines(1);
+  for (const std::string& w : words) {
+    if (w == vlm::data::kImageWord) continue;
+    if (!lines.back().empty() && lines.back().size() + 1 + w.size() > chars) lines.emplace_back();
+    if (!lines.back().empty()) lines.back() += ' ';
+    lines.back() += w.substr(0, chars);
+  }
+  return lines;
+}
+
 // The sample's images side by side on a grey ground (which also frames them), each scaled up by a
-// whole factor (nearest neighbour) to about 150 px so small task images stay visible in a report.
-vlm::data::Image sample_picture(const vlm::data::Sample& s) {
-  constexpr int64_t kTarget = 150, kGap = 4;
+// whole factor (nearest neighbour) to about 150 px so small task images stay visible in a report;
+// with `caption`, the question (Q:) and answer (A:) below them in the built-in bitmap font, dark on the
+// ground (capitals: the font draws lowercase as capitals).
+vlm::data::Image sample_picture(const vlm::data::Sample& s, bool caption = false) {
+  constexpr int64_t kTarget = 150, kGap = 4, kMinCaptionChars = 40;
   const vlm::data::Rgb ground{190, 190, 190};
   std::vector<int64_t> scale;
   int64_t width = kGap, height = 0;
@@ -264,7 +328,21 @@ vlm::data::Image sample_picture(const vlm::data::Sample& s) {
     width += im.width * scale.back() + kGap;
     height = std::max(height, im.height * scale.back());
   }
-  vlm::data::Image out(height + 2 * kGap, width, ground);
+  std::vector<std::string> lines;
+  if (caption) {
+    width = std::max(width, 2 * kGap + vlm::data::text_width(kMinCaptionChars, 1));
+    const auto chars = static_cast<std::size_t>((width - 2 * kGap + 1) / vlm::data::kGlyphAdvance);
+    std::vector<std::string> q = {"Q:"}, a = {"A:"};
+    q.insert(q.end(), s.prompt.begin(), s.prompt.end());
+    a.insert(a.end(), s.answer.begin(), s.answer.end());
+    lines = wrap_words(q, chars);
+    for (std::string& l : wrap_words(a, chars)) lines.push_back(std::move(l));
+  }
+  constexpr int64_t kLine = vlm::data::kGlyphHeight + 3;
+  vlm::data::Image out(height + 2 * kGap + static_cast<int64_t>(lines.size()) * kLine, width, ground);
+  for (std::size_t i = 0; i < lines.size(); ++i)
+    vlm::data::draw_text(out, lines[i], height + 2 * kGap + static_cast<int64_t>(i) * kLine, kGap, 1,
+                         vlm::data::Rgb{20, 20, 20});
   int64_t x0 = kGap;
   for (std::size_t i = 0; i < s.images.size(); ++i) {
     const vlm::data::Image& im = s.images[i];
@@ -280,26 +358,28 @@ int cmd_sample(const std::vector<std::string>& args) {
   std::string file, run, out_dir = ".", split = "test";
   std::vector<int64_t> indices;
   int64_t count = 4;
+  bool no_caption = false;
   po::options_description desc(
       "vlmlab sample EXP.toml [options]\n"
       "Draws samples of the experiment's task (with the task parameters of one of its runs) as PNG\n"
-      "files, DIR/<split>_<index>.png, and prints one tab-separated line per sample: index, subtype,\n"
-      "question, answer, file. Samples are a pure function of the task parameters, so these are the\n"
-      "images the runs saw (`vlmlab report` draws its gallery this way)");
+      "files, DIR/<split>_<index>.png, with the question and answer written under the images, and\n"
+      "prints one tab-separated line per sample: index, subtype, question, answer, file. --count picks\n"
+      "the first samples whose images differ (Sort-of-CLEVR asks 20 questions about each scene).\n"
+      "Samples are a pure function of the task parameters, so these are the images the runs saw\n"
+      "(`vlmlab report` draws its gallery this way, with --no-caption: its table holds the text)");
   desc.add_options()("help,h", "show this help")(
       "run", po::value<std::string>(&run), "the run whose task parameters to use (default: the first run)")(
       "split", po::value<std::string>(&split)->default_value(split), "train, validation or test")(
-      "index", po::value<std::vector<int64_t>>(&indices)->multitoken(), "sample indices (default 0..count-1)")(
-      "count", po::value<int64_t>(&count)->default_value(count), "samples 0..count-1 when no --index is given")(
+      "index", po::value<std::vector<int64_t>>(&indices)->multitoken(), "sample indices (default: see --count)")(
+      "count", po::value<int64_t>(&count)->default_value(count),
+      "when no --index is given: this many samples with distinct images, the first of the split")(
+      "no-caption", po::bool_switch(&no_caption), "images only, without the question and answer under them")(
       "out", po::value<std::string>(&out_dir)->default_value(out_dir), "folder for the PNG files");
   po::variables_map vm;
   if (!parse_with_file(args, desc, file, vm)) return 0;
   if (split != "train" && split != "validation" && split != "test")
     throw po::error("--split must be train, validation or test, got \"" + split.substr(0, 64) + "\"");
-  if (indices.empty()) {
-    if (count < 1) throw po::error("--count must be >= 1");
-    for (int64_t i = 0; i < count; ++i) indices.push_back(i);
-  }
+  if (indices.empty() && (count < 1 || count > 100000)) throw po::error("--count must be in [1, 100000]");
   for (const int64_t i : indices)
     if (i < 0) throw po::error("--index must be >= 0");
   const vlm::exp::LoadedExperiment exp = vlm::exp::load_experiment(file);
@@ -314,10 +394,21 @@ int cmd_sample(const std::vector<std::string>& args) {
   const auto task = vlm::data::make_task(spec->config.task, spec->config.task_params);
   std::filesystem::create_directories(out_dir);
   const vlm::data::Split which = vlm::data::parse_split(split, "--split");
+  if (indices.empty()) {
+    // The first `count` samples whose images differ from every earlier pick's, looking at no more than
+    // 1,000 indices per sample asked (a task with fewer distinct images gives what it has).
+    std::vector<std::vector<vlm::data::Image>> seen;
+    for (int64_t i = 0; static_cast<int64_t>(indices.size()) < count && i < 1000 * count; ++i) {
+      vlm::data::Sample s = task->sample(which, static_cast<uint64_t>(i));
+      if (std::find(seen.begin(), seen.end(), s.images) != seen.end()) continue;
+      seen.push_back(std::move(s.images));
+      indices.push_back(i);
+    }
+  }
   for (const int64_t i : indices) {
     const vlm::data::Sample s = task->sample(which, static_cast<uint64_t>(i));
     const std::string path = (std::filesystem::path(out_dir) / (split + "_" + std::to_string(i) + ".png")).string();
-    vlm::data::write_png(path, sample_picture(s));
+    vlm::data::write_png(path, sample_picture(s, !no_caption));
     std::printf("%lld\t%s\t%s\t%s\t%s\n", static_cast<long long>(i), s.subtype.c_str(), join_words(s.prompt).c_str(),
                 join_words(s.answer).c_str(), path.c_str());
   }
@@ -535,6 +626,11 @@ int cmd_eval(const std::vector<std::string>& args) {
     for (const vlm::SubtypeScore& sc : r.scores)
       out["scores"].push_back({{"subtype", sc.subtype}, {"n", sc.n}, {"correct", sc.correct},
                                {"accuracy", sc.accuracy}, {"majority", sc.majority}, {"chance", sc.chance}});
+    out["headline"] = r.headline;
+    out["metrics"] = nlohmann::json::array();
+    for (const vlm::data::MetricScore& m : r.metrics)
+      out["metrics"].push_back({{"subtype", m.subtype}, {"metric", m.metric}, {"n", m.n}, {"value", m.value},
+                                {"baseline", m.baseline}, {"baseline_name", m.baseline_name}});
     std::printf("%s\n", out.dump(1).c_str());
     return 0;
   }
@@ -544,6 +640,12 @@ int cmd_eval(const std::vector<std::string>& args) {
   for (const vlm::SubtypeScore& sc : r.scores)
     std::printf("  %-12s %6lld %8lld %9.4f %9.4f %8.4f\n", sc.subtype.c_str(), static_cast<long long>(sc.n),
                 static_cast<long long>(sc.correct), sc.accuracy, sc.majority, sc.chance);
+  if (!r.metrics.empty()) {
+    std::printf("  %-12s %-14s %9s %9s  (headline: %s)\n", "subtype", "metric", "value", "baseline", r.headline.c_str());
+    for (const vlm::data::MetricScore& m : r.metrics)
+      std::printf("  %-12s %-14s %9.4f %9.4f  %s\n", m.subtype.c_str(), m.metric.c_str(), m.value, m.baseline,
+                  m.baseline_name.c_str());
+  }
   return 0;
 }
 
@@ -578,6 +680,10 @@ int main(int argc, char** argv) {
     return argc < 2 ? 2 : 0;
   }
   const std::string cmd = argv[1];
+  if (cmd == "--version" || cmd == "-V") {
+    std::printf("vlmlab %s (commit %s)\n", VLMLAB_VERSION, VLMLAB_GIT_COMMIT);
+    return 0;
+  }
   const std::vector<std::string> args(argv + 2, argv + argc);
   try {
     if (cmd == "demo") return cmd_demo(args);
@@ -589,7 +695,7 @@ int main(int argc, char** argv) {
     if (cmd == "sample") return cmd_sample(args);
     if (cmd == "parity") return cmd_parity(args);
     if (cmd == "bench-model") return cmd_bench_model(args);
-    std::fprintf(stderr, "vlmlab: unknown command \"%s\"\n", cmd.c_str());
+    std::fprintf(stderr, "vlmlab: unknown command \"%s\"%s\n", cmd.c_str(), vlm::did_you_mean(cmd, kCommands).c_str());
     usage();
     return 2;
   } catch (const po::error& e) {

@@ -41,6 +41,13 @@ MEMORY_COLUMNS = [("params_bytes", "parameters"), ("grads_bytes", "gradients"), 
                   ("activations_bytes", "activations"), ("kv_cache_bytes", "KV cache"),
                   ("peak_bytes", "peak (all)"), ("peak_rss_bytes", "peak RSS")]
 FAMILY_MARKERS = {"llava": "o", "flamingo": "s", "fuyu": "^", "qwen2vl": "D"}
+# Task metrics (lib/data/metrics.h): the first a task names is its headline.
+METRIC_TITLES = {"exact_match": "exact-match accuracy", "cer": "character error rate",
+                 "char_accuracy": "per-character accuracy", "mae": "mean absolute error"}
+LOWER_IS_BETTER = {"cer", "mae"}
+PERCENT_METRICS = {"exact_match", "cer", "char_accuracy"}
+BASELINE_TITLES = {"majority": "majority answer", "majority_string": "positional majority string",
+                   "median_answer": "median answer"}
 GALLERY_ITEMS = 6
 PNG_METADATA = {"Software": None}  # no matplotlib version, no date: the same data give the same bytes
 
@@ -244,6 +251,13 @@ class Run:
         self.params = dict(zip(*[read_table(g, "params").get(c, []) for c in ("component", "count")]))
         self.train = read_table(g, "train")
         self.curve = read_table(g, "curve")  # validation accuracy during training ({} in older files)
+        self.stages = rows_of(read_table(g, "stages"))  # one row per stage ([] in older files)
+        # The last stage's points: the question task the run is scored on (a staged run's earlier stages
+        # score their own tasks; stage_curves.png draws those).
+        last = max(self.curve.get("stage", [0]) or [0])
+        keep = [i for i, st in enumerate(self.curve.get("stage", [])) if st == last]
+        self.final_curve = ({k: [v[i] for i in keep] for k, v in self.curve.items()} if "stage" in self.curve
+                            else self.curve)
         self.threshold = float(g["curve"].attrs.get("threshold", 0.9)) if "curve" in g else 0.9
         self.eval = rows_of(read_table(g, "eval"))
         # Files before the three splits scored a stream called eval, which also chose the settings.
@@ -252,6 +266,9 @@ class Run:
         self.memory = rows_of(read_table(g, "memory"))
         self.cost = rows_of(read_table(g, "cost"))
         self.samples = rows_of(read_table(g, "samples"))
+        # The task's metrics beside exact match and the one its headline uses ([] / exact match in older files).
+        self.metrics = rows_of(read_table(g, "metrics"))
+        self.headline = s_(g["metrics"].attrs.get("headline", "exact_match")) if "metrics" in g else "exact_match"
         for i, row in enumerate(self.samples):  # files before the `index` column kept the first items
             row.setdefault("index", i)
         self.latency_samples = {}
@@ -271,6 +288,16 @@ class Run:
         for r in self.eval:
             if r["subtype"] == subtype:
                 return float(r["accuracy"])
+        return float("nan")
+
+    def metric(self, name, subtype="all", column="value"):
+        """A task metric's value (or its baseline, column="baseline"); exact match reads the eval table."""
+        if name == "exact_match":
+            return self.accuracy(subtype) if column == "value" else next(
+                (float(r["majority"]) for r in self.eval if r["subtype"] == subtype), float("nan"))
+        for r in self.metrics:
+            if r["metric"] == name and r["subtype"] == subtype:
+                return float(r[column])
         return float("nan")
 
 
@@ -492,6 +519,114 @@ def fig_memory(out_dir, groups, styles):
     return save(fig, out_dir, "memory_vs_resolution.png")
 
 
+def seeds_phrase(groups):
+    """What a curve and its band are, as the data make them: a mean and a band only where some variant
+    has several seeds."""
+    counts = [len(g.done) for g in groups if g.done]
+    if counts and max(counts) == 1:
+        return "one seed per variant (no band)"
+    if counts and min(counts) == 1:
+        return "mean over seeds, band = min–max over seeds (none where a variant has one seed)"
+    return "mean over seeds, band = min–max over seeds"
+
+
+def metric_scale(metric):
+    return 100.0 if metric in PERCENT_METRICS else 1.0
+
+
+def metric_label(metric):
+    unit = " (%)" if metric in PERCENT_METRICS else ""
+    better = ", lower is better" if metric in LOWER_IS_BETTER else ""
+    return f"{METRIC_TITLES.get(metric, metric)}{unit}{better}"
+
+
+def fig_subtypes(out_dir, groups, styles, subtypes):
+    """Accuracy per question subtype (and over all), one bar per variant with its 95% interval; the
+    majority answer's rate of each subtype as a black tick across the bars."""
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(subtypes) * max(1, len(groups)) / 2 + 2), 4.4))
+    width = 0.8 / max(1, len(groups))
+    hatches = ["", "//", "..", "xx", "\\\\", "oo"]
+    for i, g in enumerate(groups):
+        st = styles[id(g)]
+        means, errs = [], []
+        for sub in subtypes:
+            m, h, _ = mean_ci([r.accuracy(sub) for r in g.done if r.accuracy(sub) == r.accuracy(sub)])
+            means.append(100 * m)
+            errs.append(0 if h is None else 100 * h)
+        x = np.arange(len(subtypes)) + (i - (len(groups) - 1) / 2) * width
+        ax.bar(x, means, width, yerr=errs, capsize=3, color=st["color"], hatch=hatches[i % len(hatches)],
+               edgecolor="0.2", linewidth=0.5, label=f"{g.label} (n={len(g.done)})")
+    for k, sub in enumerate(subtypes):
+        maj = [float(e["majority"]) for e in groups[0].done[0].eval if e["subtype"] == sub]
+        if maj:
+            ax.hlines(100 * maj[0], k - 0.45, k + 0.45, colors="k", linestyles="--", linewidth=1.4,
+                      label="majority answer" if k == 0 else None)
+    ax.set_xticks(np.arange(len(subtypes)), subtypes)
+    ax.set_ylim(0, 103)
+    ax.set_ylabel("accuracy (%)")
+    several = any(len(g.done) > 1 for g in groups)
+    ax.set_title("accuracy per question subtype, test split; " +
+                 ("mean over seeds, error bars: 95% interval" if several else "one seed per variant (no interval)"),
+                 fontsize=9)
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+    return save(fig, out_dir, "accuracy_per_subtype.png")
+
+
+def swept_values(groups):
+    """{sweep key: sorted numeric values} over the groups' sweep points (keys whose values are numbers)."""
+    keys = {}
+    for g in groups:
+        for part in [p for p in g.sweep.split(";") if "=" in p]:
+            k, v = part.split("=", 1)
+            try:
+                keys.setdefault(k, set()).add(float(v))
+            except ValueError:
+                keys.setdefault(k, set()).add(None)
+    return {k: sorted(v) for k, v in keys.items() if None not in v and len(v) > 1}
+
+
+def fig_sweep(out_dir, groups, styles, key, metric):
+    """The headline metric against one swept value: a line per variant (and per value of the other swept
+    keys), mean and 95% interval over seeds at each value."""
+    def point(g):
+        parts = dict(p.split("=", 1) for p in g.sweep.split(";") if "=" in p)
+        rest = ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in parts.items() if k != key)
+        return float(parts[key]), g.variant + (f" ({rest})" if rest else ""), g.family
+    lines = {}
+    for g in groups:
+        x, label, family = point(g)
+        lines.setdefault(label, (family, []))[1].append((x, g))
+    fig, ax = plt.subplots(figsize=(7.5, 4.6))
+    cmap = plt.get_cmap("tab10")
+    dashes = ["-", "--", "-.", ":"]
+    scale = metric_scale(metric)
+    for i, (label, (family, pts)) in enumerate(lines.items()):
+        pts.sort(key=lambda p: p[0])
+        xs, ms, hs, ns = [], [], [], []
+        for x, g in pts:
+            m, h, n = mean_ci([r.metric(metric) for r in g.done])
+            xs.append(x)
+            ms.append(scale * m)
+            hs.append(0 if h is None else scale * h)
+            ns.append(n)
+        ax.errorbar(xs, ms, yerr=hs, marker=FAMILY_MARKERS.get(family, "o"), ms=max(4.0, 8.0 - i), capsize=3,
+                    ls=dashes[i % len(dashes)], color=cmap(i % 10), label=f"{label} (n={min(ns)}–{max(ns)})"
+                    if min(ns) != max(ns) else f"{label} (n={ns[0]})")
+    values = swept_values(groups)[key]
+    if min(values) > 0 and max(values) / min(values) >= 10:
+        ax.set_xscale("log")
+    ax.set_xlabel(f"{key} (swept)")
+    ax.set_ylabel(metric_label(metric))
+    ax.set_title(f"{METRIC_TITLES.get(metric, metric)} against {key}, test split; "
+                 f"{'error bars: 95% interval over seeds' if any(len(g.done) > 1 for g in groups) else 'one seed per point'}",
+                 fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+    safe = "".join(c if c.isalnum() else "_" for c in key)
+    return save(fig, out_dir, f"sweep_{safe}.png")
+
+
 def smooth(y, w):
     if w <= 1 or len(y) < w:
         return np.asarray(y, dtype=np.float64)
@@ -500,7 +635,88 @@ def smooth(y, w):
     return np.concatenate([head, (c[w:] - c[:-w]) / w])
 
 
-def fig_loss(out_dir, groups, styles, phase_ends=()):
+def stage_ends(runs):
+    """Steps at which a staged run's next stage begins (its /train stage column changes), over the runs."""
+    ends = set()
+    for r in runs:
+        st, steps = r.train.get("stage", []), r.train.get("step", [])
+        ends.update(int(steps[i]) for i in range(1, len(st)) if st[i] != st[i - 1])
+    return sorted(ends)
+
+
+def staged(runs):
+    """Whether the runs were trained in stages ([[stage]]: more than one stage, or one a family skipped)."""
+    return any(len(r.stages) > 1 or any(s_(s.get("status", "")) == "skipped" for s in r.stages) for r in runs)
+
+
+def fig_stage_curves(out_dir, groups, styles):
+    """One panel per stage: validation accuracy on that stage's own task against the run's step, mean over
+    seeds (a family that skipped a stage has no line in its panel)."""
+    names = []
+    for g in groups:
+        for r in g.done:
+            for s in r.stages:
+                if s_(s["name"]) not in names:
+                    names.append(s_(s["name"]))
+    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.8), sharey=True, squeeze=False)
+    for k, name in enumerate(names):
+        ax = axes[0][k]
+        for g in groups:
+            series = []
+            for r in g.done:
+                idx = [i for i, s in enumerate(r.stages) if s_(s["name"]) == name and s_(s["status"]) == "trained"]
+                if not idx or not r.curve.get("stage"):
+                    continue
+                keep = [i for i, st in enumerate(r.curve["stage"]) if int(st) == int(r.stages[idx[0]]["stage"])]
+                series.append((np.asarray([r.curve["step"][i] for i in keep]),
+                               np.asarray([r.curve["accuracy"][i] for i in keep], dtype=np.float64) * 100))
+            if not series:
+                continue
+            n = min(len(s[0]) for s in series)
+            st = styles[id(g)]
+            ax.plot(series[0][0][:n], np.mean([s[1][:n] for s in series], axis=0), color=st["color"], ls=st["ls"],
+                    marker=st["marker"], ms=4, label=f"{g.label} (n={len(series)})")
+        task = next((s_(s["task"]) for g in groups for r in g.done for s in r.stages if s_(s["name"]) == name), "")
+        ax.set_title(f"stage {k + 1}: {name}\n{task}", fontsize=8)
+        ax.set_xlabel("training step (of the run)")
+        ax.grid(True, alpha=0.3)
+    axes[0][0].set_ylabel("validation accuracy (%) on the stage's task")
+    axes[0][-1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+    fig.suptitle(f"each stage on its own task, {seeds_phrase(groups)}", fontsize=10)
+    return save(fig, out_dir, "stage_curves.png")
+
+
+def stages_section(out_dir, groups, styles):
+    """The stages of each variant (from its first complete run: every seed runs the same stages) and
+    the per-stage curves."""
+    L = ["### Stages", ""]
+    rows = []
+    for g in groups:
+        r = g.done[0] if g.done else None
+        if r is None:
+            continue
+        for s in r.stages:
+            skipped = s_(s["status"]) == "skipped"
+            what = s_(s["train"]) or ("everything except " + s_(s["freeze"]) if s_(s["freeze"]) else "everything")
+            rows.append([md_escape(g.label), md_escape(s_(s["name"])), md_escape(s_(s["task"])),
+                         "skipped: " + md_escape(s_(s["reason"])) if skipped else md_escape(what),
+                         fmt_int(int(s["trained_params"])), fmt_int(int(s["frozen_params"])),
+                         str(int(s["steps"])), md_escape(s_(s["lr_scale"])) or "–",
+                         md_escape(s_(s["init_from"])) or "–"])
+    L += md_table(["variant", "stage", "task", "trains", "trained params", "frozen params", "steps",
+                   "lr scale", "initial weights from"], rows, right={4, 5, 6})
+    skipped = sorted({f"{g.label}: {s_(s['name'])}" for g in groups for r in g.done[:1] for s in r.stages
+                      if s_(s["status"]) == "skipped"})
+    L += ["", "Stages run in order, each from the weights the previous one ended with and a fresh optimizer over "
+          "what it trains; frozen parameters get no gradient and no optimizer state (the memory table's "
+          "`train:<stage>` rows). Stages skipped because the family has nothing they train: " +
+          (", ".join(skipped) if skipped else "none") + ".", ""]
+    f = fig_stage_curves(out_dir, groups, styles)
+    L += [f"![Per-stage validation curves]({f})", ""]
+    return L
+
+
+def fig_loss(out_dir, groups, styles, phase_ends=(), stages=()):
     """Training loss on log-log axes: the first steps (where the loss falls from the answer prior) and
     the long tail (where families separate) both show; curriculum phases are marked."""
     fig, ax = plt.subplots(figsize=(8, 4.6))
@@ -522,14 +738,16 @@ def fig_loss(out_dir, groups, styles, phase_ends=()):
         ax.plot(steps, mean, color=st["color"], ls=st["ls"], label=f"{g.label} (n={len(curves)})")
     for end in phase_ends:
         ax.axvline(end + 0.5, color="0.5", lw=0.8, ls=":")
+    for end in stages:
+        ax.axvline(end + 0.5, color="0.2", lw=1.0, ls="--")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("training step (log)")
     ax.set_ylabel("training loss (log; cross-entropy on answer tokens)")
     extra = f", moving average over {window} steps" if window > 1 else ""
-    band = "band = min–max over seeds" if any(len(g.done) > 1 for g in groups) else "one seed each"
     marks = "; dotted lines: curriculum phase ends" if phase_ends else ""
-    ax.set_title(f"training loss: mean over seeds, {band}{extra}{marks}", fontsize=9)
+    marks += "; dashed lines: stage boundaries" if stages else ""
+    ax.set_title(f"training loss, {seeds_phrase(groups)}{extra}{marks}", fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     return save(fig, out_dir, "training_loss.png"), window
@@ -538,7 +756,7 @@ def fig_loss(out_dir, groups, styles, phase_ends=()):
 def steps_to_threshold(run):
     """(first curve step, samples, FLOPs) at which validation accuracy reaches threshold x the run's final
     validation accuracy; None when the run has no curve."""
-    c = run.curve
+    c = run.final_curve
     if not c.get("step"):
         return None
     acc = np.asarray(c["accuracy"], dtype=np.float64)
@@ -551,13 +769,13 @@ def fig_curves(out_dir, groups, styles):
     """Validation accuracy against training step and against training FLOPs (log), mean over seeds."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     for g in groups:
-        runs = [r for r in g.done if r.curve.get("step")]
+        runs = [r for r in g.done if r.final_curve.get("step")]
         if not runs:
             continue
-        n = min(len(r.curve["step"]) for r in runs)
-        acc = np.stack([np.asarray(r.curve["accuracy"][:n], dtype=np.float64) for r in runs]) * 100
+        n = min(len(r.final_curve["step"]) for r in runs)
+        acc = np.stack([np.asarray(r.final_curve["accuracy"][:n], dtype=np.float64) for r in runs]) * 100
         steps = np.asarray(runs[0].curve["step"][:n])
-        flops = np.mean(np.stack([np.asarray(r.curve["train_flops"][:n], dtype=np.float64) for r in runs]), axis=0)
+        flops = np.mean(np.stack([np.asarray(r.final_curve["train_flops"][:n], dtype=np.float64) for r in runs]), axis=0)
         st = styles[id(g)]
         for ax, x in ((axes[0], steps), (axes[1], flops)):
             keep = x > 0 if ax is axes[1] else np.ones_like(x, dtype=bool)
@@ -573,8 +791,7 @@ def fig_curves(out_dir, groups, styles):
     axes[0].set_ylabel("validation accuracy (%)")
     for ax in axes:
         ax.grid(True, which="both", alpha=0.3)
-    band = "band = min–max over seeds" if any(len(g.done) > 1 for g in groups) else "one seed each"
-    fig.suptitle(f"learning curves on the validation split: mean over seeds, {band}", fontsize=10)
+    fig.suptitle(f"learning curves on the validation split, {seeds_phrase(groups)}", fontsize=10)
     axes[1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     return save(fig, out_dir, "learning_curves.png")
 
@@ -596,7 +813,7 @@ def draw_gallery(out_dir, vlmlab, run, items, sub):
         cfg = os.path.join(tmp, "run.toml")
         with open(cfg, "w") as fh:
             fh.write(run.resolved_config)
-        p = subprocess.run([vlmlab, "sample", cfg, "--out", dest, "--split", split,
+        p = subprocess.run([vlmlab, "sample", cfg, "--out", dest, "--split", split, "--no-caption",
                             "--index", *[str(i) for i, _ in items]],
                            capture_output=True, text=True)
     if p.returncode != 0:
@@ -705,12 +922,31 @@ def report(path, out_dir, vlmlab):
     L += [f"Made by `vlmlab report` from `{os.path.basename(path)}`. Accuracy is exact match of the greedy "
           f"answer {split_note}, in %, as mean ± 95% confidence interval over seeds (t-distribution); n is the "
           "number of completed seeds, and n=1 gives no interval.", ""]
+    headlines = distinct(r.headline for r in done_runs) or ["exact_match"]
+    headline = headlines[0]
+    if headline != "exact_match":
+        L += [f"**Headline metric: {METRIC_TITLES.get(headline, headline)}**"
+              f"{' (lower is better)' if headline in LOWER_IS_BETTER else ''}, the task's own score "
+              "(see [Task metrics](#task-metrics)), beside exact match.", ""]
+    else:
+        L += ["**Headline metric: exact-match accuracy.**", ""]
 
     # ---- at a glance
     L += ["## At a glance", ""]
     if not done_groups:
         L += ["No run completed; see [Failed runs](#failed-runs).", ""]
     else:
+        if headline != "exact_match":
+            scale = metric_scale(headline)
+            hs = [(g, *mean_ci([r.metric(headline) for r in g.done])) for g in done_groups]
+            lower = headline in LOWER_IS_BETTER
+            top = sorted(hs, key=lambda x: x[1] if lower else -x[1])[0]
+            base = done_groups[0].done[0].metric(headline, column="baseline")
+            bname = next((r["baseline_name"] for r in done_groups[0].done[0].metrics if r["metric"] == headline), "")
+            val = f"{scale * top[1]:.1f}" + (f" ± {scale * top[2]:.1f}" if top[2] is not None else "")
+            L.append(f"- Best by {METRIC_TITLES.get(headline, headline)} (the headline): **{top[0].label}**, "
+                     f"{val}{'%' if scale == 100 else ''} (n={top[3]}); the {BASELINE_TITLES.get(bname, bname)} "
+                     f"gets {scale * base:.1f}{'%' if scale == 100 else ''}.")
         stats = [(g, *mean_ci([r.accuracy() for r in g.done])) for g in done_groups]
         ranked = sorted(stats, key=lambda s: -s[1])
         best = ranked[0]
@@ -837,6 +1073,15 @@ def report(path, out_dir, vlmlab):
             L += ["n=1 for every variant (one completed seed each): no intervals.", ""]
         elif ones:
             L += [f"n=1 (one completed seed, no interval): {', '.join(md_escape(x) for x in ones)}.", ""]
+        if len(subtypes) > 1:
+            fs = fig_subtypes(out_dir, done_groups, styles, subtypes)
+            L += [f"![Accuracy per subtype]({fs})", "", "The table's accuracies as bars (error bars: 95% interval "
+                  "over seeds, where there are several), the dashed tick on each subtype its majority answer's rate.",
+                  ""]
+        for key in swept_values(done_groups):
+            fw = fig_sweep(out_dir, done_groups, styles, key, headline)
+            L += [f"![{METRIC_TITLES.get(headline, headline)} against {key}]({fw})", "",
+                  f"The headline metric against the swept value `{key}`, one line per variant.", ""]
         # Figures: accuracy against prefill latency and against parameters.
         all_base = [e for e in done_runs[0].eval if e["subtype"] == "all"]
         same_base = len(distinct(tuple((e["chance"], e["majority"]) for e in r.eval if e["subtype"] == "all")
@@ -865,6 +1110,40 @@ def report(path, out_dir, vlmlab):
         L += [f"![Accuracy vs parameters]({f2})", ""]
     else:
         L += ["No completed run.", ""]
+
+    # ---- task metrics (lib/data/metrics.h): beside exact match, with their baselines
+    metric_names = distinct(m["metric"] for r in done_runs for m in r.metrics)
+    if metric_names:
+        L += ["## Task metrics", ""]
+        subs = distinct(m["subtype"] for r in done_runs for m in r.metrics)
+        subs = [x for x in subs if x != "all"] + (["all"] if "all" in subs else [])
+        cols = [(m, x) for m in metric_names for x in subs]
+        header = ["variant", "n"] + [f"{METRIC_TITLES.get(m, m)}: {'**all**' if x == 'all' else md_escape(x)}"
+                                     for m, x in cols]
+        rows = []
+        for g in done_groups:
+            cells = [md_escape(g.label), str(len(g.done))]
+            for m, x in cols:
+                scale = metric_scale(m)
+                mm, h, n = mean_ci([r.metric(m, x) for r in g.done if r.metric(m, x) == r.metric(m, x)])
+                cells.append("–" if n == 0 else f"{scale * mm:.1f}" + (f" ± {scale * h:.1f}" if h is not None else ""))
+            rows.append(cells)
+        ref = done_groups[0].done[0]
+        cells = []
+        for m, x in cols:
+            b = ref.metric(m, x, column="baseline")
+            cells.append("–" if b != b else f"{metric_scale(m) * b:.1f}")
+        bnames = distinct(BASELINE_TITLES.get(r["baseline_name"], r["baseline_name"]) for r in ref.metrics)
+        rows.append([f"*baseline* ({', '.join(bnames)})", ""] + cells)
+        L += md_table(header, rows, right=set(range(1, len(header))))
+        L += ["", "Mean ± 95% interval over seeds. *character error rate* (%, lower is better): edits (insertions, "
+              "deletions, substitutions) from the predicted characters to the answer's, over the answer's "
+              "characters, summed over items (it passes 100% when predictions are too long); *per-character "
+              "accuracy* (%): answer characters predicted at their own position; *mean absolute error*: of a "
+              "numeric answer, a prediction that is no number scored as the farthest of the subtype's smallest "
+              "and largest answers. Baselines, from the same test items: the *positional majority string* (the "
+              "most frequent answer length, at each position the most frequent character) and the *median "
+              "answer* (the constant with the least absolute error).", ""]
 
     # ---- parameters
     L += ["## Parameters", ""]
@@ -951,6 +1230,8 @@ def report(path, out_dir, vlmlab):
 
     # ---- training
     L += ["## Training", ""]
+    if staged(done_runs):
+        L += stages_section(out_dir, done_groups, styles)
     if any(r.curve.get("step") for r in done_runs):
         f = fig_curves(out_dir, done_groups, styles)
         L += [f"![Learning curves]({f})", ""]
@@ -980,7 +1261,7 @@ def report(path, out_dir, vlmlab):
         for ph in exp.get("train", {}).get("phase", []) if isinstance(exp.get("train", {}), dict) else []:
             if isinstance(ph, dict) and isinstance(ph.get("steps"), int):
                 phase_ends.append((phase_ends[-1] if phase_ends else 0) + ph["steps"])
-        f, window = fig_loss(out_dir, done_groups, styles, phase_ends)
+        f, window = fig_loss(out_dir, done_groups, styles, phase_ends, stage_ends(done_runs))
         L += [f"![Training loss]({f})", ""]
         rows = []
         for g in done_groups:

@@ -319,6 +319,13 @@ class Flamingo final : public Architecture {
   // IdeficsModel checkpoints (base_model_prefix "model") store the same names without "model.".
   std::vector<std::pair<std::string, std::string>> name_aliases() const override { return {{"model.", ""}}; }
   // The resampler and the gated cross-attention layers are what joins vision to the LM.
+  std::vector<std::pair<std::string, std::string>> shared_modules() const override {
+    return {{"model.vision_model.", "clip_vision."},
+            {"model.embed_tokens.", "llama.embed_tokens."},
+            {"model.layers.", "llama.layers."},
+            {"model.norm.", "llama.norm."},
+            {"lm_head.", "llama_head."}};
+  }
   std::vector<std::pair<std::string, std::string>> component_prefixes() const override {
     return {{"model.vision_model.", "vision"},
             {"model.perceiver_resampler.", "connector"},

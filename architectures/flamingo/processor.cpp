@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <array>
+#include <iomanip>
 #include <sstream>
 
 #include "architectures/processor_util.h"
@@ -24,7 +25,7 @@ namespace vlm::flamingo {
 namespace {
 
 struct Settings {
-  int64_t image_size = 224;
+  int64_t image_size = 224, patch = 14;
   Normalization norm;
   int64_t image_states = 0;  // cross-attention keys per image: resampler latents or CLS + patches
   SpecialTokens tokens;
@@ -38,6 +39,7 @@ Settings read_settings(const io::HfConfig& cfg, const nlohmann::json& options, c
   s.image_size = v.get_int("image_size", 224);
   const int64_t patch = v.get_int("patch_size", 14);
   if (patch <= 0 || s.image_size < patch) v.fail("patch_size", "must be positive and at most image_size");
+  s.patch = patch;
   if (v.get_int("num_channels", 3) != 3) v.fail("num_channels", "the processor makes RGB images: must be 3");
   const int64_t grid = s.image_size / patch;
   s.image_states = cfg.get_bool("use_resampler", false)
@@ -146,6 +148,27 @@ class FlamingoProcessor final : public Processor {
     VLM_CHECK(height > 0 && width > 0, "flamingo processor: image size " << height << "x" << width
                                                                          << " must be positive");
     return {s_.image_states, 3, s_.image_size, s_.image_size};
+  }
+
+  std::vector<std::string> warnings(int64_t height, int64_t width) const override {
+    std::vector<std::string> out;
+    if (height != width) {
+      std::ostringstream os;
+      os << "flamingo resizes a " << height << "x" << width << " image to " << s_.image_size << "x" << s_.image_size
+         << " without keeping its aspect ratio: it is squeezed " << std::fixed << std::setprecision(1)
+         << static_cast<double>(std::max(height, width)) / static_cast<double>(std::min(height, width)) << " times along its "
+         << (width > height ? "width" : "height");
+      out.push_back(os.str());
+    }
+    if (s_.image_size % s_.patch != 0) {
+      std::ostringstream os;
+      os << "flamingo's " << s_.image_size << "x" << s_.image_size << " input is not a multiple of patch_size "
+         << s_.patch << ": the patches cover " << s_.image_size / s_.patch * s_.patch << "x"
+         << s_.image_size / s_.patch * s_.patch << " and the last " << s_.image_size % s_.patch
+         << " rows and columns of pixels are never seen";
+      out.push_back(os.str());
+    }
+    return out;
   }
 
  private:

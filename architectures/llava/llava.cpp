@@ -187,6 +187,12 @@ class Llava : public Architecture {
     vision_tower.visit(prefix + "vision_tower.", v);
   }
 
+  std::vector<std::pair<std::string, std::string>> shared_modules() const override {
+    return {{"vision_tower.", "clip_vision."},
+            {"language_model.model.", "llama."},
+            {"language_model.lm_head.", "llama_head."}};
+  }
+
   std::vector<std::pair<std::string, std::string>> name_aliases() const override {
     return {
         {"language_model.model.", "model.language_model."},

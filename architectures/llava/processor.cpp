@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <sstream>
 
 #include "architectures/processor_util.h"
@@ -21,7 +22,7 @@ namespace vlm::llava {
 namespace {
 
 struct Settings {
-  int64_t shortest_edge = 0, crop_h = 0, crop_w = 0;
+  int64_t shortest_edge = 0, crop_h = 0, crop_w = 0, patch = 0;
   Normalization norm;
   int64_t num_image_tokens = 0;
   int64_t image_token_id = 0;
@@ -40,6 +41,7 @@ Settings read_settings(const io::HfConfig& cfg, const nlohmann::json& options, c
 
   Settings s;
   s.tokens = tokens;
+  s.patch = patch;
   s.image_token_id = cfg.has("image_token_index") ? cfg.get_int("image_token_index", 32000)
                                                   : cfg.get_int("image_token_id", 32000);
   const io::HfConfig o = processor_options(
@@ -118,6 +120,29 @@ class LlavaProcessor final : public Processor {
   ImageCost image_cost(int64_t height, int64_t width) const override {
     VLM_CHECK(height > 0 && width > 0, "llava processor: image size " << height << "x" << width << " must be positive");
     return {s_.num_image_tokens, s_.num_image_tokens, s_.crop_h, s_.crop_w};
+  }
+
+  std::vector<std::string> warnings(int64_t height, int64_t width) const override {
+    std::vector<std::string> out;
+    const auto [h, w] = data::shortest_edge_size(height, width, s_.shortest_edge);
+    const int64_t kh = std::min(h, s_.crop_h), kw = std::min(w, s_.crop_w);
+    if (kh < h || kw < w) {
+      std::ostringstream os;
+      os << "llava resizes a " << height << "x" << width << " image to " << h << "x" << w
+         << " (shortest edge) and centre-crops it to " << s_.crop_h << "x" << s_.crop_w << ": only the middle "
+         << std::lround(100.0 * static_cast<double>(kh * kw) / static_cast<double>(h * w))
+         << "% of it is seen, its " << (kw < w ? "left and right" : "top and bottom") << " ends are cut";
+      out.push_back(os.str());
+    }
+    if (s_.crop_h % s_.patch != 0 || s_.crop_w % s_.patch != 0) {
+      std::ostringstream os;
+      os << "llava's " << s_.crop_h << "x" << s_.crop_w << " input is not a multiple of patch_size " << s_.patch
+         << ": the patches cover " << s_.crop_h / s_.patch * s_.patch << "x" << s_.crop_w / s_.patch * s_.patch
+         << " and the last " << s_.crop_h % s_.patch << " rows / " << s_.crop_w % s_.patch
+         << " columns of pixels are never seen";
+      out.push_back(os.str());
+    }
+    return out;
   }
 
  private:

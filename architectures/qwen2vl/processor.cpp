@@ -164,6 +164,21 @@ class Qwen2VlProcessor final : public Processor {
     return {tokens, tokens + 2, h, w};
   }
 
+  std::vector<std::string> warnings(int64_t height, int64_t width) const override {
+    // The size rounded to whole merged patches, as smart_resize makes it before min_pixels applies.
+    const auto [rh, rw] = smart_resize(height, width, s_.patch * s_.merge, 1, s_.max_pixels);
+    if (rh * rw >= s_.min_pixels) return {};
+    const auto [h, w] = smart_resize(height, width, s_.patch * s_.merge, s_.min_pixels, s_.max_pixels);
+    const int64_t tokens = (h / s_.patch) * (w / s_.patch) / (s_.merge * s_.merge);
+    std::ostringstream os;
+    os << "qwen2vl upscales a " << height << "x" << width << " image to " << h << "x" << w << " (" << tokens
+       << " visual tokens) because it has fewer pixels than min_pixels " << s_.min_pixels
+       << " (HF's default is 56x56 = 3136); [variant.processor] min_pixels = " << rh * rw << " keeps it at " << rh
+       << "x" << rw << " (" << (rh / s_.patch) * (rw / s_.patch) / (s_.merge * s_.merge)
+       << " visual tokens), its size rounded to multiples of " << s_.patch * s_.merge;
+    return {os.str()};
+  }
+
  private:
   // One image's rows of pixel_values appended to `out`; its grid (in patches) in gh, gw.
   void append_patches(const data::Image& image, std::vector<float>& out, int64_t& gh, int64_t& gw) const {

@@ -175,6 +175,11 @@ class Qwen2Vl : public Architecture {
     visual.visit(prefix + "visual.", v);
   }
 
+  // Its LM is Llama's with q/k/v biases: a Llama LM moves in only where those are given too.
+  std::vector<std::pair<std::string, std::string>> shared_modules() const override {
+    return {{"model.", "llama."}, {"lm_head.", "llama_head."}};
+  }
+
   std::vector<std::pair<std::string, std::string>> component_prefixes() const override {
     return {{"visual.merger.", "connector"}, {"visual.", "vision"}};
   }

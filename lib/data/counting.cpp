@@ -45,26 +45,21 @@ class Counting final : public Task {
 
   std::string name() const override { return "counting"; }
 
-  Sample sample(Split split, uint64_t index) const override {
-    Rng rng(stream_seed(seed_, split, index));
-    const int64_t n = min_objects_ + rng.below(max_objects_ - min_objects_ + 1);
-    const int kind = static_cast<int>(rng.below(3));
-    const int asked = static_cast<int>(rng.below(kNumColors));
-
+  Sample description(Split split, uint64_t index) const override {
     Sample s;
-    std::vector<SceneObject> objects;
-    do {
-      objects = place(rng, n);
-      Image img(size_, size_, kWhite);
-      for (const SceneObject& o : objects) {
-        const Rgb c = kColors[static_cast<std::size_t>(o.color)].rgb;
-        if (o.shape == Shape::kSquare)
-          fill_square(img, o.cy, o.cx, 2 * half_ + 1, c);
-        else
-          fill_circle(img, o.cy, o.cx, half_, c);
-      }
-      s.images.assign(1, std::move(img));
-    } while (!in_split(s.images, split));
+    int kind = 0, asked = 0;
+    const std::vector<SceneObject> objects = scene(split, index, s, kind, asked);
+    s.answer = describe_objects(objects, size_);
+    return s;
+  }
+  std::vector<std::string> description_words() const override { return object_description_words(); }
+  int max_description_tokens() const override { return static_cast<int>(4 * max_objects_); }
+
+  Sample sample(Split split, uint64_t index) const override {
+    Sample s;
+    int kind = 0, asked = 0;
+    const std::vector<SceneObject> objects = scene(split, index, s, kind, asked);
+    const auto n = static_cast<int64_t>(objects.size());
 
     s.subtype = kSubtypes[static_cast<std::size_t>(kind)];
     int64_t count = 0;
@@ -100,11 +95,34 @@ class Counting final : public Task {
     const int64_t answers = subtype == "count_all" ? max_objects_ - min_objects_ + 1 : max_objects_ + 1;
     return 1.0 / static_cast<double>(answers);
   }
+  std::vector<std::string> metrics() const override { return {"exact_match", "mae"}; }
   int max_answer_tokens() const override { return 1; }
   int max_images() const override { return 1; }
   std::pair<int64_t, int64_t> max_image_size() const override { return {size_, size_}; }
 
  private:
+  // Sample `index`'s objects and picture (into s.images), and the question draws made before them.
+  std::vector<SceneObject> scene(Split split, uint64_t index, Sample& s, int& kind, int& asked) const {
+    Rng rng(stream_seed(seed_, split, index));
+    const int64_t n = min_objects_ + rng.below(max_objects_ - min_objects_ + 1);
+    kind = static_cast<int>(rng.below(3));
+    asked = static_cast<int>(rng.below(kNumColors));
+    std::vector<SceneObject> objects;
+    do {
+      objects = place(rng, n);
+      Image img(size_, size_, kWhite);
+      for (const SceneObject& o : objects) {
+        const Rgb c = kColors[static_cast<std::size_t>(o.color)].rgb;
+        if (o.shape == Shape::kSquare)
+          fill_square(img, o.cy, o.cx, 2 * half_ + 1, c);
+        else
+          fill_circle(img, o.cy, o.cx, half_, c);
+      }
+      s.images.assign(1, std::move(img));
+    } while (!in_split(s.images, split));
+    return objects;
+  }
+
   std::vector<SceneObject> place(Rng& rng, int64_t n) const {
     const int64_t span = size_ - 2 * half_;  // centres in [h, size-1-h]
     const int64_t min_dist = 2 * half_ + 1 + min_gap_;

@@ -35,7 +35,30 @@ class MultiImage final : public Task {
 
   std::string name() const override { return "multi_image"; }
 
-  Sample sample(Split split, uint64_t index) const override {
+  Sample sample(Split split, uint64_t index) const override { return generate(split, index, nullptr); }
+
+  // Each image in order: its ordinal ("first"), then its objects.
+  Sample description(Split split, uint64_t index) const override {
+    std::vector<std::vector<SceneObject>> scenes;
+    Sample s = generate(split, index, &scenes);
+    s.answer.clear();
+    for (std::size_t i = 0; i < scenes.size(); ++i) {
+      s.answer.emplace_back(kOrdinals[i]);
+      for (std::string& w : describe_objects(scenes[i], size_)) s.answer.push_back(std::move(w));
+    }
+    return s;
+  }
+  std::vector<std::string> description_words() const override {
+    std::vector<std::string> v;
+    for (int64_t i = 0; i < max_images_; ++i) add_words(v, {kOrdinals[static_cast<std::size_t>(i)]});
+    add_words(v, object_description_words());
+    return v;
+  }
+  int max_description_tokens() const override { return static_cast<int>(max_images_ * (1 + 4 * num_objects_)); }
+
+ private:
+  // The sample, and its scenes' objects in *scenes_out where given.
+  Sample generate(Split split, uint64_t index, std::vector<std::vector<SceneObject>>* scenes_out) const {
     Rng rng(stream_seed(seed_, split, index));
     const int64_t n = 2 + rng.below(max_images_ - 1);
     const int kind = static_cast<int>(rng.below(3));
@@ -81,9 +104,11 @@ class MultiImage final : public Task {
         s.prompt.push_back(w);
     }
     s.answer = {answer};
+    if (scenes_out) *scenes_out = std::move(scenes);
     return s;
   }
 
+ public:
   std::vector<std::string> subtypes() const override { return kSubtypes; }
 
   std::vector<std::string> vocabulary() const override {

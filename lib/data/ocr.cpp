@@ -48,31 +48,25 @@ class Ocr final : public Task {
 
   std::string name() const override { return "ocr"; }
 
+  Sample description(Split split, uint64_t index) const override {
+    Sample s;
+    Rng rng(stream_seed(seed_, split, index));
+    for (const char c : scene(split, rng, s)) s.answer.emplace_back(1, c);
+    return s;
+  }
+  std::vector<std::string> description_words() const override {
+    std::vector<std::string> v;
+    for (const char c : kAlphabet) add_words(v, {std::string(1, c)});
+    return v;
+  }
+  int max_description_tokens() const override { return static_cast<int>(max_length_); }
+
   Sample sample(Split split, uint64_t index) const override {
     Rng rng(stream_seed(seed_, split, index));
-    const int kind = static_cast<int>(rng.below(2));
     Sample s;
-    std::string text;
-    do {
-      const int64_t k = min_length_ + rng.below(max_length_ - min_length_ + 1);
-      text.clear();
-      const int64_t n_chars = static_cast<int64_t>(kAlphabet.size());
-      for (int64_t j = 0; j < k; ++j) text += kAlphabet[static_cast<std::size_t>(rng.below(n_chars))];
-      const int64_t h = min_height_ + rng.below(max_height_ - min_height_ + 1);
-      const int64_t w1 = text_width(k, 1);
-      const int64_t w_lo = std::max(h, w1 + 2), w_hi = max_width(h);
-      const int64_t w = w_lo + rng.below(w_hi - w_lo + 1);
-      const int64_t s_max = std::min((w - 2) / w1, (h - 2) / kGlyphHeight);
-      const int64_t scale = 1 + rng.below(s_max);
-      const int64_t x0 = 1 + rng.below(w - 2 - scale * w1 + 1);
-      const int64_t y0 = 1 + rng.below(h - 2 - scale * kGlyphHeight + 1);
-      Image img(h, w, kWhite);
-      draw_text(img, text, y0, x0, scale, kInk);
-      s.images.assign(1, std::move(img));
-    } while (!in_split(s.images, split));
+    const std::string text = scene(split, rng, s);
 
-    s.subtype = kSubtypes[static_cast<std::size_t>(kind)];
-    if (kind == 0) {
+    if (s.subtype == kSubtypes[0]) {
       s.prompt = {kImageWord, "what", "is", "the", "text", "?"};
       for (char c : text) s.answer.emplace_back(1, c);
     } else {
@@ -101,11 +95,37 @@ class Ocr final : public Task {
     for (int64_t k = min_length_; k <= max_length_; ++k) strings += std::pow(n, static_cast<double>(k));
     return 1.0 / strings;
   }
+  std::vector<std::string> metrics() const override { return {"cer", "char_accuracy", "exact_match"}; }
   int max_answer_tokens() const override { return static_cast<int>(max_length_); }
   int max_images() const override { return 1; }
   std::pair<int64_t, int64_t> max_image_size() const override { return {max_height_, max_width(max_height_)}; }
 
  private:
+  // The kind draw, then the string and its canvas (into s.images, s.subtype's kind); the string.
+  std::string scene(Split split, Rng& rng, Sample& s) const {
+    const int kind = static_cast<int>(rng.below(2));
+    s.subtype = kSubtypes[static_cast<std::size_t>(kind)];
+    std::string text;
+    do {
+      const int64_t k = min_length_ + rng.below(max_length_ - min_length_ + 1);
+      text.clear();
+      const int64_t n_chars = static_cast<int64_t>(kAlphabet.size());
+      for (int64_t j = 0; j < k; ++j) text += kAlphabet[static_cast<std::size_t>(rng.below(n_chars))];
+      const int64_t h = min_height_ + rng.below(max_height_ - min_height_ + 1);
+      const int64_t w1 = text_width(k, 1);
+      const int64_t w_lo = std::max(h, w1 + 2), w_hi = max_width(h);
+      const int64_t w = w_lo + rng.below(w_hi - w_lo + 1);
+      const int64_t s_max = std::min((w - 2) / w1, (h - 2) / kGlyphHeight);
+      const int64_t scale = 1 + rng.below(s_max);
+      const int64_t x0 = 1 + rng.below(w - 2 - scale * w1 + 1);
+      const int64_t y0 = 1 + rng.below(h - 2 - scale * kGlyphHeight + 1);
+      Image img(h, w, kWhite);
+      draw_text(img, text, y0, x0, scale, kInk);
+      s.images.assign(1, std::move(img));
+    } while (!in_split(s.images, split));
+    return text;
+  }
+
   int64_t max_width(int64_t h) const {
     // The small epsilon keeps e.g. 12 x 8.0 at 96 against floating-point noise in max_aspect.
     return static_cast<int64_t>(std::floor(static_cast<double>(h) * max_aspect_ + 1e-9));

@@ -72,24 +72,11 @@ class SortOfClevr final : public Task {
   std::string name() const override { return "sort_of_clevr"; }
 
   Sample sample(Split split, uint64_t index) const override {
-    const uint64_t n_images = static_cast<uint64_t>(split == Split::kTrain        ? train_images_
-                                                   : split == Split::kValidation ? val_images_
-                                                                                 : test_images_);
-    const uint64_t image = (index / kQuestionsPerImage) % n_images;
+    const uint64_t image = (index / kQuestionsPerImage) % images_in(split);
     const uint64_t q = index % kQuestionsPerImage;
 
     Sample s;
-    std::vector<SceneObject> objects;
-    Rng scene_rng(stream_seed(seed_, split, image));
-    // The paper's scene holds all six colours in order; a smaller scene draws its colours (kept in
-    // colour order) from the same stream first, so the six-object scenes stay the paper's.
-    std::vector<int> colors = {0, 1, 2, 3, 4, 5};
-    while (static_cast<int64_t>(colors.size()) > num_objects_)
-      colors.erase(colors.begin() + static_cast<std::ptrdiff_t>(scene_rng.below(static_cast<int64_t>(colors.size()))));
-    do {
-      objects = place_objects(scene_rng, colors, size_, half_);
-      s.images.assign(1, draw_objects(objects, size_, half_));
-    } while (!in_split(s.images, split));
+    const std::vector<SceneObject> objects = scene(split, image, s.images);
 
     Rng q_rng(stream_seed(seed_, split, image, 1 + q));
     // Relational questions need a second object; a one-object scene asks only non-relational ones.
@@ -141,6 +128,16 @@ class SortOfClevr final : public Task {
     return s;
   }
 
+  // One description per image: index i describes image i (wrapping at the split's image count).
+  Sample description(Split split, uint64_t index) const override {
+    Sample s;
+    const std::vector<SceneObject> objects = scene(split, index % images_in(split), s.images);
+    s.answer = describe_objects(objects, size_);
+    return s;
+  }
+  std::vector<std::string> description_words() const override { return object_description_words(); }
+  int max_description_tokens() const override { return static_cast<int>(4 * num_objects_); }
+
   std::vector<std::string> subtypes() const override { return kSubtypes; }
 
   std::vector<std::string> vocabulary() const override {
@@ -163,6 +160,27 @@ class SortOfClevr final : public Task {
   std::pair<int64_t, int64_t> max_image_size() const override { return {size_, size_}; }
 
  private:
+  uint64_t images_in(Split split) const {
+    return static_cast<uint64_t>(split == Split::kTrain        ? train_images_
+                                 : split == Split::kValidation ? val_images_
+                                                               : test_images_);
+  }
+  // Image `image` of the split: its objects, and the picture in `images`.
+  std::vector<SceneObject> scene(Split split, uint64_t image, std::vector<Image>& images) const {
+    std::vector<SceneObject> objects;
+    Rng scene_rng(stream_seed(seed_, split, image));
+    // The paper's scene holds all six colours in order; a smaller scene draws its colours (kept in
+    // colour order) from the same stream first, so the six-object scenes stay the paper's.
+    std::vector<int> colors = {0, 1, 2, 3, 4, 5};
+    while (static_cast<int64_t>(colors.size()) > num_objects_)
+      colors.erase(colors.begin() + static_cast<std::ptrdiff_t>(scene_rng.below(static_cast<int64_t>(colors.size()))));
+    do {
+      objects = place_objects(scene_rng, colors, size_, half_);
+      images.assign(1, draw_objects(objects, size_, half_));
+    } while (!in_split(images, split));
+    return objects;
+  }
+
   int64_t seed_, size_, half_, num_objects_;
   std::vector<int> kinds_;  // empty: the paper's mix (10 non-relational, then 10 relational per image)
   int64_t train_images_, val_images_, test_images_;

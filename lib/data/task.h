@@ -59,11 +59,36 @@ class Task {
   virtual std::vector<std::string> vocabulary() const = 0;
   // Accuracy of uniform guessing among the subtype's possible answers.
   virtual double chance(const std::string& subtype) const = 0;
+  // How the task is scored (lib/data/metrics.h): exact match always; the first name is the headline
+  // (the summary's and the report's score). ocr: character error rate first; counting: exact match
+  // with mean absolute error beside it.
+  virtual std::vector<std::string> metrics() const { return {"exact_match"}; }
   virtual int max_answer_tokens() const = 0;
   virtual int max_images() const = 0;
   // Image sizes this task produces (height, width) at most; for the runner's cost tables.
   virtual std::pair<int64_t, int64_t> max_image_size() const = 0;
+  // The scene of sample `index` in words, with the sample's images: every object with its colour,
+  // shape and position (sort_of_clevr, counting, multi_image), the string (ocr). The answer of the
+  // "describe" and "text" modes (make_task's `mode` parameter), for pretraining and alignment. Every
+  // task of the registry has it; a task without it (a test's own) throws.
+  virtual Sample description(Split split, uint64_t index) const;
+  // The words a description can hold, and the most it holds.
+  virtual std::vector<std::string> description_words() const { return {}; }
+  virtual int max_description_tokens() const { return 0; }
 };
+
+// The `mode` every task has: "question" (the task's questions), "describe" (the prompt is the image
+// and the word "describe", the answer the image's description) or "text" (the same description with
+// no image: text-only pretraining on the task's own language; the model sees no image).
+inline constexpr const char* kDescribeWord = "describe";
+
+// Samples drawn from several tasks by weight: sample i of a split comes from part k with probability
+// weight_k / sum (a hash of i decides), at that part's index i. The vocabulary is the parts' in order,
+// without repeats; subtypes likewise.
+std::unique_ptr<Task> make_mix(std::vector<std::unique_ptr<Task>> parts, std::vector<double> weights);
+
+// Every word of `tasks` in order (the first task's vocabulary first), without repeats.
+std::vector<std::string> union_vocabulary(const std::vector<const Task*>& tasks);
 
 struct TaskInfo {
   std::string name;

@@ -125,6 +125,31 @@ Image draw_objects(const std::vector<SceneObject>& objects, int64_t size, int64_
   return img;
 }
 
+namespace {
+constexpr std::array<const char*, 3> kRows = {"top", "middle", "bottom"};
+constexpr std::array<const char*, 3> kColumns = {"left", "center", "right"};
+}  // namespace
+
+std::vector<std::string> describe_objects(const std::vector<SceneObject>& objects, int64_t size) {
+  std::vector<std::string> words;
+  for (const SceneObject& o : objects) {
+    words.emplace_back(kColors[static_cast<std::size_t>(o.color)].name);
+    words.emplace_back(shape_word(o.shape));
+    words.emplace_back(kRows[static_cast<std::size_t>(std::clamp<int64_t>(3 * o.cy / size, 0, 2))]);
+    words.emplace_back(kColumns[static_cast<std::size_t>(std::clamp<int64_t>(3 * o.cx / size, 0, 2))]);
+  }
+  return words;
+}
+
+std::vector<std::string> object_description_words() {
+  std::vector<std::string> v;
+  for (const NamedColor& c : kColors) add_words(v, {c.name});
+  add_words(v, {"square", "circle"});
+  for (const char* w : kRows) add_words(v, {w});
+  for (const char* w : kColumns) add_words(v, {w});
+  return v;
+}
+
 int64_t param_int(const Params& p, const std::string& key) {
   const auto it = p.find(key);
   VLM_CHECK(it != p.end() && std::holds_alternative<int64_t>(it->second),

@@ -87,6 +87,11 @@ std::vector<SceneObject> place_objects(Rng& rng, const std::vector<int>& colors,
 // Square: cx-h <= x < cx+h (side 2h, fill_square); circle: (x-cx)^2 + (y-cy)^2 <= h^2 (fill_circle).
 Image draw_objects(const std::vector<SceneObject>& objects, int64_t size, int64_t half);
 
+// Objects in words, each as colour, shape, row and column of a 3 x 3 grid over the image ("red circle
+// top left"), in the order given; and every word that can produce.
+std::vector<std::string> describe_objects(const std::vector<SceneObject>& objects, int64_t size);
+std::vector<std::string> object_description_words();
+
 // Typed access to validated params (make_task has filled in every default and checked types).
 int64_t param_int(const Params& p, const std::string& key);
 double param_double(const Params& p, const std::string& key);
@@ -103,5 +108,8 @@ std::unique_ptr<Task> make_multi_image(const Params& p);
 
 // The "seed" parameter every task has.
 ParamSpec seed_param();
+// The "mode" parameter every task has (task.h: question, describe, text), and the task in that mode.
+ParamSpec mode_param();
+std::unique_ptr<Task> with_mode(std::unique_ptr<Task> task, const std::string& mode);
 
 }  // namespace vlm::data::detail

@@ -4,6 +4,7 @@
 
 #include "lib/data/task.h"
 #include "lib/data/task_common.h"
+#include "lib/core/suggest.h"
 
 namespace vlm::data {
 
@@ -80,33 +81,44 @@ ParamValue checked(const std::string& task, const ParamSpec& spec, const ParamVa
 
 std::vector<TaskInfo> task_infos() {
   std::vector<TaskInfo> infos;
-  for (const Entry& e : entries()) infos.push_back(e.info());
+  for (const Entry& e : entries()) {
+    infos.push_back(e.info());
+    infos.back().params.push_back(detail::mode_param());
+  }
   return infos;
 }
 
 std::unique_ptr<Task> make_task(const std::string& name, const Params& params) {
   std::ostringstream known;
+  std::vector<std::string> names;
   for (const Entry& e : entries()) {
-    const TaskInfo info = e.info();
+    TaskInfo info = e.info();
+    info.params.push_back(detail::mode_param());
     known << (known.tellp() > 0 ? ", " : "") << info.name;
+    names.push_back(info.name);
     if (info.name != name) continue;
     Params resolved;
     std::ostringstream keys;
+    std::vector<std::string> key_names;
     for (const ParamSpec& spec : info.params) {
       resolved[spec.key] = spec.default_value;
       keys << (keys.tellp() > 0 ? ", " : "") << spec.key;
+      key_names.push_back(spec.key);
     }
     for (const auto& [key, value] : params) {
       const ParamSpec* spec = nullptr;
       for (const ParamSpec& sp : info.params)
         if (sp.key == key) spec = &sp;
       VLM_TASK_CONFIG_CHECK(spec != nullptr,
-                            "task " << name << ": unknown param '" << key << "' (known: " << keys.str() << ")");
+                            "task " << name << ": unknown param '" << key << "' (known: " << keys.str() << ")"
+                                    << did_you_mean(key, key_names));
       resolved[key] = checked(name, *spec, value);
     }
-    return e.make(resolved);
+    const std::string mode = std::get<std::string>(resolved.at("mode"));
+    resolved.erase("mode");  // the generators know only their questions; with_mode wraps them
+    return detail::with_mode(e.make(resolved), mode);
   }
-  VLM_TASK_CONFIG_CHECK(false, "unknown task '" << name << "' (known: " << known.str() << ")");
+  VLM_TASK_CONFIG_CHECK(false, "unknown task '" << name << "' (known: " << known.str() << ")" << did_you_mean(name, names));
   return nullptr;
 }
 

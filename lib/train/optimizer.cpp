@@ -58,7 +58,7 @@ void AdamW<T>::step(double lr) {
     const T* g;
     T* m;
     T* v;
-    T step_size, bc2_sqrt;
+    T step_size, bc2_sqrt, keep;
     bool decay;
     int64_t begin;  // offset in the concatenation
   };
@@ -78,13 +78,13 @@ void AdamW<T>::step(double lr) {
     const double t = static_cast<double>(s.step);
     const double bias_correction1 = 1.0 - std::pow(cfg_.beta1, t);
     const double bias_correction2 = 1.0 - std::pow(cfg_.beta2, t);
+    const double plr = lr * params_[i].lr_scale;
     items.push_back({p.data(), p.grad_data(), s.exp_avg.data(), s.exp_avg_sq.data(),
-                     static_cast<T>(lr / bias_correction1), static_cast<T>(std::sqrt(bias_correction2)),
-                     params_[i].decay, total});
+                     static_cast<T>(plr / bias_correction1), static_cast<T>(std::sqrt(bias_correction2)),
+                     static_cast<T>(1.0 - plr * cfg_.weight_decay), params_[i].decay, total});
     total += p.numel();
   }
   const T eps = static_cast<T>(cfg_.eps);
-  const T keep = static_cast<T>(1.0 - lr * cfg_.weight_decay);
   const T one_minus_beta1 = static_cast<T>(1.0 - cfg_.beta1);
   const T beta2 = static_cast<T>(cfg_.beta2), one_minus_beta2 = static_cast<T>(1.0 - cfg_.beta2);
   // Elementwise, so chunks over the threads change nothing in the result.
@@ -105,7 +105,7 @@ void AdamW<T>::step(double lr) {
         const int64_t n = std::min(kBlock, hi - b0);
         Map w(item.w + b0, n), m(item.m + b0, n), v(item.v + b0, n);
         const ConstMap g(item.g + b0, n);
-        if (item.decay) w *= keep;       // decoupled decay
+        if (item.decay) w *= item.keep;  // decoupled decay
         m += one_minus_beta1 * (g - m);  // torch lerp_
         v = v * beta2 + one_minus_beta2 * g * g;
         w -= item.step_size * (m / (v.sqrt() / item.bc2_sqrt + eps));

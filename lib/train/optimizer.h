@@ -20,6 +20,9 @@ struct OptParam {
   std::string name;
   TensorT<T> param;
   bool decay = true;  // apply weight decay to this parameter
+  // This parameter's learning rate is lr_scale x the step's (its decay too: torch's per-group lr, as
+  // HF and prismatic give the vision tower 0.1x).
+  double lr_scale = 1.0;
 };
 
 struct AdamWConfig {  // torch defaults

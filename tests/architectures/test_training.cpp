@@ -9,8 +9,11 @@
 #include <unistd.h>
 #include <limits>
 #include <map>
+#include <set>
 
+#include "architectures/transfer.h"
 #include "architectures/vlm.h"
+#include "lib/core/memory.h"
 #include "lib/core/random.h"
 #include "lib/measure/flops.h"
 #include "lib/ops/ops.h"
@@ -657,4 +660,201 @@ TEST_CASE("Kept model: saved and reloaded, every family gives the same logits an
     CHECK_THROWS_WITH(Vlm(dir, other), Catch::Contains("vocabulary differs from task toy's at id 13"));
   }
   std::filesystem::remove_all(root);
+}
+
+// ---- stages: frozen parts, learning-rate multipliers, weights from another model ----
+
+namespace {
+
+// The names of a component's parameters, and their values.
+std::set<std::string> names_in(Vlm& vlm, const std::string& selector) {
+  const auto v = select_parameters(vlm.model(), selector);
+  return {v.begin(), v.end()};
+}
+
+}  // namespace
+
+TEST_CASE("Stages: a frozen part is bit-identical after training, gets no gradient buffer or optimizer "
+          "state, and its branch costs no backward work", "[training][stages]") {
+  ToyTask task;
+  for (const std::string& family : kFamilies) {
+    INFO(family);
+    // Freeze the tower (fuyu has none: freeze its LM instead); everything else trains.
+    const std::string frozen_part = family == "fuyu" ? "lm" : "vision";
+    Vlm vlm(tiny_spec(family, 3), task);
+    const std::set<std::string> frozen = names_in(vlm, frozen_part);
+    REQUIRE(!frozen.empty());
+    const auto before = param_values(vlm);
+    TrainOptions opt{.steps = 3, .batch_size = 4, .lr = 1e-2, .warmup_steps = 0};
+    opt.frozen.assign(frozen.begin(), frozen.end());
+    int64_t trained_bytes = 0;
+    for (const auto& [name, t] : named_parameters(vlm.model()))
+      if (!frozen.count(name)) trained_bytes += t.numel() * static_cast<int64_t>(sizeof(float));
+    TrainState state;
+    TrainHooks hooks;
+    std::optional<TrainState> at2;
+    hooks.checkpoint_every = 2;
+    hooks.checkpoint = [&](const TrainState& st) { at2 = deep_copy(st); };
+    reset_peak_memory();
+    const MemStats start = memory_stats();
+    train(vlm, task, opt, state, hooks);
+    const MemStats m = memory_stats();
+    // Gradient buffers and AdamW's two moments exist for the trained parameters only.
+    CHECK(m.peak_of(MemCat::kGradients) - start.peak_of(MemCat::kGradients) == trained_bytes);
+    CHECK(m.peak_of(MemCat::kOptimizer) - start.peak_of(MemCat::kOptimizer) == 2 * trained_bytes);
+    const auto after = param_values(vlm);
+    const auto params = named_parameters(vlm.model());
+    REQUIRE(at2);
+    for (std::size_t i = 0; i < params.size(); ++i) {
+      INFO(params[i].first);
+      if (frozen.count(params[i].first)) {
+        CHECK(after[i] == before[i]);  // bit for bit
+        CHECK(!at2->optimizer[i].exp_avg.defined());
+        CHECK(params[i].second.requires_grad());  // frozen for the stage only
+      } else {
+        CHECK(at2->optimizer[i].exp_avg.defined());
+      }
+    }
+    CHECK(after != before);
+  }
+  // The backward pass skips a branch only frozen parameters feed: a frozen tower costs its forward only.
+  Vlm a(tiny_spec("llava", 3), task), b(tiny_spec("llava", 3), task);
+  TrainOptions all{.steps = 1, .batch_size = 4}, tower_frozen = all;
+  const auto tower = names_in(b, "vision");
+  tower_frozen.frozen.assign(tower.begin(), tower.end());
+  TrainState sa, sb;
+  train(a, task, all, sa);
+  train(b, task, tower_frozen, sb);
+  CHECK(sb.log[0].flops < sa.log[0].flops);
+  CHECK(sb.log[0].loss == sa.log[0].loss);  // the same forward
+}
+
+TEST_CASE("Stages: a parameter's learning-rate multiplier scales its update (0: unchanged)", "[training][stages]") {
+  ToyTask task;
+  Vlm plain(tiny_spec("llava", 4), task), scaled(tiny_spec("llava", 4), task);
+  const std::set<std::string> tower = names_in(scaled, "vision");
+  TrainOptions opt{.steps = 2, .batch_size = 4, .lr = 1e-2, .warmup_steps = 0};
+  TrainOptions with = opt;
+  for (const std::string& n : tower) with.lr_scale[n] = 0.0;
+  const auto before = param_values(scaled);
+  TrainState s1, s2;
+  train(plain, task, opt, s1);
+  train(scaled, task, with, s2);
+  const auto p = param_values(plain), q = param_values(scaled);
+  const auto params = named_parameters(scaled.model());
+  int moved = 0;
+  for (std::size_t i = 0; i < params.size(); ++i) {
+    INFO(params[i].first);
+    if (tower.count(params[i].first)) {
+      CHECK(q[i] == before[i]);  // at 0x it does not move, weight decay included
+      moved += p[i] != before[i] ? 1 : 0;
+    }
+  }
+  CHECK(moved > 0);  // at 1x the tower trains
+  CHECK(s1.log[0].loss == s2.log[0].loss);
+}
+
+TEST_CASE("Stages: steps continue the run's step count and data stream; a stage continued from a "
+          "mid-stage state ends with the uninterrupted run's bits", "[training][stages]") {
+  ToyTask task(true);
+  const auto stage_opts = [&](Vlm& vlm) {
+    TrainOptions one{.steps = 4, .batch_size = 4, .lr = 3e-3, .warmup_steps = 1};
+    one.checkpoint_last = true;
+    const auto lm = names_in(vlm, "lm");
+    one.frozen.assign(lm.begin(), lm.end());
+    TrainOptions two{.steps = 5, .batch_size = 4, .lr = 1e-3, .warmup_steps = 1};
+    two.first_step = two.data_first_step = 4, two.stage = 1, two.samples_before = 16;
+    return std::make_pair(one, two);
+  };
+  Vlm whole(tiny_spec("qwen2vl", 8), task);
+  const auto [one, two] = stage_opts(whole);
+  TrainState full;
+  std::optional<TrainState> at6;
+  std::vector<std::vector<float>> params_at6;
+  TrainHooks hooks;
+  hooks.checkpoint_every = 3;
+  hooks.checkpoint = [&](const TrainState& st) {
+    if (st.steps_done == 6) at6 = deep_copy(st), params_at6 = param_values(whole);
+  };
+  hooks.eval_every = 2;
+  hooks.validate = [&] { return evaluate(whole, task, data::Split::kValidation, 4, 4).scores; };
+  train(whole, task, one, full, hooks);
+  train(whole, task, two, full, hooks);
+  REQUIRE(full.log.size() == 9);
+  CHECK(full.log[4].step == 4);
+  CHECK(full.log[3].stage == 0);
+  CHECK(full.log[4].stage == 1);
+  // Each stage is validated when it begins, every 2 of its steps and at its end.
+  std::vector<std::pair<int, int>> points;
+  for (const CurvePoint& p : full.curve) points.emplace_back(p.stage, p.step);
+  CHECK(points == std::vector<std::pair<int, int>>{{0, 0}, {0, 2}, {0, 4}, {1, 4}, {1, 6}, {1, 8}, {1, 9}});
+  CHECK(full.curve.back().samples == 36);
+  // Stage 2 alone from the state at step 6 (a fresh model, the checkpoint's parameters put back).
+  REQUIRE(at6);
+  Vlm resumed(tiny_spec("qwen2vl", 99), task);
+  auto params = named_parameters(resumed.model());
+  for (std::size_t i = 0; i < params.size(); ++i) std::copy(params_at6[i].begin(), params_at6[i].end(), params[i].second.data());
+  TrainState st = *at6;
+  const auto [one_r, two_r] = stage_opts(resumed);
+  TrainHooks again;
+  again.eval_every = 2;
+  again.validate = [&] { return evaluate(resumed, task, data::Split::kValidation, 4, 4).scores; };
+  train(resumed, task, one_r, st, again);  // finished before the checkpoint: does nothing
+  train(resumed, task, two_r, st, again);
+  REQUIRE(st.log.size() == full.log.size());
+  for (std::size_t i = 0; i < st.log.size(); ++i) CHECK(st.log[i].loss == full.log[i].loss);
+  CHECK(param_values(resumed) == param_values(whole));
+}
+
+TEST_CASE("init_from: llava's CLIP tower moved into flamingo gives flamingo the tower outputs it gave "
+          "llava; a part that does not match is refused naming the parameter", "[training][stages][transfer]") {
+  ToyTask task;
+  VlmSpec ls = tiny_spec("llava", 11);
+  ls.family_keys = {{"vision_feature_layer", -1}, {"vision_feature_select_strategy", "full"}};
+  Vlm llava(ls, task);
+  const std::string dir = (std::filesystem::temp_directory_path() / ("vlm_transfer_" + std::to_string(getpid()))).string();
+  llava.save(dir);
+  VlmSpec fs = tiny_spec("flamingo", 12);
+  fs.family_keys = {{"use_resampler", false}};
+  {  // IDEFICS's tower defaults to gelu, CLIP's to quick_gelu: refused until they agree.
+    Vlm gelu(fs, task);
+    CHECK_THROWS_WITH(init_from(gelu.model(), "vision", dir, "x"),
+                      Catch::Contains("vision_config.hidden_act") && Catch::Contains("quick_gelu"));
+  }
+  fs.family_keys["vision_config.hidden_act"] = "quick_gelu";
+  Vlm flamingo(fs, task);
+  const auto before_lm = param_values(flamingo);
+  const InitResult r = init_from(flamingo.model(), "vision", dir, "test");
+  CHECK(r.source_family == "llava");
+  CHECK(r.names.size() == select_parameters(flamingo.model(), "vision").size());
+
+  const data::Sample s = task.sample(data::Split::kTest, 0);
+  const Inputs li = llava.processor().make_inputs({llava.prompt(s)});
+  Inputs fi = flamingo.processor().make_inputs({flamingo.prompt(s)});
+  const Tensor px = li.floats("pixel_values");  // [1, 3, H, W]; flamingo's is [B, N, 3, H, W]
+  fi.set_floats("pixel_values", reshape(px, {1, 1, px.dim(1), px.dim(2), px.dim(3)}));
+  NoGradGuard no_grad;
+  const Tensor ours = flamingo.model().forward(fi).stages.at("image_features");
+  const Tensor theirs = llava.model().forward(li).stages.at("vision_hidden_states");
+  REQUIRE(ours.numel() == theirs.numel());
+  CHECK(std::equal(ours.data(), ours.data() + ours.numel(), theirs.data()));
+  // Nothing outside the tower moved.
+  const auto after = param_values(flamingo);
+  const auto params = named_parameters(flamingo.model());
+  const auto tower = names_in(flamingo, "vision");
+  for (std::size_t i = 0; i < params.size(); ++i)
+    if (!tower.count(params[i].first)) CHECK(after[i] == before_lm[i]);
+
+  // qwen2vl's LM has q/k/v biases llava's Llama lacks; a wider tower does not fit.
+  Vlm qwen(tiny_spec("qwen2vl", 1), task);
+  CHECK_THROWS_WITH(init_from(qwen.model(), "lm", dir, "stage[0].init_from.lm"),
+                    Catch::Contains("stage[0].init_from.lm") && Catch::Contains("q_proj.bias") &&
+                        Catch::Contains("no counterpart"));
+  VlmSpec wide = fs;
+  wide.sizes.vision.hidden_size = 48;
+  wide.sizes.vision.intermediate_size = 96;
+  Vlm other(wide, task);
+  CHECK_THROWS_WITH(init_from(other.model(), "vision", dir, "x"),
+                    Catch::Contains("[48]") && Catch::Contains("[32]") && Catch::Contains("sizes differ"));
+  std::filesystem::remove_all(dir);
 }

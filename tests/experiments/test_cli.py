@@ -155,20 +155,23 @@ def test_results_schema_and_pandas():
         summary = pd.DataFrame(f["/summary"][()])
         assert list(summary.columns) == ["run_id", "family", "variant", "seed", "status", "accuracy", "params",
                                          "visual_tokens", "prefill_ms", "decode_ms_per_token", "train_step_ms",
-                                         "peak_bytes"], list(summary.columns)
+                                         "peak_bytes", "metric", "score", "score_baseline"], list(summary.columns)
         assert len(summary) == 4
         ids = [x.decode() for x in summary["run_id"]]
         assert sorted(ids) == sorted(f["/runs"].keys())
         assert (summary["status"] == b"complete").all()
         tables = {
             "params": ["component", "count"],
-            "train": ["step", "loss", "lr", "grad_norm", "step_ms"],
+            "train": ["step", "stage", "loss", "lr", "grad_norm", "step_ms"],
+            "stages": ["stage", "name", "task", "status", "reason", "first_step", "steps", "train", "freeze",
+                       "lr_scale", "init_from", "trained_params", "frozen_params"],
             "eval": ["subtype", "n", "correct", "accuracy", "chance", "majority"],
             "latency": ["phase", "resolution", "median_ms", "p10_ms", "p90_ms", "repeats"],
             "memory": ["phase", "params_bytes", "grads_bytes", "optimizer_bytes", "activations_bytes",
                        "kv_cache_bytes", "peak_bytes", "peak_rss_bytes"],
             "cost": ["resolution", "visual_tokens", "lm_tokens", "prefill_flops", "decode_flops_per_token"],
             "samples": ["question", "answer", "prediction", "correct", "index"],
+            "metrics": ["subtype", "metric", "n", "value", "baseline", "baseline_name", "lower_is_better"],
         }
         for rid in ids:
             g = f["/runs/" + rid]
@@ -471,9 +474,203 @@ def test_bench_model():
     assert r.returncode == 2 and "--time takes train, train_gemms, prefill, decode" in r.stderr, r.stderr
 
 
+def text_table(dataset):
+    """The README's one-line reader: a table as a DataFrame with its strings as str."""
+    return pd.DataFrame(dataset[()]).apply(lambda c: c.str.decode("utf-8") if c.dtype == object else c)
+
+
+def test_strict_cli():
+    """No abbreviations; an unknown command, flag or config key is refused with the nearest valid one."""
+    path = write("tiny.toml", TINY)
+    r = vlmlab("run", path, "--thread", "1", "--out", os.path.join(TMP, "never.h5"))
+    assert r.returncode == 2, r.stderr
+    assert "unrecognised option '--thread'" in r.stderr and 'did you mean "--threads"?' in r.stderr, r.stderr
+    assert not os.path.exists(os.path.join(TMP, "never.h5"))
+    r = vlmlab("check", path, "--param")  # a prefix of --params: not taken for it
+    assert r.returncode == 2 and 'did you mean "--params"?' in r.stderr, r.stderr
+    r = vlmlab("check", path, "--zzzzzz")  # nothing near: no suggestion
+    assert r.returncode == 2 and "unrecognised option '--zzzzzz'" in r.stderr and "did you mean" not in r.stderr
+    r = vlmlab("rnu", path)
+    assert r.returncode == 2 and 'vlmlab: unknown command "rnu"; did you mean "run"?' in r.stderr, r.stderr
+    r = vlmlab("--version")
+    assert r.returncode == 0 and re.fullmatch(r"vlmlab \d+\.\d+\.\d+ \(commit \S+\)\n", r.stdout), r.stdout
+    for old, new, want in [
+            ("steps = 6", "stesp = 6", 'train.stesp: unknown key; expected one of:'),
+            ("[experiment]", "[experimnt]", 'did you mean "experiment"?'),
+            ("image_size = 30", "image_size = 30\nnum_object = 2", 'did you mean "num_objects"?'),
+            ('family = "llava"', 'family = "llava"\nprojector_hiden_act = "relu"',
+             'did you mean "projector_hidden_act"?'),
+            ("[model.text]", "[model.txt]", 'did you mean "text"?')]:
+        r = vlmlab("check", write("typo.toml", TINY.replace(old, new)))
+        assert r.returncode == 2 and want in r.stderr, (new, r.stderr)
+    r = vlmlab("check", write("typo.toml", TINY.replace("steps = 6", "stesp = 6")))
+    assert 'did you mean "steps"?' in r.stderr, r.stderr
+
+
+def check_warnings(text, name):
+    r = vlmlab("check", write(name, text))
+    assert r.returncode == 0, r.stderr  # warned, not refused
+    return [l for l in r.stderr.splitlines() if l.startswith("vlmlab check: warning: ")]
+
+
+def test_check_warnings():
+    """`check` names what a processor does to the task's images that a user would not expect."""
+    # 30 px scenes, 15 px patches, measured at 30 px: nothing to say.
+    assert check_warnings(TINY, "quiet.toml") == []
+    # 40 px: llava's tower tiles 30 of them; fuyu pads to whole patches and drops nothing.
+    t40 = TINY.replace("image_size = 30", "image_size = 40").replace("resolutions = [30, 45]", "resolutions = [40]")
+    w = check_warnings(t40, "w40.toml")
+    assert w == ["vlmlab check: warning: llava's 40x40 input is not a multiple of patch_size 15: the patches cover "
+                 "30x30 and the last 10 rows / 10 columns of pixels are never seen "
+                 "(llava-lr=0.001-s3, llava-lr=0.003-s3)"], w
+    # qwen2vl with HF's default min_pixels: 40 px rounds to 30 (2x2 merged 15 px patches), under 3136
+    # pixels, so it is upscaled to ceil(40 * sqrt(3136 / 1600) / 30) * 30 = 60 px: 4 tokens instead of 1.
+    qw = t40.replace('family = "fuyu"', 'family = "qwen2vl"')
+    w = check_warnings(qw, "qwen.toml")
+    assert ("vlmlab check: warning: qwen2vl upscales a 40x40 image to 60x60 (4 visual tokens) because it has fewer "
+            "pixels than min_pixels 3136 (HF's default is 56x56 = 3136); [variant.processor] min_pixels = 900 keeps "
+            "it at 30x30 (1 visual tokens), its size rounded to multiples of 30 (qwen2vl-lr=0.001-s3, "
+            "qwen2vl-lr=0.003-s3)") in w, w
+    w = check_warnings(qw.replace('family = "qwen2vl"', 'family = "qwen2vl"\n[variant.processor]\nmin_pixels = 900'),
+                       "qwen900.toml")
+    assert not any("qwen2vl upscales" in x for x in w), w
+    # ocr's canvases up to 1:8 (32 x 256): llava keeps the middle square, flamingo squeezes them, and the
+    # measured square images do not represent them.
+    ocr = (TINY.replace('name = "sort_of_clevr"\nimage_size = 30', 'name = "ocr"')
+           .replace("resolutions = [30, 45]", "resolutions = [32]").replace('family = "fuyu"', 'family = "flamingo"'))
+    w = "\n".join(check_warnings(ocr, "ocr.toml"))
+    assert ("llava resizes a 32x256 image to 32x256 (shortest edge) and centre-crops it to 32x32: only the middle "
+            "13% of it is seen, its left and right ends are cut (llava-lr=0.001-s3, llava-lr=0.003-s3)") in w, w
+    assert "flamingo resizes a 32x256 image to 32x32 without keeping its aspect ratio: it is squeezed 8.0 times " \
+           "along its width" in w, w
+    assert "ocr's images are up to 32x256" in w and "measured on 32x32 images" in w, w
+
+
+def levenshtein(a, b):
+    prev = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        cur = [i]
+        for j, y in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y)))
+        prev = cur
+    return prev[-1]
+
+
+def majority_string(answers):
+    lengths = {}
+    for a in answers:
+        lengths[len(a)] = lengths.get(len(a), 0) + 1
+    n = max(sorted(lengths), key=lambda k: (lengths[k], -k))
+    out = []
+    for i in range(n):
+        freq = {}
+        for a in answers:
+            if len(a) > i:
+                freq[a[i]] = freq.get(a[i], 0) + 1
+        out.append(min(freq, key=lambda c: (-freq[c], c)))
+    return out
+
+
+OCR = (TINY.replace('name = "sort_of_clevr"\nimage_size = 30', 'name = "ocr"\nmax_aspect = 3')
+       .replace('name = "tiny"', 'name = "tiny_ocr"').replace("gallery = 4", "gallery = 4\nkeep_items = true")
+       .replace('"train.lr" = [1e-3, 3e-3]', '"train.lr" = [3e-3]').replace("resolutions = [30, 45]",
+                                                                         "resolutions = [32]"))
+
+
+def test_ocr_metrics_items_and_text_tables():
+    """An ocr run reports character error rate and per-character accuracy beside exact match, with their
+    baselines, recomputed here from every test item's answer (kept by [eval] keep_items); the summary's
+    headline says it is cer; `check` prints the visual tokens the summary holds; tables read as text."""
+    path = write("ocr.toml", OCR)
+    out = os.path.join(TMP, "ocr.h5")
+    r = vlmlab("run", path, "--out", out)
+    assert r.returncode == 0, r.stderr
+    assert "headline" in r.stdout and " cer " in r.stdout, r.stdout
+    with h5py.File(out, "r") as f:
+        summary = text_table(f["/summary"])
+        assert isinstance(summary["run_id"][0], str) and isinstance(summary["family"][0], str)
+        assert (summary["status"] == "complete").all() and (summary["metric"] == "cer").all(), summary
+        for _, row in summary.iterrows():
+            g = f["/runs/" + row["run_id"]]
+            items = text_table(g["items"])
+            assert len(items) == 12 and items["index"].tolist() == list(range(12))
+            ev = text_table(g["eval"])
+            assert (ev["n"] > 0).all(), ev  # no row for a subtype never asked
+            metrics = text_table(g["metrics"])
+            assert g["metrics"].attrs["headline"] == "cer"
+            got = {(m["metric"], m["subtype"]): (m["value"], m["baseline"], m["n"]) for _, m in metrics.iterrows()}
+            tot = {"cer": [0, 0, 0], "char_accuracy": [0, 0, 0]}
+            for sub in ev["subtype"]:
+                if sub == "all":
+                    continue
+                mine = items[items["subtype"] == sub]
+                answers = [a.split(" ") for a in mine["answer"]]
+                preds = [p.split(" ") if p else [] for p in mine["prediction"]]
+                base = majority_string(answers)
+                chars = sum(len(a) for a in answers)
+                edits = sum(levenshtein(p, a) for p, a in zip(preds, answers))
+                base_edits = sum(levenshtein(base, a) for a in answers)
+                hits = sum(sum(1 for x, y in zip(p, a) if x == y) for p, a in zip(preds, answers))
+                base_hits = sum(sum(1 for x, y in zip(base, a) if x == y) for a in answers)
+                for name, num, bnum in (("cer", edits, base_edits), ("char_accuracy", hits, base_hits)):
+                    v, b, n = got[(name, sub)]
+                    assert abs(v - num / chars) < 1e-12 and abs(b - bnum / chars) < 1e-12 and n == len(mine), \
+                        (name, sub, v, num / chars, b, bnum / chars)
+                    tot[name][0] += num
+                    tot[name][1] += bnum
+                    tot[name][2] += chars
+                # exact match agrees with the items too
+                e = ev[ev["subtype"] == sub].iloc[0]
+                assert e["correct"] == (mine["answer"] == mine["prediction"]).sum() == mine["correct"].sum()
+            for name, (num, bnum, chars) in tot.items():
+                v, b, _ = got[(name, "all")]
+                assert abs(v - num / chars) < 1e-12 and abs(b - bnum / chars) < 1e-12
+            assert row["score"] == got[("cer", "all")][0] and row["score_baseline"] == got[("cer", "all")][1]
+        # `check` counts visual tokens as the summary does.
+        r = vlmlab("check", path)
+        for _, row in summary.iterrows():
+            line = next(l for l in r.stdout.splitlines() if l.strip().startswith(row["run_id"]))
+            assert int(line.split()[-1]) == row["visual_tokens"], (line, row["visual_tokens"])
+
+
+def test_progress_readable_while_running():
+    """A run's training rows and validation points can be read from its progress file while it trains
+    (here paused by the test hook after step 9 of 12, validation every 4 steps); once the run is
+    recorded the progress file is gone and the results file holds the run, with no row for a subtype
+    the task was not asked."""
+    text = (TINY.replace("steps = 6", "steps = 12").replace("gallery = 4", "gallery = 4\nval_samples = 6\nevery = 4")
+            .replace("image_size = 30", 'image_size = 30\nquestions = "horizontal,vertical"')
+            .replace('name = "tiny"', 'name = "progress"'))
+    path = write("progress.toml", text)
+    out = os.path.join(TMP, "progress.h5")
+    progress = os.path.join(TMP, "progress", "progress", "llava-lr=0.001-s3.h5")
+    p = run_until_paused(["run", path, "--out", out, "--quiet", "--only", "llava-lr=0.001"], "after-step:9")
+    try:
+        with h5py.File(progress, "r") as f:
+            assert f.attrs["steps_done"] == 9 and f.attrs["steps"] == 12
+            g = f["/runs/llava-lr=0.001-s3"]
+            assert g.attrs["status"] == "running"
+            train = text_table(g["train"])
+            assert train["step"].tolist() == list(range(9)), train
+            curve = text_table(g["curve"])
+            assert curve["step"].tolist() == [0, 4, 8], curve
+            assert list(curve.columns)[-2:] == ["accuracy_horizontal", "accuracy_vertical"], list(curve.columns)
+        assert not os.path.exists(out)  # nothing recorded yet
+    finally:
+        kill(p)
+    r = vlmlab("run", path, "--out", out, "--quiet", "--only", "llava-lr=0.001", "--overwrite")
+    assert r.returncode == 0, r.stderr
+    assert not os.path.exists(progress)
+    with h5py.File(out, "r") as f:
+        ev = text_table(f["/runs/llava-lr=0.001-s3/eval"])
+        assert ev["subtype"].tolist() == ["horizontal", "vertical", "all"], ev
+        assert (ev["n"] > 0).all()
+
+
 TESTS = [test_config_errors, test_check_and_list, test_results_schema_and_pandas, test_reproducible,
          test_sigkill_then_resume, test_kill_mid_training_then_resume, test_kept_models_rescore,
-         test_one_writer_per_results_file, test_full_disk, test_bench_model]
+         test_one_writer_per_results_file, test_full_disk, test_bench_model, test_strict_cli, test_check_warnings,
+         test_ocr_metrics_items_and_text_tables, test_progress_readable_while_running]
 
 if __name__ == "__main__":
     passed = failed = 0

@@ -80,7 +80,7 @@ family = "fuyu"
 T975 = {1: 12.7062047362, 2: 4.3026527297, 3: 3.1824463053, 4: 2.7764451052, 5: 2.5705818356}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 EXPECTED_FIGURES = {"accuracy_vs_prefill.png", "accuracy_vs_params.png", "tokens_latency_vs_resolution.png",
-                    "memory_vs_resolution.png", "learning_curves.png", "training_loss.png"}
+                    "memory_vs_resolution.png", "learning_curves.png", "training_loss.png", "accuracy_per_subtype.png"}
 
 
 def vlmlab(*args, cwd=None):
@@ -417,8 +417,8 @@ def test_figures_and_gallery_are_pngs():
             assert row[variant] == want, (row[variant], want)
     # The images are the test items themselves: `vlmlab sample` redraws them from the task parameters
     # (the same question and answer as stored), and the same item drawn twice gives the same picture.
-    r = vlmlab("sample", os.path.join(TMP, "tiny.toml"), "--index", "12", "--split", "test", "--out",
-               os.path.join(TMP, "one"))
+    r = vlmlab("sample", os.path.join(TMP, "tiny.toml"), "--index", "12", "--split", "test", "--no-caption",
+               "--out", os.path.join(TMP, "one"))
     assert r.returncode == 0, r.stderr
     idx, subtype, question, answer, png = r.stdout.rstrip("\n").split("\t")
     assert (question, answer) == by_variant["llava"][0]["samples"][2][:2], r.stdout
@@ -551,11 +551,118 @@ def test_subtypes_not_asked():
     assert next(r for r in acc if r["variant"] == "fuyu")["count"] != "–", acc
 
 
+def test_sample_draws_distinct_captioned_images():
+    """`vlmlab sample --count 3` on Sort-of-CLEVR (20 questions per scene) draws three different scenes,
+    each with its question and answer written under the images (dark text on the grey ground)."""
+    toml = os.path.join(TMP, "tiny.toml")
+    results_file()  # writes tiny.toml
+    r = vlmlab("sample", toml, "--count", "3", "--out", os.path.join(TMP, "three"))
+    assert r.returncode == 0, r.stderr
+    lines = [l.split("\t") for l in r.stdout.splitlines()]
+    assert len(lines) == 3, r.stdout
+    assert [int(l[0]) for l in lines] != [0, 1, 2], r.stdout  # indices 0-19 share one scene
+    pictures = [matplotlib.image.imread(l[4]) for l in lines]
+    plain = []
+    for l in lines:
+        r = vlmlab("sample", toml, "--index", l[0], "--no-caption", "--out", os.path.join(TMP, "plain"))
+        assert r.returncode == 0, r.stderr
+        plain.append(matplotlib.image.imread(r.stdout.split("\t")[4].strip()))
+    for a, b in ((0, 1), (0, 2), (1, 2)):
+        assert plain[a].shape != plain[b].shape or not np.array_equal(plain[a], plain[b]), (a, b)
+    for pic, bare in zip(pictures, plain):
+        assert pic.shape[0] >= bare.shape[0] + 2 * 10, (pic.shape, bare.shape)  # two caption lines at least
+        # The images are the same pixels, the caption below them has dark (text) pixels.
+        assert np.array_equal(pic[4:bare.shape[0] - 4, 4:bare.shape[1] - 4], bare[4:-4, 4:-4])
+        caption = pic[bare.shape[0]:, :, :3]
+        assert (caption.max(axis=2) < 0.2).sum() > 50, "no text under the picture"
+
+
+def sweep_file():
+    """A results file with a sweep over the learning rate (two values, one seed): the report plots the
+    headline metric against it."""
+    toml = os.path.join(TMP, "sweep.toml")
+    with open(toml, "w") as f:
+        f.write(TINY.replace("seeds = [1, 2]", "seeds = [1]").replace('name = "tiny_report"', 'name = "sweep"')
+                .replace("[measure]", "[sweep]\n\"train.lr\" = [1e-3, 4e-3]\n\n[measure]"))
+    path = os.path.join(TMP, "sweep.h5")
+    r = vlmlab("run", toml, "--out", path, "--quiet")
+    assert r.returncode == 0, r.stderr
+    return path
+
+
+def test_sweep_and_single_seed_figures():
+    """A sweep gets a figure of the headline metric against the swept value; one seed per variant is
+    not called a band in the figures' titles (checked in the text the report gives them: the PNGs are
+    checked for being pictures)."""
+    md = make_report(sweep_file(), os.path.join(TMP, "sweep_report"))
+    links = re.findall(r"!\[[^\]]*\]\((figures/[^)]+)\)", md)
+    assert "figures/sweep_train_lr.png" in links, links
+    img = matplotlib.image.imread(os.path.join(TMP, "sweep_report", "figures", "sweep_train_lr.png"))
+    assert float(img.std()) > 0.01
+    assert "The headline metric against the swept value `train.lr`" in md
+    assert "**Headline metric: exact-match accuracy.**" in md
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts"))
+    import report as rp  # noqa: E402  the titles' wording, from the grouping the report makes
+    _, _, _, groups = rp.load(os.path.join(TMP, "sweep.h5"))
+    assert rp.seeds_phrase(groups) == "one seed per variant (no band)"
+    _, _, _, groups = rp.load(results_file())
+    assert rp.seeds_phrase(groups) == "mean over seeds, band = min–max over seeds"
+
+
+def test_stage_boundaries_marked():
+    """The loss figure marks where a staged run's next stage begins: the steps where /train's stage
+    column changes (here set by hand), drawn between the last step of one stage and the first of the next."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts"))
+    import report as rp  # noqa: E402
+
+    class R:
+        def __init__(self, stage):
+            self.train = {"step": list(range(len(stage))), "stage": stage}
+    assert rp.stage_ends([R([0, 0, 0, 1, 1, 2]), R([0, 0, 0, 1, 1, 1])]) == [3, 5]
+    assert rp.stage_ends([R([0, 0, 0])]) == []
+
+
+def test_task_metrics_section():
+    """An ocr run's character error rate and per-character accuracy, with their baselines, in their own
+    section and as the headline; numbers as in the file's /runs/<id>/metrics."""
+    toml = os.path.join(TMP, "ocr.toml")
+    with open(toml, "w") as f:
+        f.write(TINY.replace('name = "sort_of_clevr"\nimage_size = 30', 'name = "ocr"\nmax_aspect = 2')
+                .replace('name = "tiny_report"', 'name = "ocr_report"').replace("resolutions = [30, 45]",
+                                                                                "resolutions = [30]"))
+    path = os.path.join(TMP, "ocr.h5")
+    r = vlmlab("run", toml, "--out", path, "--quiet")
+    assert r.returncode == 0, r.stderr
+    md = make_report(path, os.path.join(TMP, "ocr_report"))
+    assert "**Headline metric: character error rate** (lower is better)" in md, md[:2000]
+    sec = sections(md)
+    assert "Best by character error rate (the headline)" in sec["At a glance"], sec["At a glance"]
+    (tm,) = tables(sec["Task metrics"])
+    with h5py.File(path, "r") as f:
+        for variant in ("llava", "fuyu"):
+            vals = {}
+            for rid in f["runs"]:
+                if f["runs"][rid].attrs["variant"] != variant:
+                    continue
+                for m in f["runs"][rid]["metrics"][()]:
+                    vals.setdefault((s_(m["metric"]), s_(m["subtype"])), []).append(float(m["value"]))
+            row = next(x for x in tm if x["variant"] == variant)
+            m, h = interval(vals[("cer", "all")])
+            shown, half, _, _ = parse_acc(row["character error rate: **all**"])
+            assert abs(shown - 100 * m) <= 0.05 + 1e-9 and abs(half - 100 * h) <= 0.05 + 1e-9, (row, m, h)
+        base = next(x for x in tm if x["variant"].startswith("*baseline*"))
+        b = float(next(m for m in f["runs"]["llava-s1"]["metrics"][()]
+                       if s_(m["metric"]) == "cer" and s_(m["subtype"]) == "all")["baseline"])
+        assert close(base["character error rate: **all**"], 100 * b), (base, b)
+
+
 TESTS = [test_cli_errors_and_default_out, test_what_was_run, test_tables_match_the_file,
          test_figures_and_gallery_are_pngs, test_same_file_same_report, test_failed_run_and_single_seed,
          test_interval_on_known_numbers, test_learning_curves_and_steps_to_threshold,
          test_at_a_glance_names_variants_at_the_prior, test_subtypes_not_asked,
-         test_runs_measured_elsewhere, test_runs_made_by_another_build]
+         test_runs_measured_elsewhere, test_runs_made_by_another_build,
+         test_sample_draws_distinct_captioned_images, test_sweep_and_single_seed_figures, test_task_metrics_section,
+         test_stage_boundaries_marked]
 
 if __name__ == "__main__":
     passed = failed = 0

@@ -6,6 +6,7 @@
 // computed alone (a data-parallel rank's half batch); and chosen from the CPU's own feature bits.
 #include <catch2/catch.hpp>
 
+#include <bit>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -225,4 +226,53 @@ TEST_CASE("non-finite inputs reach the output, and beta 0 ignores C's NaNs", "[o
         else CHECK(std::isfinite(c));
       }
   }
+}
+
+TEST_CASE("bf16 rounding is to nearest even, NaN stays NaN", "[ops][gemm][bf16]") {
+  using vlm::detail::to_bf16;
+  CHECK(to_bf16(1.0f) == 0x3f80);
+  CHECK(to_bf16(-2.0f) == 0xc000);
+  CHECK(to_bf16(1.0f + 0x1.0p-8f) == 0x3f80);                // halfway: to the even 1.0
+  CHECK(to_bf16(1.0f + 3 * 0x1.0p-8f) == 0x3f82);            // halfway: to the even 1 + 2^-6
+  CHECK(to_bf16(1.0f + 0x1.0p-8f + 0x1.0p-20f) == 0x3f81);   // above halfway: up
+  CHECK(to_bf16(std::numeric_limits<float>::infinity()) == 0x7f80);
+  const uint16_t nan = to_bf16(std::numeric_limits<float>::quiet_NaN());
+  CHECK((nan & 0x7f80) == 0x7f80);
+  CHECK((nan & 0x7f) != 0);
+}
+
+TEST_CASE("bf16 products: exact products of the rounded inputs summed in fp32, within bf16's rounding of fp32",
+          "[ops][gemm][bf16]") {
+  INFO(vlm::cpu_summary() << (vlm::detail::bf16_hardware() ? " (VDPBF16PS)" : " (std::fma)"));
+  auto round = [](float x) { return std::bit_cast<float>(uint32_t{vlm::detail::to_bf16(x)} << 16); };
+  struct S {
+    int64_t M, N, K;
+  };
+  double worst_vs_fp32 = 0;
+  uint64_t seed = 100;
+  for (const S& s : {S{1, 1, 1}, S{5, 7, 3}, S{13, 33, 2}, S{12, 32, 64}, S{37, 70, 301}, S{61, 45, 1025},
+                     S{100, 130, 2100}})
+    for (bool ta : {false, true})
+      for (bool tb : {false, true})
+        for (const Scaling& sc : kScalings) {
+          const Problem p = make(s.M, s.N, s.K, ta, tb, 1, seed++);
+          std::vector<float> C = p.C0;
+          vlm::detail::sgemm_bf16(ta, tb, s.M, s.N, s.K, sc.alpha, p.A.data(), p.lda, p.B.data(), p.ldb, sc.beta,
+                                  C.data(), p.ldc);
+          // Against the rounded inputs (alpha·a rounded as packed): only fp32 summation error is left.
+          Problem r = p;
+          for (int64_t i = 0; i < s.M; ++i)
+            for (int64_t k = 0; k < s.K; ++k) {
+              float& a = r.A[static_cast<std::size_t>(ta ? k * r.lda + i : i * r.lda + k)];
+              a = round(sc.alpha == 1.0f ? a : sc.alpha * a);
+            }
+          for (auto& b : r.B) b = round(b);
+          INFO("M " << s.M << " N " << s.N << " K " << s.K << " ta " << ta << " tb " << tb << " beta " << sc.beta);
+          CHECK(max_rel_error(r, 1.0f, sc.beta, C) < static_cast<double>(s.K + 2) * 0x1.0p-24);
+          // Against the fp32 inputs: each product is off by at most about 2·2⁻⁹ of its size.
+          const double e = max_rel_error(p, sc.alpha, sc.beta, C);
+          CHECK(e < 0x1.0p-7);
+          worst_vs_fp32 = std::max(worst_vs_fp32, e);
+        }
+  CHECK(worst_vs_fp32 > 1e-4);  // and it is bf16: far from fp32's 1e-7
 }

@@ -848,3 +848,111 @@ TEST_CASE("multi_image: answers recomputed from the pixels of every image", "[ta
 }
 
 }  // namespace vlm::data
+
+namespace vlm::data {
+namespace {
+
+// Every task's defaults with `mode` set.
+std::unique_ptr<Task> in_mode(const std::string& task, const std::string& mode) {
+  return make_task(task, Params{{"mode", mode}});
+}
+
+}  // namespace
+
+TEST_CASE("describe mode: every task's image described in words its vocabulary holds, the question "
+          "mode's words keeping their ids", "[tasks][describe]") {
+  for (const std::string name : {"sort_of_clevr", "counting", "ocr", "multi_image"}) {
+    INFO(name);
+    const auto question = make_task(name, {});
+    const auto describe = in_mode(name, "describe");
+    const auto qv = question->vocabulary(), dv = describe->vocabulary();
+    REQUIRE(dv.size() > qv.size());
+    CHECK(std::equal(qv.begin(), qv.end(), dv.begin()));  // a prefix: the same ids in both modes
+    const std::set<std::string> words(dv.begin(), dv.end());
+    CHECK(describe->subtypes() == std::vector<std::string>{"describe"});
+    for (uint64_t i = 0; i < 20; ++i) {
+      const Sample s = describe->sample(Split::kValidation, i);
+      // sort_of_clevr asks 20 questions of each image; describe sample i shows image i.
+      const Sample q = question->sample(Split::kValidation, name == "sort_of_clevr" ? 20 * i : i);
+      REQUIRE(!s.images.empty());
+      CHECK(s.prompt.back() == "describe");
+      CHECK(std::count(s.prompt.begin(), s.prompt.end(), kImageWord) == static_cast<long>(s.images.size()));
+      CHECK(s.answer.size() <= static_cast<std::size_t>(describe->max_answer_tokens()));
+      for (const std::string& w : s.answer) CHECK(words.count(w) == 1);
+      CHECK(s.images == q.images);  // the question's scene
+    }
+  }
+}
+
+TEST_CASE("describe mode: the words are the scene's objects (colour, shape, row, column) or the string",
+          "[tasks][describe]") {
+  // A one-object Sort-of-CLEVR scene: the object's colour is the only non-white colour drawn, and its
+  // centre's third of the image gives the row and column words.
+  const auto t = make_task("sort_of_clevr", Params{{"mode", std::string("describe")}, {"num_objects", int64_t{1}}});
+  for (uint64_t i = 0; i < 10; ++i) {
+    const Sample s = t->sample(Split::kTrain, i);
+    REQUIRE(s.answer.size() == 4);
+    const Image& im = s.images[0];
+    double n = 0, sy = 0, sx = 0;
+    for (int y = 0; y < static_cast<int>(im.height); ++y)
+      for (int x = 0; x < static_cast<int>(im.width); ++x)
+        if (!(im.at(y, x) == Rgb{255, 255, 255})) n += 1, sy += y, sx += x;
+    REQUIRE(n > 0);
+    const char* rows[] = {"top", "middle", "bottom"};
+    const char* cols[] = {"left", "center", "right"};
+    // The drawn pixels' centroid is within a pixel of the integer centre; away from the thirds' edges
+    // it names the row and column.
+    const double side = 75.0, cy = sy / n + 0.5, cx = sx / n + 0.5;
+    const auto third = [&](double c) { return std::clamp(static_cast<int>(3.0 * c / side), 0, 2); };
+    const auto clear = [&](double c) { return std::abs(3.0 * c / side - std::round(3.0 * c / side)) > 0.1; };
+    if (clear(cy)) CHECK(s.answer[2] == rows[third(cy)]);
+    if (clear(cx)) CHECK(s.answer[3] == cols[third(cx)]);
+    CHECK((s.answer[1] == "square" || s.answer[1] == "circle"));
+  }
+  const auto ocr = in_mode("ocr", "describe");
+  const auto q = make_task("ocr", {});
+  for (uint64_t i = 0; i < 20; ++i) {
+    const Sample d = ocr->sample(Split::kTest, i), s = q->sample(Split::kTest, i);
+    if (s.subtype == "read") CHECK(d.answer == s.answer);  // the string, character by character
+  }
+}
+
+TEST_CASE("text mode: the description without the image", "[tasks][describe]") {
+  for (const std::string name : {"sort_of_clevr", "counting", "ocr", "multi_image"}) {
+    INFO(name);
+    const auto text = in_mode(name, "text"), describe = in_mode(name, "describe");
+    CHECK(text->max_images() == 0);
+    for (uint64_t i = 0; i < 10; ++i) {
+      const Sample a = text->sample(Split::kTrain, i), b = describe->sample(Split::kTrain, i);
+      CHECK(a.images.empty());
+      CHECK(a.prompt == std::vector<std::string>{"describe"});
+      CHECK(a.answer == b.answer);
+    }
+  }
+}
+
+TEST_CASE("make_mix: samples from each part by weight, deterministically; the vocabulary is the parts' "
+          "in order", "[tasks][mix]") {
+  std::vector<std::unique_ptr<Task>> parts;
+  parts.push_back(make_task("counting", {}));
+  parts.push_back(make_task("ocr", {}));
+  const auto mix = make_mix(std::move(parts), {3.0, 1.0});
+  const auto counting = make_task("counting", {}), ocr = make_task("ocr", {});
+  int from_counting = 0;
+  const int n = 4000;
+  for (uint64_t i = 0; i < static_cast<uint64_t>(n); ++i) {
+    const Sample s = mix->sample(Split::kTrain, i);
+    const Sample c = counting->sample(Split::kTrain, i), o = ocr->sample(Split::kTrain, i);
+    const bool is_c = s.prompt == c.prompt && s.answer == c.answer;
+    CHECK((is_c || (s.prompt == o.prompt && s.answer == o.answer)));  // part k's own sample i
+    from_counting += is_c ? 1 : 0;
+    if (i < 50) CHECK(mix->sample(Split::kTrain, i).answer == s.answer);
+  }
+  CHECK(std::abs(static_cast<double>(from_counting) / n - 0.75) < 0.03);
+  const auto v = mix->vocabulary(), cv = counting->vocabulary();
+  CHECK(std::equal(cv.begin(), cv.end(), v.begin()));
+  CHECK(std::set<std::string>(v.begin(), v.end()).size() == v.size());
+  CHECK_THROWS_AS(make_mix({}, {}), Error);
+}
+
+}  // namespace vlm::data
