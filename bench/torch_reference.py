@@ -22,7 +22,7 @@ large: the same at hidden 256, 4x the width) it
      GEMMs, and its ratio to torch's step.
 
 Threads. Debian's torch sends matmuls to OpenBLAS (pthreads build), whose pool is separate from
-torch.set_num_threads; both at 2 oversubscribes 2 cores (shared/reference/performance.md). With 1
+torch.set_num_threads; both at 2 oversubscribes 2 cores (docs/threads.md). With 1
 thread torch gets torch.set_num_threads(1) + OpenBLAS 1. With 2 threads torch is timed in both fair
 settings, A: set_num_threads(1) + OpenBLAS 2, and B: set_num_threads(2) + OpenBLAS 2 with
 OMP_WAIT_POLICY=PASSIVE (set before torch is imported), and its faster one counts (the table says

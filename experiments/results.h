@@ -1,4 +1,4 @@
-// The results file, HDF5 schema 1 (DESIGN.md "The results file"). Each completed run is written
+// The results file, HDF5 schema 1 (docs/results.md). Each completed run is written
 // durably: the whole file is rewritten into a temporary file (root metadata, every earlier run copied
 // over, the new run, a fresh /summary) and renamed over the old one, so a crash at any moment leaves
 // a file that opens and holds every completed run.

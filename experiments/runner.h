@@ -1,5 +1,5 @@
 // Running an experiment: per run train, evaluate, measure; every completed run lands durably in the
-// results file (HDF5 schema 1, DESIGN.md) before the next starts.
+// results file (HDF5 schema 1, docs/results.md) before the next starts.
 #pragma once
 
 #include <cstdint>

@@ -1,5 +1,5 @@
 """The comparison report: one markdown page and its figures from a vlmlab results file (HDF5 schema 1,
-DESIGN.md "The results file").
+docs/results.md).
 
     report.py RESULTS.h5 --out DIR [--vlmlab BINARY]
 

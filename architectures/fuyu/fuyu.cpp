@@ -1,5 +1,5 @@
 // Ref: transformers 5.17 models/fuyu/{modeling,configuration}_fuyu.py,
-// models/persimmon/{modeling,configuration}_persimmon.py. Spec: shared/reference/architectures.md §2.
+// models/persimmon/{modeling,configuration}_persimmon.py. Spec: docs/architectures.md §2.
 #include "architectures/fuyu/fuyu.h"
 
 #include <cmath>

@@ -5,7 +5,7 @@
 // per head (view(B, S, H, 3, hd)), optional q/k LayerNorm over head_dim before RoPE, partial 1-D
 // RoPE (rotate-half over the first int(hd · partial_rotary_factor) dims), dense, MLP
 // dense_h_to_4h -> act -> dense_4h_to_h, final_layernorm, lm_head (no bias).
-// Spec: shared/reference/architectures.md §2; HF models/fuyu/modeling_fuyu.py,
+// Spec: docs/architectures.md §2; HF models/fuyu/modeling_fuyu.py,
 // models/persimmon/modeling_persimmon.py, configuration_{fuyu,persimmon}.py.
 //
 // Inputs (HF processor names): input_ids [B, T]; attention_mask [B, T] (optional, 0 = padding);

@@ -1,6 +1,6 @@
 // Fuyu image preprocessing and prompt layout, as transformers 5.17 FuyuImageProcessor /
 // FuyuProcessor do it (models/fuyu/{image_processing,processing}_fuyu.py; spec
-// shared/reference/architectures.md §2.2):
+// docs/architectures.md §2.2):
 //   1. resize only if the image is larger than the target box (keep aspect: scale = min(th/h, tw/w),
 //      new side = int(side · scale), antialiased bilinear on 8-bit values: lib/data/resize.h);
 //   2. pad bottom/right with padding_value (1.0 in raw 0..255 units, before rescale) to the box,

@@ -1,5 +1,5 @@
 // The Fuyu processor as transformers 5.17 FuyuProcessor + FuyuImageProcessor make it (spec
-// shared/reference/architectures.md §2.2; models/fuyu/{image_processing,processing}_fuyu.py), on top
+// docs/architectures.md §2.2; models/fuyu/{image_processing,processing}_fuyu.py), on top
 // of preprocess.h:
 //   image: resize only if larger than the size box (bilinear, aspect kept), pad to whole patches with
 //   padding_value, rescale/normalize to [-1, 1], patches in row-major grid order flattened (py, px, c)

@@ -1,6 +1,6 @@
 // LLaVA (HF LlavaForConditionalGeneration): CLIP vision tower -> selected hidden state(s) -> 2-layer
 // projector -> masked_scatter into the placeholder rows of the token embeddings -> Llama LM.
-// Spec: shared/reference/architectures.md §1. Ref: transformers 5.17 models/llava/modeling_llava.py,
+// Spec: docs/architectures.md §1. Ref: transformers 5.17 models/llava/modeling_llava.py,
 // configuration_llava.py, models/clip/modeling_clip.py, models/llama/modeling_llama.py.
 #include "architectures/llava/llava.h"
 

@@ -1,5 +1,5 @@
 // The LLaVA processor as transformers 5.17 LlavaProcessor + CLIPImageProcessor (torchvision backend)
-// make it (spec shared/reference/architectures.md §1.4, §1.7; models/llava/processing_llava.py,
+// make it (spec docs/architectures.md §1.4, §1.7; models/llava/processing_llava.py,
 // models/clip/image_processing_clip.py, image_processing_backends.py):
 //   image: shortest edge to size.shortest_edge (bicubic, antialiased), center crop to crop_size,
 //   rescale 1/255 and normalize with the OpenAI CLIP mean/std -> pixel_values [N_img, 3, H, W];

@@ -1,5 +1,5 @@
 // The Qwen2-VL processor as transformers 5.17 Qwen2VLProcessor + Qwen2VLImageProcessor (torchvision
-// backend) make it (spec shared/reference/architectures.md §3.2; models/qwen2_vl/
+// backend) make it (spec docs/architectures.md §3.2; models/qwen2_vl/
 // {image_processing,processing}_qwen2_vl.py):
 //   image: smart_resize to multiples of patch·merge within [min_pixels, max_pixels], bicubic
 //   (antialiased), rescale 1/255, normalize with the OpenAI CLIP mean/std, repeat the single frame to

@@ -1,7 +1,7 @@
 // Qwen2-VL (HF Qwen2VLForConditionalGeneration, transformers 5.17): the vision tower (vision.cpp)
 // turns images and videos into text-width tokens that replace the image/video placeholders; the
 // Qwen2 decoder runs with M-RoPE over the 3-D positions of get_rope_index (rope_index.cpp).
-// Spec: shared/reference/architectures.md §3 and tests/parity/README.md.
+// Spec: docs/architectures.md §3 and tests/parity/README.md.
 #include "architectures/qwen2vl/qwen2vl.h"
 
 #include <algorithm>

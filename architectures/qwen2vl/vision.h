@@ -1,7 +1,7 @@
 // Qwen2-VL vision tower (HF Qwen2VisionTransformerPretrainedModel): patch embedding as a matmul,
 // pre-LN ViT blocks with 2-D rotary positions and attention block-diagonal per image and per
 // temporal group, then the PatchMerger (m×m windows -> one text-width token).
-// Spec: shared/reference/architectures.md §3.3.
+// Spec: docs/architectures.md §3.3.
 #pragma once
 
 #include <memory>

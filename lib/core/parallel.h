@@ -1,7 +1,7 @@
 // Threads: one setting for the whole core. The core's own loops run on OpenMP with a static,
 // deterministic partition; OpenBLAS is pinned to one thread and large GEMMs are split across the
 // same threads by the core (see matmul.cpp). One pool, never two pools spinning on the same cores
-// (the oversubscription trap in shared/reference/performance.md), and a fixed partition per thread
+// (the oversubscription trap in docs/threads.md), and a fixed partition per thread
 // count, so results are bitwise reproducible for a given thread count.
 #pragma once
 

@@ -1,4 +1,4 @@
-// Sort-of-CLEVR (Santoro et al. 2017) as ../shared/reference/tasks.md specifies it: six objects, one
+// Sort-of-CLEVR (Santoro et al. 2017) as docs/tasks.md describes it: six objects, one
 // per colour, and 20 questions per image (10 non-relational, then 10 relational).
 //
 // Questions (X is the reference colour; answers in brackets). Each ends with the colour word, so

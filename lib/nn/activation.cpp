@@ -1,4 +1,4 @@
-// Spec: shared/reference/architectures.md §0 (ACT2FN). Ref: transformers/activations.py.
+// Spec: docs/architectures.md §0 (ACT2FN). Ref: transformers/activations.py.
 #include "lib/nn/activation.h"
 
 #include <array>

@@ -1,7 +1,7 @@
 // A CLIP-style ViT vision tower (HF CLIPVisionModel's math and parameter names): a bias-free patch
 // "conv" done as a matmul, a learned class token, learned absolute positions, pre_layrnorm, pre-norm
 // ViT blocks (VitBlock), and post_layernorm (for the pooled CLS only; never applied to the hidden
-// states). Spec: shared/reference/architectures.md §1.2. Ref: transformers models/clip/modeling_clip.py.
+// states). Spec: docs/architectures.md §1.2. Ref: transformers models/clip/modeling_clip.py.
 //
 // Parameter names (leaf names under the caller's prefix, as HF writes them):
 //   embeddings.class_embedding              [E]

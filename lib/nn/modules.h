@@ -1,7 +1,7 @@
 // HF-named building blocks: Linear, norms, Embedding, MLPs, attention and the two pre-norm
 // residual blocks. Every module lists its parameters through visit() under HF state-dict leaf
 // names, so nesting prefixes gives a model's full HF names (loading, saving, counting, optimizing).
-// Spec: shared/reference/architectures.md §0, §1.2, §1.5. Shapes: B batch, T sequence, C channels,
+// Spec: docs/architectures.md §0, §1.2, §1.5. Shapes: B batch, T sequence, C channels,
 // H heads, D head dim, V vocabulary. Templated on T: float for models, double for gradient checks.
 // Copying a module copies tensor handles: the copy shares its parameters with the original.
 #pragma once

@@ -1,4 +1,4 @@
-// Activations with HF ACT2FN semantics (shared/reference/architectures.md §0), fused with their
+// Activations with HF ACT2FN semantics (docs/architectures.md §0), fused with their
 // derivatives. The composites (e.g. gelu_tanh from tanh/mul/add) are the test oracles.
 #include <cmath>
 #include <unsupported/Eigen/SpecialFunctions>

@@ -1,6 +1,6 @@
 // The families' processors (raw RGB samples -> model inputs) and the shared image steps they use
 // (lib/data/resize.h). The parity fixtures hold already-processed pixels, so each step is checked on
-// its own: against hand-computed cases from the spec's rules (shared/reference/architectures.md), and
+// its own: against hand-computed cases from the spec's rules (docs/architectures.md), and
 // against values transformers 5.17 / torchvision 0.26 produced on the CPU for the formula images below
 // (CLIPImageProcessor, Qwen2VLImageProcessor, IdeficsImageProcessor, FuyuImageProcessor, tvF.resize
 // on uint8 tensors). Then each processor's batch runs through a tiny model of its family.
