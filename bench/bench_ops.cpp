@@ -158,6 +158,32 @@ void gemm_kernel_shapes(benchmark::internal::Benchmark* b) {
 }
 BENCHMARK(BM_gemm_kernel)->Apply(gemm_kernel_shapes);
 
+// bf16 inputs, fp32 accumulation (gemm_kernels.h: VDPBF16PS where the CPU has AVX512_BF16), on the
+// calling thread, at the shapes of BM_gemm_kernel; read against its avx512 rows (threads:1).
+void BM_gemm_bf16(benchmark::State& state) {
+  const int64_t M = state.range(0), K = state.range(1), N = state.range(2);
+  const bool ta = state.range(3) != 0, tb = state.range(4) != 0;
+  vlm::Rng rng(1);
+  const Tensor a = Tensor::randn(ta ? Shape{K, M} : Shape{M, K}, rng);
+  const Tensor b = Tensor::randn(tb ? Shape{N, K} : Shape{K, N}, rng);
+  Tensor c = Tensor::zeros({M, N});
+  for (auto _ : state) {
+    vlm::detail::sgemm_bf16(ta, tb, M, N, K, 1.0f, a.data(), ta ? M : K, b.data(), tb ? K : N, 0.0f, c.data(), N);
+    benchmark::DoNotOptimize(c.data());
+  }
+  set_gflops(state, 2.0 * static_cast<double>(M * N * K));
+  state.SetLabel(vlm::detail::bf16_hardware() ? "vdpbf16ps" : "emulated");
+}
+BENCHMARK(BM_gemm_bf16)
+    ->Args({4096, 256, 768, 0, 1})
+    ->Args({4096, 768, 256, 0, 0})
+    ->Args({768, 4096, 256, 1, 0})
+    ->Args({4096, 256, 1024, 0, 1})
+    ->Args({4096, 1024, 256, 0, 1})
+    ->Args({2048, 512, 2048, 0, 0})
+    ->ArgNames({"M", "K", "N", "ta", "tb"})
+    ->UseRealTime();
+
 void BM_sgemm_raw(benchmark::State& state) { sgemm_raw(state, false); }
 BENCHMARK(BM_sgemm_raw)->Apply(matmul_shapes);
 

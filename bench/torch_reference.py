@@ -78,13 +78,18 @@ import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-_openblas = ctypes.CDLL("libopenblas.so.0")  # the library torch itself calls (one copy per process)
-_openblas.openblas_get_corename.restype = ctypes.c_char_p
-_openblas.openblas_get_config.restype = ctypes.c_char_p
+try:  # the library Debian's torch itself calls (one copy per process); absent beside a pip torch (MKL)
+    _openblas = ctypes.CDLL("libopenblas.so.0")
+    _openblas.openblas_get_corename.restype = ctypes.c_char_p
+    _openblas.openblas_get_config.restype = ctypes.c_char_p
+except OSError:
+    _openblas = None
 
 
 def torch_blas_name():
     """What torch's matmuls run on here: OpenBLAS's kernels as it picked them at load."""
+    if _openblas is None:
+        return "no libopenblas.so.0 loaded (torch's own BLAS, see torch.__config__.show())"
     core = _openblas.openblas_get_corename().decode()
     config = _openblas.openblas_get_config().decode()
     return f"OpenBLAS {config.split()[1] if len(config.split()) > 1 else ''} core {core}".replace("  ", " ")
@@ -96,7 +101,8 @@ def blas_settings():
 
 def set_threads(torch_threads, blas_threads):
     torch.set_num_threads(torch_threads)
-    _openblas.openblas_set_num_threads(blas_threads)
+    if _openblas is not None:
+        _openblas.openblas_set_num_threads(blas_threads)
 
 
 # ---- safetensors (no python3-safetensors on Debian 12) --------------------------------------
@@ -573,7 +579,8 @@ def run_vlmlab(exe, *args):
     # (large prefill: 2.7 ms in the run against 1.9 ms alone). Stop it; set_threads restarts it for
     # torch's next timing, whose warmup repeats absorb the restart.
     set_threads(1, 1)
-    _openblas.blas_thread_shutdown_()
+    if _openblas is not None:
+        _openblas.blas_thread_shutdown_()
     r = subprocess.run([exe, "bench-model", *args], capture_output=True, text=True, env=vlmlab_env())
     if r.returncode != 0:
         sys.exit(f"vlmlab bench-model {' '.join(args)} failed ({r.returncode}):\n{r.stderr}")

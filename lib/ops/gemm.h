@@ -1,7 +1,9 @@
-// The one GEMM entry point of the core: row-major C = alpha·op(A)·op(B) + beta·C through
-// cblas_{s,d}gemm (or, in inference, for a few rows of A times a transposed B in float, the register-blocked kernel
-// of gemm_kernel.h), split over the core's threads (OpenBLAS itself runs single-threaded, see
-// parallel.h) and counted in the FLOP counter. Every matrix product in lib/ goes through here.
+// The one GEMM entry point of the core: row-major C = alpha·op(A)·op(B) + beta·C, in float through
+// the core's packed kernels at the CPU's width (gemm_kernels.h; or, in inference, for a few rows of A
+// times a transposed B, the register-blocked kernel of gemm_kernel.h; one-row products through
+// cblas_sgemv), in double through cblas_dgemm, split over the core's threads (OpenBLAS itself runs
+// single-threaded, see parallel.h) and counted in the FLOP counter. Every matrix product in lib/
+// goes through here.
 #pragma once
 
 #include <cstdint>
@@ -41,6 +43,27 @@ class GemmRecorder {
 
  private:
   std::vector<GemmCall> calls_;  // gemm() appends through a thread-local pointer to it
+};
+
+// The precision of float products. kBf16: bf16 inputs, fp32 accumulation (gemm_kernels.h,
+// sgemm_bf16; AVX512_BF16 where the CPU has it), as mixed-precision training runs its products;
+// everything else (weights, gradients' sums across products, optimizer, loss) stays fp32. One setting
+// for the process, seen by every thread of gemm()'s split; fp32 unless a GemmPrecisionScope says
+// otherwise. One-row products (gemv) and the few-row inference kernel stay fp32.
+enum class GemmPrecision { kFp32, kBf16 };
+GemmPrecision gemm_precision();
+const char* gemm_precision_name(GemmPrecision p);  // "fp32", "bf16"
+
+// Sets the precision while alive, then restores the one before.
+class GemmPrecisionScope {
+ public:
+  explicit GemmPrecisionScope(GemmPrecision p);
+  ~GemmPrecisionScope();
+  GemmPrecisionScope(const GemmPrecisionScope&) = delete;
+  GemmPrecisionScope& operator=(const GemmPrecisionScope&) = delete;
+
+ private:
+  GemmPrecision before_;
 };
 
 namespace detail {

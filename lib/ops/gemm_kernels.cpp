@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <bit>
 #include <new>
 #include <string>
 
@@ -147,16 +148,17 @@ const Geometry& geometry(GemmKernel k) {
 
 // Packing buffers, one pair per thread (gemm() runs gemm_serial on each thread), 64-byte aligned,
 // grown on demand and kept.
+template <typename T>
 class Buffer {
  public:
   Buffer() = default;
   Buffer(const Buffer&) = delete;
   Buffer& operator=(const Buffer&) = delete;
   ~Buffer() { release(); }
-  float* get(std::size_t n) {
+  T* get(std::size_t n) {
     if (n > size_) {
       release();
-      p_ = static_cast<float*>(::operator new[](n * sizeof(float), std::align_val_t{64}));
+      p_ = static_cast<T*>(::operator new[](n * sizeof(T), std::align_val_t{64}));
       size_ = n;
     }
     return p_;
@@ -168,10 +170,11 @@ class Buffer {
     p_ = nullptr;
     size_ = 0;
   }
-  float* p_ = nullptr;
+  T* p_ = nullptr;
   std::size_t size_ = 0;
 };
-thread_local Buffer t_apack, t_bpack;
+thread_local Buffer<float> t_apack, t_bpack;
+thread_local Buffer<uint32_t> t_apack16, t_bpack16;  // bf16 pairs
 
 // op(A)[i0 .. i0+mc, p0 .. p0+kc] into panels of mr rows: panel r holds, for each k, the mr values
 // alpha·op(A)[i0 + r·mr + i, p0 + k] (zero past row M).
@@ -229,6 +232,121 @@ void pack_b(bool trans_b, const float* B, int64_t ldb, int64_t p0, int64_t kc, i
         }
         const float* src = B + (j0 + s + j) * ldb + p0;
         for (int64_t k = 0; k < kc; ++k) dst[k * nr] = src[k];
+      }
+    }
+  }
+}
+
+
+// ---- bf16 pairs (sgemm_bf16) ----
+// A panel: for each pair of k, mr words (bf16 of k+1 in the high half, of k in the low half); B panel
+// likewise with nr words per pair. An odd K's last pair has a zero high half.
+uint32_t bf16_pair(float lo, float hi) { return uint32_t{to_bf16(hi)} << 16 | to_bf16(lo); }
+
+constexpr int kBfMR = 12, kBfNR = 32;
+using TileBf16Fn = void (*)(int64_t kp, const uint32_t* a, const uint32_t* b, float* c, int64_t ldc, bool load);
+
+float bf16_value(uint32_t half) { return std::bit_cast<float>(half << 16); }
+
+void tile_bf16_portable(int64_t kp, const uint32_t* a, const uint32_t* b, float* c, int64_t ldc, bool load) {
+  for (int i = 0; i < kBfMR; ++i)
+    for (int j = 0; j < kBfNR; ++j) {
+      float acc = load ? c[i * ldc + j] : 0.0f;
+      for (int64_t p = 0; p < kp; ++p) {
+        const uint32_t x = a[p * kBfMR + i], y = b[p * kBfNR + j];
+        acc = std::fma(bf16_value(x >> 16), bf16_value(y >> 16), acc);
+        acc = std::fma(bf16_value(x & 0xffff), bf16_value(y & 0xffff), acc);
+      }
+      c[i * ldc + j] = acc;
+    }
+}
+
+#if VLM_X86
+__attribute__((target("avx512f,avx512bf16"))) void tile_bf16_avx512(int64_t kp, const uint32_t* a, const uint32_t* b,
+                                                                   float* c, int64_t ldc, bool load) {
+  __m512 c0[kBfMR], c1[kBfMR];
+#pragma GCC unroll 12
+  for (int i = 0; i < kBfMR; ++i) {
+    c0[i] = load ? _mm512_loadu_ps(c + i * ldc) : _mm512_setzero_ps();
+    c1[i] = load ? _mm512_loadu_ps(c + i * ldc + 16) : _mm512_setzero_ps();
+  }
+#pragma GCC unroll 2
+  for (int64_t p = 0; p < kp; ++p) {
+    const __m512bh b0 = __builtin_bit_cast(__m512bh, _mm512_load_si512(b));
+    const __m512bh b1 = __builtin_bit_cast(__m512bh, _mm512_load_si512(b + 16));
+#pragma GCC unroll 12
+    for (int i = 0; i < kBfMR; ++i) {
+      const __m512bh ai = __builtin_bit_cast(__m512bh, _mm512_set1_epi32(static_cast<int>(a[i])));
+      c0[i] = _mm512_dpbf16_ps(c0[i], ai, b0);
+      c1[i] = _mm512_dpbf16_ps(c1[i], ai, b1);
+    }
+    a += kBfMR;
+    b += kBfNR;
+  }
+#pragma GCC unroll 12
+  for (int i = 0; i < kBfMR; ++i) {
+    _mm512_storeu_ps(c + i * ldc, c0[i]);
+    _mm512_storeu_ps(c + i * ldc + 16, c1[i]);
+  }
+}
+#endif
+
+// op(A)[i0 .., p0 .. p0+kc] (alpha applied) into panels of kBfMR rows of pairs. Full panels and
+// whole pairs take the plain loops; rows past M and an odd K's last k come in as zeros.
+void pack_a_bf16(bool trans_a, const float* A, int64_t lda, int64_t i0, int64_t mc, int64_t p0, int64_t kc,
+                 float alpha, uint32_t* out) {
+  const int64_t kp = (kc + 1) / 2, full = kc / 2;
+  for (int64_t r = 0; r < mc; r += kBfMR, out += kp * kBfMR) {
+    const int64_t rows = std::min<int64_t>(kBfMR, mc - r);
+    if (trans_a) {  // A stored [K, M]: rows k and k+1 of A hold a pair's values for every i
+      for (int64_t p = 0; p < kp; ++p) {
+        const float* lo = A + (p0 + 2 * p) * lda + i0 + r;
+        const float* hi = 2 * p + 1 < kc ? lo + lda : nullptr;
+        uint32_t* dst = out + p * kBfMR;
+        for (int64_t i = 0; i < rows; ++i)
+          dst[i] = bf16_pair(alpha * lo[i], hi != nullptr ? alpha * hi[i] : 0.0f);
+        for (int64_t i = rows; i < kBfMR; ++i) dst[i] = 0;
+      }
+    } else {
+      for (int64_t i = 0; i < kBfMR; ++i) {
+        uint32_t* dst = out + i;
+        if (i >= rows) {
+          for (int64_t p = 0; p < kp; ++p) dst[p * kBfMR] = 0;
+          continue;
+        }
+        const float* src = A + (i0 + r + i) * lda + p0;
+        for (int64_t p = 0; p < full; ++p) dst[p * kBfMR] = bf16_pair(alpha * src[2 * p], alpha * src[2 * p + 1]);
+        if (kp > full) dst[full * kBfMR] = bf16_pair(alpha * src[2 * full], 0.0f);
+      }
+    }
+  }
+}
+
+void pack_b_bf16(bool trans_b, const float* B, int64_t ldb, int64_t p0, int64_t kc, int64_t j0, int64_t nc,
+                 uint32_t* out) {
+  const int64_t kp = (kc + 1) / 2, full = kc / 2;
+  for (int64_t s = 0; s < nc; s += kBfNR, out += kp * kBfNR) {
+    const int64_t cols = std::min<int64_t>(kBfNR, nc - s);
+    if (!trans_b) {  // B stored [K, N]: rows k and k+1 of B hold a pair's values for every column
+      for (int64_t p = 0; p < kp; ++p) {
+        const float* lo = B + (p0 + 2 * p) * ldb + j0 + s;
+        uint32_t* dst = out + p * kBfNR;
+        if (2 * p + 1 < kc)
+          for (int64_t j = 0; j < cols; ++j) dst[j] = bf16_pair(lo[j], lo[j + ldb]);
+        else
+          for (int64_t j = 0; j < cols; ++j) dst[j] = bf16_pair(lo[j], 0.0f);
+        for (int64_t j = cols; j < kBfNR; ++j) dst[j] = 0;
+      }
+    } else {  // B stored [N, K]: column j of op(B) is row j of B
+      for (int64_t j = 0; j < kBfNR; ++j) {
+        uint32_t* dst = out + j;
+        if (j >= cols) {
+          for (int64_t p = 0; p < kp; ++p) dst[p * kBfNR] = 0;
+          continue;
+        }
+        const float* src = B + (j0 + s + j) * ldb + p0;
+        for (int64_t p = 0; p < full; ++p) dst[p * kBfNR] = bf16_pair(src[2 * p], src[2 * p + 1]);
+        if (kp > full) dst[full * kBfNR] = bf16_pair(src[2 * full], 0.0f);
       }
     }
   }
@@ -339,6 +457,66 @@ void sgemm_packed(GemmKernel kind, bool trans_a, bool trans_b, int64_t M, int64_
               for (int64_t i = 0; i < rows; ++i) std::copy(c + i * ldc, c + i * ldc + cols, edge + i * nr);
             g.tile(kc, a, b, edge, nr, load, next);
             for (int64_t i = 0; i < rows; ++i) std::copy(edge + i * nr, edge + i * nr + cols, c + i * ldc);
+          }
+        }
+      }
+    }
+  }
+}
+
+uint16_t to_bf16(float x) {
+  const uint32_t u = std::bit_cast<uint32_t>(x);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40);  // NaN: keep it quiet
+  return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+bool bf16_hardware() { return VLM_X86 && cpu_features().avx512_bf16; }
+
+void sgemm_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  if (M <= 0 || N <= 0) return;
+  if (beta != 0.0f && beta != 1.0f)
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t j = 0; j < N; ++j) C[i * ldc + j] *= beta;
+  if (K <= 0) {
+    if (beta == 0.0f)
+      for (int64_t i = 0; i < M; ++i) std::fill(C + i * ldc, C + i * ldc + N, 0.0f);
+    return;
+  }
+  TileBf16Fn tile = tile_bf16_portable;
+#if VLM_X86
+  if (bf16_hardware()) tile = tile_bf16_avx512;
+#endif
+  constexpr int64_t kKC = 1024, kMC = 48, kNC = 1024;  // as the fp32 kernels (kKC even: pairs never straddle)
+  const int64_t kc_max = std::min(kKC, K + (K & 1)), nc_max = std::min(kNC, (N + kBfNR - 1) / kBfNR * kBfNR),
+                mc_max = std::min(kMC, (M + kBfMR - 1) / kBfMR * kBfMR);
+  uint32_t* bp = t_bpack16.get(static_cast<std::size_t>(kc_max / 2 * nc_max));
+  uint32_t* ap = t_apack16.get(static_cast<std::size_t>(kc_max / 2 * mc_max));
+  alignas(64) float edge[kBfMR * kBfNR];
+  for (int64_t jc = 0; jc < N; jc += kNC) {
+    const int64_t nc = std::min(kNC, N - jc);
+    for (int64_t pc = 0; pc < K; pc += kKC) {
+      const int64_t kc = std::min(kKC, K - pc), kp = (kc + 1) / 2;
+      const bool load = pc > 0 || beta != 0.0f;
+      pack_b_bf16(trans_b, B, ldb, pc, kc, jc, nc, bp);
+      for (int64_t ic = 0; ic < M; ic += kMC) {
+        const int64_t mc = std::min(kMC, M - ic);
+        pack_a_bf16(trans_a, A, lda, ic, mc, pc, kc, alpha, ap);
+        for (int64_t jr = 0; jr < nc; jr += kBfNR) {
+          const uint32_t* b = bp + (jr / kBfNR) * kp * kBfNR;
+          const int64_t cols = std::min<int64_t>(kBfNR, nc - jr);
+          for (int64_t ir = 0; ir < mc; ir += kBfMR) {
+            const uint32_t* a = ap + (ir / kBfMR) * kp * kBfMR;
+            float* c = C + (ic + ir) * ldc + jc + jr;
+            const int64_t rows = std::min<int64_t>(kBfMR, mc - ir);
+            if (rows == kBfMR && cols == kBfNR) {
+              tile(kp, a, b, c, ldc, load);
+              continue;
+            }
+            if (load)
+              for (int64_t i = 0; i < rows; ++i) std::copy(c + i * ldc, c + i * ldc + cols, edge + i * kBfNR);
+            tile(kp, a, b, edge, kBfNR, load);
+            for (int64_t i = 0; i < rows; ++i) std::copy(edge + i * kBfNR, edge + i * kBfNR + cols, c + i * ldc);
           }
         }
       }

@@ -44,4 +44,18 @@ void set_gemm_kernel(GemmKernel k);  // k must be available
 void sgemm_packed(GemmKernel k, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                   const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
 
+// bf16 products with fp32 accumulation, as mixed-precision training on accelerators runs them: the
+// same C = alpha·op(A)·op(B) + beta·C, with alpha·op(A) and op(B) rounded to bfloat16 (round to
+// nearest even) as they are packed and the products summed in fp32, two k at a time: per pair
+// (k, k+1), c += a[k+1]·b[k+1], then c += a[k]·b[k] (each product exact in fp32), as AVX512_BF16's
+// VDPBF16PS does it. Where the CPU has AVX512_BF16 that instruction runs it (12 x 32 tiles); elsewhere
+// the same order in std::fma, which differs from it only where VDPBF16PS flushes subnormals to zero.
+// Half the bytes of A and B to move and, with VDPBF16PS, two products per lane per instruction.
+bool bf16_hardware();  // whether the CPU has AVX512_BF16 (and the OS saves zmm state)
+void sgemm_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+
+// float -> bfloat16 bits, rounded to nearest even (NaN stays NaN).
+uint16_t to_bf16(float x);
+
 }  // namespace vlm::detail

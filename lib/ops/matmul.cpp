@@ -2,6 +2,7 @@
 #include <cblas.h>
 
 #include <algorithm>
+#include <atomic>
 #include <type_traits>
 
 #include "lib/core/parallel.h"
@@ -59,7 +60,17 @@ constexpr int64_t kMinRowsPerThread = 32;
 
 thread_local std::vector<GemmCall>* t_gemm_calls = nullptr;  // the calling thread's recorder's, if any
 
+std::atomic<GemmPrecision> g_precision{GemmPrecision::kFp32};
+
 }  // namespace
+
+GemmPrecision gemm_precision() { return g_precision.load(std::memory_order_relaxed); }
+
+const char* gemm_precision_name(GemmPrecision p) { return p == GemmPrecision::kBf16 ? "bf16" : "fp32"; }
+
+GemmPrecisionScope::GemmPrecisionScope(GemmPrecision p) : before_(g_precision.exchange(p)) {}
+
+GemmPrecisionScope::~GemmPrecisionScope() { g_precision.store(before_); }
 
 GemmRecorder::GemmRecorder() {
   VLM_CHECK(t_gemm_calls == nullptr, "GemmRecorder: this thread already has one");
@@ -105,6 +116,10 @@ void gemm_serial(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T 
     // unless VLMLAB_GEMM=openblas. Each element's sum is one FMA chain over k in order, so any split
     // of C over threads or data-parallel ranks gives the same bits. (One column, N == 1, too: gemv
     // would sum in its own order, and a column's chain must not depend on N.)
+    if (gemm_precision() == GemmPrecision::kBf16) {
+      detail::sgemm_bf16(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+      return;
+    }
     const detail::GemmKernel kernel = detail::gemm_kernel();
     if (kernel != detail::GemmKernel::kOpenBlas) {
       detail::sgemm_packed(kernel, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);

@@ -18,6 +18,8 @@
 #include "lib/core/tensor.h"
 #include "lib/ops/gemm.h"
 #include "lib/ops/gemm_kernels.h"
+#include "lib/ops/ops.h"
+#include "lib/train/optimizer.h"
 
 namespace {
 
@@ -275,4 +277,64 @@ TEST_CASE("bf16 products: exact products of the rounded inputs summed in fp32, w
           worst_vs_fp32 = std::max(worst_vs_fp32, e);
         }
   CHECK(worst_vs_fp32 > 1e-4);  // and it is bf16: far from fp32's 1e-7
+}
+
+TEST_CASE("a training step in bf16 precision stays within bounds of the fp32 step, and is not the fp32 step",
+          "[ops][gemm][bf16]") {
+  // Two linear layers with a GELU between, cross-entropy, backward, one AdamW step: every product
+  // (forward, dX, dW) in bf16 under the scope, master weights, loss and optimizer in fp32.
+  REQUIRE(vlm::gemm_precision() == vlm::GemmPrecision::kFp32);
+  vlm::Rng rng(21);
+  const vlm::Tensor x = vlm::Tensor::randn({96, 160}, rng);
+  const vlm::Tensor w1_0 = vlm::Tensor::randn({200, 160}, rng), w2_0 = vlm::Tensor::randn({12, 200}, rng);
+  std::vector<int64_t> targets;
+  for (int64_t i = 0; i < 96; ++i) targets.push_back((i * 7) % 12);
+  struct Step {
+    float loss;
+    std::vector<float> g1, g2, w1, w2;
+  };
+  auto step = [&](vlm::GemmPrecision prec, int threads) {
+    vlm::set_num_threads(threads);
+    vlm::Tensor w1 = vlm::scale(w1_0, 1.0 / std::sqrt(160.0)).set_requires_grad(true);
+    vlm::Tensor w2 = vlm::scale(w2_0, 1.0 / std::sqrt(200.0)).set_requires_grad(true);
+    vlm::AdamW<float> adam({{"w1", w1}, {"w2", w2}}, vlm::AdamWConfig{.lr = 1e-3, .weight_decay = 0.0});
+    Step s;
+    {
+      const vlm::GemmPrecisionScope scope(prec);
+      vlm::Tensor loss = vlm::cross_entropy(vlm::linear(vlm::gelu(vlm::linear(x, w1, vlm::Tensor())), w2, vlm::Tensor()),
+                                            targets);
+      loss.backward();
+      s.loss = loss.item();
+    }
+    s.g1 = w1.grad().to_vector();
+    s.g2 = w2.grad().to_vector();
+    adam.step();
+    s.w1 = w1.to_vector();
+    s.w2 = w2.to_vector();
+    vlm::set_num_threads(1);
+    return s;
+  };
+  auto rel = [](const std::vector<float>& a, const std::vector<float>& b) {
+    double d = 0, n = 0;
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      d += (double(a[i]) - b[i]) * (double(a[i]) - b[i]);
+      n += double(b[i]) * b[i];
+    }
+    return std::sqrt(d / n);
+  };
+  const Step f = step(vlm::GemmPrecision::kFp32, 1), h = step(vlm::GemmPrecision::kBf16, 1);
+  REQUIRE(vlm::gemm_precision() == vlm::GemmPrecision::kFp32);  // the scope restored it
+  INFO("loss fp32 " << f.loss << " bf16 " << h.loss << "; gradients' relative deviation " << rel(h.g1, f.g1) << ", "
+                    << rel(h.g2, f.g2) << "; weights after AdamW " << rel(h.w1, f.w1) << ", " << rel(h.w2, f.w2));
+  CHECK(std::abs(h.loss - f.loss) <= 1e-2 * std::abs(f.loss));
+  CHECK(rel(h.g1, f.g1) < 2e-2);
+  CHECK(rel(h.g2, f.g2) < 2e-2);
+  CHECK(rel(h.w1, f.w1) < 1e-2);
+  CHECK(rel(h.w2, f.w2) < 1e-2);
+  CHECK(rel(h.g1, f.g1) > 1e-5);  // the products did run in bf16
+  // Deterministic: the same bits with 2 threads.
+  const Step h2 = step(vlm::GemmPrecision::kBf16, 2);
+  CHECK(h2.loss == h.loss);
+  CHECK(h2.g1 == h.g1);
+  CHECK(h2.w2 == h.w2);
 }
