@@ -571,7 +571,7 @@ def majority_string(answers):
     return out
 
 
-OCR = (TINY.replace('name = "sort_of_clevr"\nimage_size = 30', 'name = "ocr"\nmax_aspect = 3')
+OCR = (TINY.replace('name = "sort_of_clevr"\nimage_size = 30', 'name = "ocr"\nmax_aspect = 4')
        .replace('name = "tiny"', 'name = "tiny_ocr"').replace("gallery = 4", "gallery = 4\nkeep_items = true")
        .replace('"train.lr" = [1e-3, 3e-3]', '"train.lr" = [3e-3]').replace("resolutions = [30, 45]",
                                                                          "resolutions = [32]"))
