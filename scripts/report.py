@@ -554,7 +554,8 @@ def fig_subtypes(out_dir, groups, styles, subtypes):
             means.append(100 * m)
             errs.append(0 if h is None else 100 * h)
         x = np.arange(len(subtypes)) + (i - (len(groups) - 1) / 2) * width
-        ax.bar(x, means, width, yerr=errs, capsize=3, color=st["color"], hatch=hatches[i % len(hatches)],
+        ax.bar(x, means, width, yerr=errs if any(errs) else None, capsize=3, color=st["color"],
+               hatch=hatches[i % len(hatches)],
                edgecolor="0.2", linewidth=0.5, label=f"{g.label} (n={len(g.done)})")
     for k, sub in enumerate(subtypes):
         maj = [float(e["majority"]) for e in groups[0].done[0].eval if e["subtype"] == sub]
