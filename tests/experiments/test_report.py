@@ -627,7 +627,7 @@ def test_task_metrics_section():
     section and as the headline; numbers as in the file's /runs/<id>/metrics."""
     toml = os.path.join(TMP, "ocr.toml")
     with open(toml, "w") as f:
-        f.write(TINY.replace('name = "sort_of_clevr"\nimage_size = 30', 'name = "ocr"\nmax_aspect = 2')
+        f.write(TINY.replace('name = "sort_of_clevr"\nimage_size = 30', 'name = "ocr"\nmax_aspect = 4')
                 .replace('name = "tiny_report"', 'name = "ocr_report"').replace("resolutions = [30, 45]",
                                                                                 "resolutions = [30]"))
     path = os.path.join(TMP, "ocr.h5")
