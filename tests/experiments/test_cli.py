@@ -626,6 +626,15 @@ def test_ocr_metrics_items_and_text_tables():
                 v, b, _ = got[(name, "all")]
                 assert abs(v - num / chars) < 1e-12 and abs(b - bnum / chars) < 1e-12
             assert row["score"] == got[("cer", "all")][0] and row["score_baseline"] == got[("cer", "all")][1]
+        # `vlmlab eval` on a kept model gives the same metrics and names the headline.
+        rid = summary["run_id"][0]
+        r = vlmlab("eval", os.path.join(TMP, f["/runs/" + rid].attrs["model_dir"]), "--json")
+        assert r.returncode == 0, r.stderr
+        j = json.loads(r.stdout)
+        want = text_table(f["/runs/" + rid + "/metrics"])
+        assert j["headline"] == "cer"
+        assert [(m["metric"], m["subtype"], m["value"], m["baseline"]) for m in j["metrics"]] == \
+            [(m["metric"], m["subtype"], m["value"], m["baseline"]) for _, m in want.iterrows()], (j, want)
         # `check` counts visual tokens as the summary does.
         r = vlmlab("check", path)
         for _, row in summary.iterrows():
