@@ -14,6 +14,7 @@
 #include "architectures/budget.h"
 #include "architectures/flamingo/gated_xattn.h"
 #include "architectures/flamingo/perceiver_resampler.h"
+#include "architectures/lm_side.h"
 #include "lib/measure/phase.h"
 #include "lib/nn/clip_vision.h"
 #include "lib/nn/decoder_lm.h"
@@ -25,26 +26,6 @@ namespace {
 
 // ---- config ----
 
-// Only the default (unscaled) RoPE: IdeficsRotaryEmbedding supports the ROPE_INIT_FUNCTIONS types,
-// which vlmlab does not implement for this family.
-double rope_theta_from(const io::HfConfig& c) {
-  double theta = c.get_double("rope_theta", 10000.0);
-  auto check_type = [](const io::HfConfig& rp) {
-    const char* key = rp.has("rope_type") ? "rope_type" : "type";
-    const std::string type = rp.get_string(key, "default");
-    if (type != "default")
-      rp.fail(key, "\"" + type + "\" is not supported for idefics (only \"default\" RoPE)");
-  };
-  if (c.has("rope_scaling")) check_type(c.sub("rope_scaling"));
-  if (c.has("rope_parameters")) {
-    const io::HfConfig rp = c.sub("rope_parameters");
-    check_type(rp);
-    theta = rp.get_double("rope_theta", theta);
-  }
-  if (!(theta > 0.0)) c.fail("rope_parameters", "rope_theta must be positive");
-  return theta;
-}
-
 struct FlamingoConfig {
   DecoderLmConfig lm;
   int64_t additional_vocab = 0;
@@ -54,57 +35,13 @@ struct FlamingoConfig {
   GatedXattnConfig xattn;
   int interval = 1;
   int num_cross_layers = 0;
-  double rope_theta = 10000.0;
+  RopeSettings rope;
   int64_t head_dim = 0;
 };
 
-FlamingoConfig parse_config(const io::HfConfig& c) {
-  FlamingoConfig f;
-  const double init_std = c.get_double("initializer_range", kDefaultInitStd);
-  const int64_t D = c.get_int("hidden_size", 4096);
-  const int64_t heads = c.get_int("num_attention_heads", 32);
-  const int64_t inter = c.get_int("intermediate_size", 11008);
-  const int64_t layers = c.get_int("num_hidden_layers", 32);
-  const int64_t vocab = c.get_int("vocab_size", 32000);
-  const double eps = c.get_double("rms_norm_eps", 1e-6);
-  const Act act = config_act(c, "hidden_act", "silu");
-  if (D <= 0) c.fail("hidden_size", "must be positive");
-  if (heads <= 0 || D % heads != 0)
-    c.fail("num_attention_heads", "must divide hidden_size (" + std::to_string(D) + ")");
-  if (inter <= 0) c.fail("intermediate_size", "must be positive");
-  if (layers < 0) c.fail("num_hidden_layers", "must not be negative");
-  if (vocab <= 0) c.fail("vocab_size", "must be positive");
-  f.head_dim = D / heads;
-  // IdeficsAttention always uses hidden_size / heads; a different head_dim would only reach RoPE.
-  if (c.has("head_dim") && c.get_int("head_dim", 0) != f.head_dim)
-    c.fail("head_dim", "must equal hidden_size / num_attention_heads (" + std::to_string(f.head_dim) + ") for idefics");
-  f.rope_theta = rope_theta_from(c);
-
-  f.additional_vocab = c.get_int("additional_vocab_size", 0);
-  if (f.additional_vocab < 0) c.fail("additional_vocab_size", "must not be negative");
-
-  DecoderLmConfig& lm = f.lm;
-  lm.vocab_size = vocab;
-  lm.num_layers = static_cast<int>(layers);
-  lm.block.attn.hidden_size = D;
-  lm.block.attn.num_heads = heads;
-  lm.block.attn.init_std = init_std;
-  lm.block.mlp = GatedMlpConfig{.hidden_size = D, .intermediate_size = inter, .act = act, .init_std = init_std};
-  lm.block.norm = NormConfig{NormKind::kRmsNorm, eps, false};
-  lm.final_norm = lm.block.norm;
-  lm.tie_word_embeddings = c.get_bool("tie_word_embeddings", false);
-  lm.init_std = init_std;
-
-  const int64_t interval = c.get_int("cross_layer_interval", 1);
-  if (interval <= 0) c.fail("cross_layer_interval", "must be positive");
-  // HF builds num_hidden_layers // interval gated layers but indexes idx // interval for every
-  // idx % interval == 0: any remainder indexes past the list.
-  if (layers % interval != 0)
-    c.fail("cross_layer_interval", std::to_string(interval) + " does not divide num_hidden_layers (" +
-                                       std::to_string(layers) + "); transformers fails on this config");
-  f.interval = static_cast<int>(interval);
-  f.num_cross_layers = static_cast<int>(layers / interval);
-
+// The vision tower and the resampler (vision_config, use_resampler, perceiver_config): what the
+// model builds and what its processor sizes images and cross-attention keys by (image_input()).
+void read_vision_side(const io::HfConfig& c, double init_std, FlamingoConfig& f) {
   const io::HfConfig v = c.sub("vision_config");
   ClipVisionConfig& vc = f.vision;
   vc.hidden_size = v.has("embed_dim") ? v.get_int("embed_dim", 768) : v.get_int("hidden_size", 768);
@@ -145,6 +82,59 @@ FlamingoConfig parse_config(const io::HfConfig& c) {
     if (pc.n_latents <= 0) p.fail("resampler_n_latents", "must be positive");
   }
 
+}
+
+FlamingoConfig parse_config(const io::HfConfig& c) {
+  FlamingoConfig f;
+  const double init_std = c.get_double("initializer_range", kDefaultInitStd);
+  const int64_t D = c.get_int("hidden_size", 4096);
+  const int64_t heads = c.get_int("num_attention_heads", 32);
+  const int64_t inter = c.get_int("intermediate_size", 11008);
+  const int64_t layers = c.get_int("num_hidden_layers", 32);
+  const int64_t vocab = c.get_int("vocab_size", 32000);
+  const double eps = c.get_double("rms_norm_eps", 1e-6);
+  const Act act = config_act(c, "hidden_act", "silu");
+  if (D <= 0) c.fail("hidden_size", "must be positive");
+  if (heads <= 0 || D % heads != 0)
+    c.fail("num_attention_heads", "must divide hidden_size (" + std::to_string(D) + ")");
+  if (inter <= 0) c.fail("intermediate_size", "must be positive");
+  if (layers < 0) c.fail("num_hidden_layers", "must not be negative");
+  if (vocab <= 0) c.fail("vocab_size", "must be positive");
+  f.head_dim = D / heads;
+  // IdeficsAttention always uses hidden_size / heads; a different head_dim would only reach RoPE.
+  if (c.has("head_dim") && c.get_int("head_dim", 0) != f.head_dim)
+    c.fail("head_dim", "must equal hidden_size / num_attention_heads (" + std::to_string(f.head_dim) + ") for idefics");
+  // IdeficsRotaryEmbedding: the default RoPE only (the other ROPE_INIT_FUNCTIONS types are not implemented).
+  f.rope = read_rope(c, RopeRules("flamingo", 10000.0));
+
+  f.additional_vocab = c.get_int("additional_vocab_size", 0);
+  if (f.additional_vocab < 0) c.fail("additional_vocab_size", "must not be negative");
+
+  DecoderLmConfig& lm = f.lm;
+  lm.vocab_size = vocab;
+  lm.num_layers = static_cast<int>(layers);
+  lm.block.attn.hidden_size = D;
+  lm.block.attn.num_heads = heads;
+  lm.block.attn.init_std = init_std;
+  lm.block.mlp = GatedMlpConfig{.hidden_size = D, .intermediate_size = inter, .act = act, .init_std = init_std};
+  lm.block.norm = NormConfig{NormKind::kRmsNorm, eps, false};
+  lm.final_norm = lm.block.norm;
+  lm.tie_word_embeddings = c.get_bool("tie_word_embeddings", false);
+  lm.init_std = init_std;
+
+  const int64_t interval = c.get_int("cross_layer_interval", 1);
+  if (interval <= 0) c.fail("cross_layer_interval", "must be positive");
+  // HF builds num_hidden_layers // interval gated layers but indexes idx // interval for every
+  // idx % interval == 0: any remainder indexes past the list.
+  if (layers % interval != 0)
+    c.fail("cross_layer_interval", std::to_string(interval) + " does not divide num_hidden_layers (" +
+                                       std::to_string(layers) + "); transformers fails on this config");
+  f.interval = static_cast<int>(interval);
+  f.num_cross_layers = static_cast<int>(layers / interval);
+
+  read_vision_side(c, init_std, f);
+  const ClipVisionConfig& vc = f.vision;
+
   GatedXattnConfig& x = f.xattn;
   x.hidden_size = D;
   x.num_heads = heads;
@@ -178,17 +168,6 @@ FlamingoConfig parse_config(const io::HfConfig& c) {
 
 // ---- per-call helpers ----
 
-// HF IdeficsModel: with an attention_mask, position = cumsum(mask) - 1, and 1 on padding.
-std::vector<int64_t> positions_from_mask(const std::vector<int64_t>& mask_row) {
-  std::vector<int64_t> pos(mask_row.size());
-  int64_t sum = 0;
-  for (std::size_t t = 0; t < mask_row.size(); ++t) {
-    sum += mask_row[t] != 0 ? 1 : 0;
-    pos[t] = mask_row[t] != 0 ? sum - 1 : 1;
-  }
-  return pos;
-}
-
 // Cross-attention mask for Tq tokens from their image rows img [B, Tq, N] (0/1): allowed keys are
 // the L states of every image the row allows; gate is 1 where any image is allowed.
 CrossMask cross_mask(const std::vector<int64_t>& img, int64_t B, int64_t Tq, int64_t N, int64_t L) {
@@ -208,26 +187,12 @@ CrossMask cross_mask(const std::vector<int64_t>& img, int64_t B, int64_t Tq, int
   return m;
 }
 
-// Self-attention mask: causal, plus padding keys when the mask has any zero. mask: [B][Tk].
-AttnMask self_mask(const std::vector<std::vector<int64_t>>& mask_rows) {
-  AttnMask m;
-  m.causal = true;
-  bool padded = false;
-  for (const auto& row : mask_rows)
-    for (int64_t x : row) padded = padded || x == 0;
-  if (padded)
-    for (const auto& row : mask_rows)
-      for (int64_t x : row) m.key_valid.push_back(x != 0 ? 1 : 0);
-  return m;
-}
-
-struct FlamingoState : DecodeState {
-  explicit FlamingoState(KvCache<float> c) : cache(std::move(c)) {}
-  KvCache<float> cache;
-  std::vector<CrossKv> kv;                    // per gated layer
-  std::vector<int64_t> last_image_row;        // [B, N]: the prompt's last image_attention_mask row
-  std::vector<std::vector<int64_t>> mask;     // attention mask so far, per row
-  int64_t batch = 0, n_img = 0, image_len = 0;
+// The shared decode state plus the cross-attention keys and the image mask every new token keeps.
+struct FlamingoState : LmDecodeState {
+  using LmDecodeState::LmDecodeState;
+  std::vector<CrossKv> kv;              // per gated layer
+  std::vector<int64_t> last_image_row;  // [B, N]: the prompt's last image_attention_mask row
+  int64_t n_img = 0, image_len = 0;
 };
 
 // ---- the model ----
@@ -259,13 +224,12 @@ class Flamingo final : public Architecture {
 
   std::pair<Tensor, std::unique_ptr<DecodeState>> prefill(const Inputs& in) override {
     Prompt p = prepare(in, nullptr);
-    auto state = std::make_unique<FlamingoState>(lm_.make_cache(p.B));
+    auto state = std::make_unique<FlamingoState>(lm_.make_cache(p.B), p.B, p.T, p.layout.key_valid,
+                                                 p.layout.next_position);
     Tensor h = run_lm(p, &state->cache, nullptr);
     state->kv = p.kv;
-    state->batch = p.B;
     state->n_img = p.N;
     state->image_len = p.L;
-    state->mask = p.mask_rows;
     for (int64_t b = 0; b < p.B; ++b) {
       const auto row = p.image_mask.begin() + ((b * p.T) + p.T - 1) * p.N;
       state->last_image_row.insert(state->last_image_row.end(), row, row + p.N);
@@ -274,28 +238,22 @@ class Flamingo final : public Architecture {
   }
 
   Tensor decode(DecodeState& base, const std::vector<int64_t>& tokens) override {
-    auto* s = dynamic_cast<FlamingoState*>(&base);
-    VLM_CHECK(s != nullptr, "flamingo decode: the state does not come from flamingo prefill");
-    VLM_CHECK(static_cast<int64_t>(tokens.size()) == s->batch,
-              "flamingo decode: " << tokens.size() << " tokens for a batch of " << s->batch);
+    FlamingoState& s = decode_state<FlamingoState>(base, tokens, "flamingo");
     Prompt p;
-    p.B = s->batch;
+    p.B = s.batch;
     p.T = 1;
-    p.N = s->n_img;
-    p.L = s->image_len;
+    p.N = s.n_img;
+    p.L = s.image_len;
     p.embeds = embed(tokens, {p.B, 1});
-    std::vector<int64_t> pos;
-    for (auto& row : s->mask) {
-      row.push_back(1);
-      pos.push_back(positions_from_mask(row).back());
-    }
-    p.rope = rope_tables_1d<float>(pos, p.B, 1, cfg_.head_dim, cfg_.rope_theta);
-    p.self = self_mask(s->mask);
+    p.rope = rope_tables_1d<float>(s.next_position, p.B, 1, cfg_.head_dim, cfg_.rope.theta);
+    p.self = s.step_mask();
     // HF generate keeps the last image_attention_mask row for every new token.
-    p.image_mask = s->last_image_row;
+    p.image_mask = s.last_image_row;
     p.cross = cross_mask(p.image_mask, p.B, 1, p.N, p.L);
-    p.kv = s->kv;
-    return logits(run_lm(p, &s->cache, nullptr));
+    p.kv = s.kv;
+    Tensor l = logits(run_lm(p, &s.cache, nullptr));
+    s.advance();
+    return l;
   }
 
   // HF _update_model_kwargs_for_generation (no cache): image_attention_mask gains a copy of its last row.
@@ -355,7 +313,7 @@ class Flamingo final : public Architecture {
     Tensor embeds;                             // [B, T, D]
     RopeTables<float> rope;
     AttnMask self;
-    std::vector<std::vector<int64_t>> mask_rows;  // attention mask per row
+    PromptLayout layout;                          // key padding and positions (prompts only)
     std::vector<int64_t> image_mask;              // [B, T, N]
     CrossMask cross;
     std::vector<CrossKv> kv;                      // per gated layer
@@ -401,28 +359,13 @@ class Flamingo final : public Architecture {
 
   Prompt prepare(const Inputs& in, std::map<std::string, Tensor>* stages) const {
     Prompt p;
-    const Shape s = in.shape("input_ids");
-    VLM_CHECK(s.size() == 2, "flamingo: input_ids must be [B, T], got " << shape_str(s));
-    p.B = s[0];
-    p.T = s[1];
-    p.embeds = embed(in.ints("input_ids"), s);
-
-    std::vector<int64_t> am;
-    if (in.has("attention_mask")) {
-      VLM_CHECK(in.shape("attention_mask") == s, "flamingo: attention_mask must be " << shape_str(s) << ", got "
-                                                                                      << shape_str(in.shape("attention_mask")));
-      am = in.ints("attention_mask");
-    } else {
-      am.assign(static_cast<std::size_t>(p.B * p.T), 1);  // then positions are 0..T-1, as HF's arange
-    }
-    std::vector<int64_t> pos;
-    for (int64_t b = 0; b < p.B; ++b) {
-      p.mask_rows.emplace_back(am.begin() + b * p.T, am.begin() + (b + 1) * p.T);
-      const std::vector<int64_t> row = positions_from_mask(p.mask_rows.back());
-      pos.insert(pos.end(), row.begin(), row.end());
-    }
-    p.rope = rope_tables_1d<float>(pos, p.B, p.T, cfg_.head_dim, cfg_.rope_theta);
-    p.self = self_mask(p.mask_rows);
+    // HF IdeficsModel's positions: cumsum(attention_mask) - 1, 1 on padding (arange without a mask).
+    p.layout = prompt_layout(in, "flamingo");
+    p.B = p.layout.batch;
+    p.T = p.layout.length;
+    p.embeds = embed(p.layout.ids, {p.B, p.T});
+    p.rope = rope_tables_1d<float>(p.layout.positions, p.B, p.T, cfg_.head_dim, cfg_.rope.theta);
+    p.self = causal_mask(p.layout.key_valid);
 
     const Tensor states = image_states(in, p.B, p.N);  // [B*N, L, Dv]
     p.L = states.defined() ? states.dim(1) : 0;
@@ -495,6 +438,14 @@ class Flamingo final : public Architecture {
 };
 
 }  // namespace
+
+ImageInput image_input(const io::HfConfig& config) {
+  FlamingoConfig f;
+  read_vision_side(config, config.get_double("initializer_range", kDefaultInitStd), f);
+  const ClipVisionConfig& v = f.vision;
+  const int64_t grid = v.image_size / v.patch_size;
+  return {v.image_size, v.patch_size, v.num_channels, f.use_resampler ? f.perceiver.n_latents : grid * grid + 1};
+}
 
 std::vector<ModelPart> parts(const io::HfConfig& config) {
   const FlamingoConfig f = parse_config(config);

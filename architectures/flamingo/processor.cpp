@@ -32,19 +32,15 @@ struct Settings {
 };
 
 Settings read_settings(const io::HfConfig& cfg, const nlohmann::json& options, const SpecialTokens& tokens) {
-  // The same keys and defaults as flamingo.cpp's parse_config reads.
-  const io::HfConfig v = cfg.sub("vision_config");
+  // The model's own reader: the same keys and defaults as the model it feeds.
+  const ImageInput image = image_input(cfg);
   Settings s;
   s.tokens = tokens;
-  s.image_size = v.get_int("image_size", 224);
-  const int64_t patch = v.get_int("patch_size", 14);
-  if (patch <= 0 || s.image_size < patch) v.fail("patch_size", "must be positive and at most image_size");
-  s.patch = patch;
-  if (v.get_int("num_channels", 3) != 3) v.fail("num_channels", "the processor makes RGB images: must be 3");
-  const int64_t grid = s.image_size / patch;
-  s.image_states = cfg.get_bool("use_resampler", false)
-                       ? cfg.sub("perceiver_config").get_int("resampler_n_latents", 64)
-                       : grid * grid + 1;
+  s.image_size = image.image_size;
+  s.patch = image.patch_size;
+  if (image.num_channels != 3)
+    cfg.sub("vision_config").fail("num_channels", "the processor makes RGB images: must be 3");
+  s.image_states = image.image_states;
 
   const io::HfConfig o = processor_options(
       options, "flamingo",

@@ -6,31 +6,11 @@
 
 #include "architectures/budget.h"
 #include "architectures/fuyu/fuyu_model.h"
+#include "architectures/lm_side.h"
 #include "lib/measure/phase.h"
 #include "lib/ops/ops.h"
 
 namespace vlm::fuyu {
-
-namespace {
-
-// The rope dict transformers 5.17 uses: a legacy `rope_scaling` wins over `rope_parameters`
-// (PreTrainedConfig.convert_rope_params_to_dict: `rope_scaling or rope_parameters`).
-std::string rope_dict_key(const io::HfConfig& tc) {
-  return tc.has("rope_scaling") ? "rope_scaling" : "rope_parameters";
-}
-
-// Only the default RoPE is implemented; anything else is a ConfigError naming the key.
-void check_rope_type(const io::HfConfig& tc) {
-  const std::string key = rope_dict_key(tc);
-  const io::HfConfig rp = tc.sub(key);
-  for (const char* type_key : {"rope_type", "type"}) {
-    if (!rp.has(type_key)) continue;
-    const std::string type = rp.get_string(type_key, "default");
-    if (type != "default") rp.fail(type_key, "rope type \"" + type + "\" is not supported (only \"default\")");
-  }
-}
-
-}  // namespace
 
 FuyuSettings read_settings(const io::HfConfig& config) {
   FuyuSettings s;
@@ -64,30 +44,19 @@ FuyuSettings read_settings(const io::HfConfig& config) {
   s.init_std = tc.get_double("initializer_range", kDefaultInitStd);
   s.top_init_std = config.get_double("initializer_range", kDefaultInitStd);
 
-  // RoPE, as transformers 5.17 resolves it (PreTrainedConfig.convert_rope_params_to_dict): the rope
-  // dict (`rope_scaling` if present, else `rope_parameters`) first, then the flat keys, then the
-  // defaults: theta 10000 (PersimmonConfig keeps the mixin's default_theta; FuyuConfig's 25000 is not
-  // passed down) and partial_rotary_factor 0.5. The flat `partial_rotary_factor` may be a stale
-  // back-compat 0.5 next to the real value in rope_parameters: rope_parameters wins (setdefault).
-  // Without a text_config, FuyuConfig builds one from the top-level keys but passes only
-  // rope_parameters, not the flat rope_theta / partial_rotary_factor.
-  check_rope_type(tc);
-  const bool nested = config.has("text_config");
-  const io::HfConfig rp = tc.sub(rope_dict_key(tc));
-  constexpr double kPersimmonDefaultTheta = 10000.0;
-  if (rp.has("rope_theta")) {
-    s.rope_theta = rp.get_double("rope_theta", 0.0);
-    if (!(s.rope_theta > 0.0)) rp.fail("rope_theta", "must be positive");
-  } else {
-    s.rope_theta = nested ? tc.get_double("rope_theta", kPersimmonDefaultTheta) : kPersimmonDefaultTheta;
-    if (!(s.rope_theta > 0.0)) tc.fail("rope_theta", "must be positive");
-  }
-  const bool prf_in_dict = rp.has("partial_rotary_factor");
-  s.partial_rotary_factor = prf_in_dict ? rp.get_double("partial_rotary_factor", 0.5)
-                                        : (nested ? tc.get_double("partial_rotary_factor", 0.5) : 0.5);
-  const io::HfConfig& prf_cfg = prf_in_dict ? rp : tc;
-  if (!(s.partial_rotary_factor >= 0.0 && s.partial_rotary_factor <= 1.0))
-    prf_cfg.fail("partial_rotary_factor", "must be in [0, 1]");
+  // RoPE by the shared reader (transformers' precedence). PersimmonConfig keeps the mixin's default
+  // theta 10000 (FuyuConfig's 25000 is not passed down) and a partial_rotary_factor of 0.5. The flat
+  // `partial_rotary_factor` may be a stale back-compat 0.5 next to the real value in the rope dict:
+  // the dict wins. Without a text_config, FuyuConfig builds one from the top-level keys but passes
+  // only rope_parameters, not the flat rope_theta / partial_rotary_factor.
+  RopeRules rules("fuyu", 10000.0);
+  rules.default_partial_rotary_factor = 0.5;
+  rules.flat_keys = config.has("text_config");
+  const RopeSettings rope = read_rope(tc, rules);
+  s.rope_theta = rope.theta;
+  s.partial_rotary_factor = rope.partial_rotary_factor;
+  const io::HfConfig rp = rope_dict(tc);
+  const io::HfConfig& prf_cfg = rp.has("partial_rotary_factor") ? rp : tc;
   // Python int() truncation of head_dim * factor.
   s.rotary_ndims = static_cast<int64_t>(static_cast<double>(head_dim) * s.partial_rotary_factor);
   if (s.rotary_ndims % 2 != 0)
@@ -185,41 +154,20 @@ RopeTables<float> FuyuForCausalLM::rope_for(const std::vector<int64_t>& position
 }
 
 FuyuForCausalLM::Prepared FuyuForCausalLM::prepare(const Inputs& in) const {
-  const Shape ids_shape = in.shape("input_ids");
-  VLM_CHECK(ids_shape.size() == 2 && ids_shape[0] > 0 && ids_shape[1] > 0,
-            "fuyu: input_ids must be [B, T] with B, T > 0, got " << shape_str(ids_shape));
-  const int64_t B = ids_shape[0], T = ids_shape[1], D = language_model.hidden_size();
-  const std::vector<int64_t> ids = in.ints("input_ids");
+  PromptLayout layout = prompt_layout(in, "fuyu");
+  const int64_t B = layout.batch, T = layout.length, D = language_model.hidden_size();
+  VLM_CHECK(B > 0 && T > 0, "fuyu: input_ids must be [B, T] with B, T > 0, got " << shape_str(in.shape("input_ids")));
   Prepared p;
-  p.embeds = language_model.embed(ids, {B, T});
+  p.embeds = language_model.embed(layout.ids, {B, T});
 
   if (in.has("image_patches")) {
     p.features = image_features(in.floats("image_patches"));
-    const int64_t rows = p.features.numel() / D;
-    std::vector<uint8_t> mask(ids.size());
-    int64_t n_tokens = 0;
-    for (std::size_t i = 0; i < ids.size(); ++i) {
-      mask[i] = ids[i] == s_.image_token_id ? 1 : 0;
-      n_tokens += mask[i];
-    }
-    // HF get_placeholder_mask: the placeholder count must equal the number of patch rows.
-    VLM_CHECK(n_tokens == rows, "fuyu: image features and image tokens do not match: "
-                                    << n_tokens << " image tokens (id " << s_.image_token_id << ") in input_ids, "
-                                    << rows << " patch rows in image_patches " << shape_str(in.shape("image_patches")));
-    if (rows > 0)
-      p.embeds = reshape(scatter_rows(reshape(p.embeds, {B * T, D}), mask, reshape(p.features, {rows, D})), {B, T, D});
+    p.embeds = splice_placeholders(p.embeds, placeholders(layout.ids, s_.image_token_id), p.features, "fuyu", "image",
+                                   s_.image_token_id,
+                                   std::to_string(p.features.numel() / D) + " patch rows in image_patches " +
+                                       shape_str(in.shape("image_patches")));
   }
-
-  if (in.has("attention_mask")) {
-    const Shape ms = in.shape("attention_mask");
-    VLM_CHECK(ms == ids_shape,
-              "fuyu: attention_mask " << shape_str(ms) << " must match input_ids " << shape_str(ids_shape));
-    const std::vector<int64_t> am = in.ints("attention_mask");
-    bool any_pad = false;
-    for (const int64_t m : am) any_pad = any_pad || m == 0;
-    if (any_pad)
-      for (const int64_t m : am) p.key_valid.push_back(m != 0 ? 1 : 0);
-  }
+  p.key_valid = std::move(layout.key_valid);
 
   if (in.has("position_ids")) {
     const Shape ps = in.shape("position_ids");
@@ -238,9 +186,7 @@ FuyuForCausalLM::Prepared FuyuForCausalLM::prepare(const Inputs& in) const {
 ForwardOutput FuyuForCausalLM::forward(const Inputs& in, int64_t logits_to_keep) {
   Prepared p = prepare(in);
   const int64_t T = p.embeds.dim(1);
-  AttnMask mask;
-  mask.causal = true;
-  mask.key_valid = p.key_valid;
+  const AttnMask mask = causal_mask(p.key_valid);
   ForwardOutput out;
   if (p.features.defined()) out.stages["image_features"] = p.features;
   out.stages["inputs_embeds"] = p.embeds;
@@ -251,64 +197,33 @@ ForwardOutput FuyuForCausalLM::forward(const Inputs& in, int64_t logits_to_keep)
   return out;
 }
 
-namespace {
-
-struct FuyuDecodeState : DecodeState {
-  explicit FuyuDecodeState(KvCache<float> c) : cache(std::move(c)) {}
-  KvCache<float> cache;
-  int64_t batch = 0;
-  int64_t length = 0;                  // tokens cached per row
-  std::vector<uint8_t> key_valid;      // [batch, length], empty while every key is real
-  std::vector<int64_t> next_position;  // per row
-};
-
-}  // namespace
-
 std::pair<Tensor, std::unique_ptr<DecodeState>> FuyuForCausalLM::prefill(const Inputs& in) {
   Prepared p = prepare(in);
   const int64_t B = p.embeds.dim(0), T = p.embeds.dim(1);
-  auto state = std::make_unique<FuyuDecodeState>(language_model.make_cache(B));
-  AttnMask mask;
-  mask.causal = true;
-  mask.key_valid = p.key_valid;
+  // Each row continues after its last position (position_ids, or HF's arange).
+  std::vector<int64_t> next;
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t row = p.Bc == 1 ? 0 : b;
+    next.push_back(p.positions[static_cast<std::size_t>(row * T + T - 1)] + 1);
+  }
+  auto state = std::make_unique<LmDecodeState>(language_model.make_cache(B), B, T, p.key_valid, std::move(next));
+  const AttnMask mask = causal_mask(p.key_valid);
   RopeTables<float> rope;
   if (has_rope()) rope = rope_for(p.positions, p.Bc, T);
   const Tensor hidden = language_model.forward(p.embeds, has_rope() ? &rope : nullptr, mask, &state->cache);
-  state->batch = B;
-  state->length = T;
-  state->key_valid = p.key_valid;
-  for (int64_t b = 0; b < B; ++b) {
-    const int64_t row = p.Bc == 1 ? 0 : b;
-    state->next_position.push_back(p.positions[static_cast<std::size_t>(row * T + T - 1)] + 1);
-  }
   return {language_model.logits(hidden), std::move(state)};
 }
 
 Tensor FuyuForCausalLM::decode(DecodeState& base, const std::vector<int64_t>& tokens) {
-  auto* st = dynamic_cast<FuyuDecodeState*>(&base);
-  VLM_CHECK(st != nullptr, "fuyu: decode needs the state returned by fuyu's prefill");
-  const int64_t B = st->batch;
-  VLM_CHECK(static_cast<int64_t>(tokens.size()) == B,
-            "fuyu: decode got " << tokens.size() << " tokens for batch " << B);
+  LmDecodeState& st = decode_state<LmDecodeState>(base, tokens, "fuyu");
+  const int64_t B = st.batch;
   // A generated image placeholder is an ordinary token here, as in HF generate (no patches after prefill).
   const Tensor embeds = language_model.embed(tokens, {B, 1});
-  if (!st->key_valid.empty()) {  // append one real key per row
-    std::vector<uint8_t> kv;
-    kv.reserve(static_cast<std::size_t>(B * (st->length + 1)));
-    for (int64_t b = 0; b < B; ++b) {
-      kv.insert(kv.end(), st->key_valid.begin() + b * st->length, st->key_valid.begin() + (b + 1) * st->length);
-      kv.push_back(1);
-    }
-    st->key_valid = std::move(kv);
-  }
-  AttnMask mask;
-  mask.causal = true;
-  mask.key_valid = st->key_valid;
+  const AttnMask mask = st.step_mask();
   RopeTables<float> rope;
-  if (has_rope()) rope = rope_for(st->next_position, B, 1);
-  const Tensor hidden = language_model.forward(embeds, has_rope() ? &rope : nullptr, mask, &st->cache);
-  st->length += 1;
-  for (int64_t& pos : st->next_position) ++pos;
+  if (has_rope()) rope = rope_for(st.next_position, B, 1);
+  const Tensor hidden = language_model.forward(embeds, has_rope() ? &rope : nullptr, mask, &st.cache);
+  st.advance();
   return language_model.logits(hidden);
 }
 

@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <sstream>
 
+#include "architectures/fuyu/fuyu_model.h"
 #include "architectures/fuyu/preprocess.h"
 #include "architectures/processor_util.h"
 #include "lib/data/resize.h"
@@ -41,13 +42,13 @@ struct Settings {
 };
 
 Settings read_settings(const io::HfConfig& cfg, const nlohmann::json& options, const SpecialTokens& tokens) {
-  // The same keys and defaults as fuyu.cpp's read_settings.
+  // The model's own reader: the same keys and defaults as the model it feeds.
+  const FuyuSettings model = fuyu::read_settings(cfg);
   Settings s;
-  const int64_t patch = cfg.get_int("patch_size", 30);
-  if (patch <= 0) cfg.fail("patch_size", "must be positive");
-  if (cfg.get_int("num_channels", 3) != 3) cfg.fail("num_channels", "the processor makes RGB images: must be 3");
+  const int64_t patch = model.patch_size;
+  if (model.num_channels != 3) cfg.fail("num_channels", "the processor makes RGB images: must be 3");
   s.image.patch_height = s.image.patch_width = patch;
-  s.tok.image_token_id = cfg.get_int("image_token_id", 71011);
+  s.tok.image_token_id = model.image_token_id;
   s.tok.newline_id = tokens.newline;
   s.tok.bos_id = tokens.bos;
   s.tok.pad_id = tokens.pad;

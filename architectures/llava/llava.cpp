@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "architectures/budget.h"
+#include "architectures/lm_side.h"
 #include "lib/measure/phase.h"
 #include "lib/nn/clip_vision.h"
 #include "lib/nn/decoder_lm.h"
@@ -22,7 +23,7 @@ namespace {
 struct LlavaConfig {
   ClipVisionConfig vision;
   DecoderLmConfig text;
-  double rope_theta = 10000.0;
+  RopeSettings rope;
   std::vector<int> feature_layers;  // indices into the L+1 CLIP hidden states, resolved to >= 0
   bool keep_cls = false;            // strategy "full"
   Act projector_act = Act::kGeluErf;
@@ -30,31 +31,9 @@ struct LlavaConfig {
   int64_t image_token_id = 32000;
 };
 
-// The RoPE settings of a Llama text config: v5 rope_parameters, or the older rope_theta/rope_scaling.
-double llama_rope_theta(const io::HfConfig& text) {
-  double theta = text.get_double("rope_theta", 10000.0);
-  if (text.has("rope_parameters")) {
-    const io::HfConfig rp = text.sub("rope_parameters");
-    const std::string type = rp.get_string("rope_type", rp.get_string("type", "default"));
-    if (type != "default")
-      rp.fail(rp.has("rope_type") ? "rope_type" : "type",
-              "rope type \"" + type + "\" is not supported (only \"default\")");
-    theta = rp.get_double("rope_theta", theta);
-  }
-  if (text.has("rope_scaling")) {
-    const nlohmann::json& rs = text.json().at("rope_scaling");
-    if (!rs.is_object()) text.fail("rope_scaling", "expected an object or null, got " + io::short_dump(rs));
-    const io::HfConfig sc = text.sub("rope_scaling");
-    const std::string type = sc.get_string("rope_type", sc.get_string("type", "default"));
-    if (type != "default")
-      text.fail("rope_scaling", "rope scaling type \"" + type + "\" is not supported (only \"default\")");
-  }
-  return theta;
-}
-
-LlavaConfig parse_config(const io::HfConfig& cfg) {
-  LlavaConfig c;
-
+// The vision tower, the feature strategy and the placeholder id: what the model builds and what its
+// processor sizes and lays out images by (image_input()).
+void read_image_side(const io::HfConfig& cfg, LlavaConfig& c) {
   // ---- vision tower: CLIPVisionConfig (LlavaConfig's default when vision_config is absent) ----
   const io::HfConfig v = cfg.sub("vision_config");
   const bool v_default = !cfg.has("vision_config");
@@ -81,6 +60,20 @@ LlavaConfig parse_config(const io::HfConfig& cfg) {
   if (c.vision.patch_size <= 0 || c.vision.image_size < c.vision.patch_size)
     v.fail("patch_size", "must be positive and at most image_size (" + std::to_string(c.vision.image_size) + ")");
   if (c.vision.num_layers < 0) v.fail("num_hidden_layers", "must be >= 0");
+
+  const std::string strategy = cfg.get_string("vision_feature_select_strategy", "default");
+  if (strategy != "default" && strategy != "full")
+    cfg.fail("vision_feature_select_strategy", "\"" + strategy + "\" is not supported (\"default\" or \"full\")");
+  c.keep_cls = strategy == "full";
+  // 5.17 stores image_token_index (image_token_id is its attribute alias).
+  c.image_token_id = cfg.has("image_token_index") ? cfg.get_int("image_token_index", 32000)
+                                                  : cfg.get_int("image_token_id", 32000);
+}
+
+LlavaConfig parse_config(const io::HfConfig& cfg) {
+  LlavaConfig c;
+
+  read_image_side(cfg, c);
 
   // ---- language model: LlamaConfig ----
   const io::HfConfig t = cfg.sub("text_config");
@@ -125,7 +118,7 @@ LlavaConfig parse_config(const io::HfConfig& cfg) {
   c.text.final_norm = c.text.block.norm;
   // LlavaConfig forwards text_config.tie_word_embeddings when its own is false.
   c.text.tie_word_embeddings = cfg.get_bool("tie_word_embeddings", false) || t.get_bool("tie_word_embeddings", false);
-  c.rope_theta = llama_rope_theta(t);
+  c.rope = read_rope(t, RopeRules("llava", 10000.0));
   if (t.get_int("pretraining_tp", 1) != 1) t.fail("pretraining_tp", "only 1 is supported");
 
   // ---- feature selection and projector ----
@@ -140,26 +133,10 @@ LlavaConfig parse_config(const io::HfConfig& cfg) {
                                            std::to_string(n_states) + " CLIP hidden states");
     c.feature_layers.push_back(static_cast<int>(idx));
   }
-  const std::string strategy = cfg.get_string("vision_feature_select_strategy", "default");
-  if (strategy != "default" && strategy != "full")
-    cfg.fail("vision_feature_select_strategy", "\"" + strategy + "\" is not supported (\"default\" or \"full\")");
-  c.keep_cls = strategy == "full";
   c.projector_act = config_act(cfg, "projector_hidden_act", "gelu");
   c.projector_bias = cfg.get_bool("multimodal_projector_bias", true);
-  // 5.17 stores image_token_index (image_token_id is its attribute alias).
-  c.image_token_id = cfg.has("image_token_index") ? cfg.get_int("image_token_index", 32000)
-                                                  : cfg.get_int("image_token_id", 32000);
   return c;
 }
-
-// What prefill leaves for decode: the KV cache and, per row, its key-padding history and next position.
-class LlavaState : public DecodeState {
- public:
-  LlavaState(KvCache<float> c, int64_t batch) : cache(std::move(c)), key_valid(static_cast<std::size_t>(batch)) {}
-  KvCache<float> cache;
-  std::vector<std::vector<uint8_t>> key_valid;  // [B][cached length]
-  std::vector<int64_t> next_pos;                // [B]
-};
 
 class Llava : public Architecture {
   io::HfConfig config_;  // first: the modules below are built from c_
@@ -213,24 +190,17 @@ class Llava : public Architecture {
   }
 
   std::pair<Tensor, std::unique_ptr<DecodeState>> prefill(const Inputs& in) override {
-    const int64_t B = in.shape("input_ids").at(0);
-    auto state = std::make_unique<LlavaState>(language_model.make_cache(B), B);
-    ForwardOutput out = run(in, state.get());
+    std::unique_ptr<LmDecodeState> state;
+    ForwardOutput out = run(in, &state);
     return {std::move(out.logits), std::move(state)};
   }
 
   Tensor decode(DecodeState& base, const std::vector<int64_t>& tokens) override {
-    auto* st = dynamic_cast<LlavaState*>(&base);
-    VLM_CHECK(st != nullptr, "llava decode: the state does not come from llava prefill");
-    const int64_t B = static_cast<int64_t>(st->key_valid.size());
-    VLM_CHECK(static_cast<int64_t>(tokens.size()) == B, "llava decode: " << tokens.size() << " tokens for a batch of " << B);
-    AttnMask mask;
-    mask.causal = true;
-    for (auto& row : st->key_valid) row.push_back(1);
-    for (const auto& row : st->key_valid) mask.key_valid.insert(mask.key_valid.end(), row.begin(), row.end());
-    const RopeTables<float> rope = rope_tables_1d<float>(st->next_pos, B, 1, head_dim(), c_.rope_theta);
-    for (auto& p : st->next_pos) ++p;
-    const Tensor h = language_model.forward(language_model.embed(tokens, {B, 1}), &rope, mask, &st->cache);
+    LmDecodeState& st = decode_state<LmDecodeState>(base, tokens, "llava");
+    const AttnMask mask = st.step_mask();
+    const RopeTables<float> rope = rope_tables_1d<float>(st.next_position, st.batch, 1, head_dim(), c_.rope.theta);
+    const Tensor h = language_model.forward(language_model.embed(tokens, {st.batch, 1}), &rope, mask, &st.cache);
+    st.advance();
     return language_model.logits(h);
   }
 
@@ -259,68 +229,32 @@ class Llava : public Architecture {
   DecoderLm language_model;
 
  private:
-  ForwardOutput run(const Inputs& in, LlavaState* state, int64_t keep_last = 0) {
-    const Shape s = in.shape("input_ids");
-    VLM_CHECK(s.size() == 2, "llava: input_ids must be [B, T], got " << shape_str(s));
-    const int64_t B = s[0], T = s[1], C = language_model.hidden_size();
-    const std::vector<int64_t> ids = in.ints("input_ids");
-
-    std::vector<uint8_t> valid(static_cast<std::size_t>(B * T), 1);
-    if (in.has("attention_mask")) {
-      VLM_CHECK(in.shape("attention_mask") == s, "llava: attention_mask " << shape_str(in.shape("attention_mask"))
-                                                                          << " does not match input_ids "
-                                                                          << shape_str(s));
-      const std::vector<int64_t> am = in.ints("attention_mask");
-      for (std::size_t i = 0; i < am.size(); ++i) valid[i] = am[i] != 0;
-    }
+  // The forward pass; with `state`, also the cache and the state prefill leaves for decode.
+  ForwardOutput run(const Inputs& in, std::unique_ptr<LmDecodeState>* state, int64_t keep_last = 0) {
+    const PromptLayout p = prompt_layout(in, "llava");
+    const int64_t B = p.batch, T = p.length;
 
     ForwardOutput out;
-    Tensor h = language_model.embed(ids, s);  // [B, T, C]
+    Tensor h = language_model.embed(p.ids, {B, T});  // [B, T, C]
     if (in.has("pixel_values")) {
       const Tensor pixels = in.floats("pixel_values");
       const Tensor selected = select_features(pixels);
       const Tensor features = project(selected);  // [N_img, tokens, C]
       out.stages["vision_hidden_states"] = selected;
       out.stages["image_features"] = features;
-      std::vector<uint8_t> is_image(ids.size(), 0);
-      int64_t n_tokens = 0;
-      for (std::size_t i = 0; i < ids.size(); ++i) {
-        if (ids[i] != c_.image_token_id) continue;
-        is_image[i] = 1;
-        ++n_tokens;
-      }
-      const int64_t n_features = features.dim(0) * features.dim(1);
-      VLM_CHECK(n_tokens == n_features,
-                "llava: image features and image tokens do not match: input_ids hold "
-                    << n_tokens << " image tokens (id " << c_.image_token_id << ") but " << features.dim(0)
-                    << " image(s) give " << features.dim(1) << " features each = " << n_features);
-      h = reshape(scatter_rows(reshape(h, {B * T, C}), is_image, reshape(features, {n_features, C})), {B, T, C});
+      h = splice_placeholders(h, placeholders(p.ids, c_.image_token_id), features, "llava", "image", c_.image_token_id,
+                              std::to_string(features.dim(0)) + " image(s) give " + std::to_string(features.dim(1)) +
+                                  " features each = " + std::to_string(features.dim(0) * features.dim(1)));
     }
     out.stages["inputs_embeds"] = h;
 
-    // Positions as HF generate() makes them: cumsum(attention_mask) - 1, padding set to 1 (= arange
-    // without padding). Causal mask plus key padding.
-    std::vector<int64_t> pos(static_cast<std::size_t>(B * T));
-    for (int64_t b = 0; b < B; ++b) {
-      int64_t seen = 0;
-      for (int64_t t = 0; t < T; ++t) {
-        const std::size_t i = static_cast<std::size_t>(b * T + t);
-        pos[i] = valid[i] ? seen : 1;
-        seen += valid[i];
-      }
-    }
-    AttnMask mask;
-    mask.causal = true;
-    if (std::find(valid.begin(), valid.end(), 0) != valid.end()) mask.key_valid = valid;
-    const RopeTables<float> rope = rope_tables_1d<float>(pos, B, T, head_dim(), c_.rope_theta);
-    KvCache<float>* cache = state ? &state->cache : nullptr;
+    // Positions as HF generate() makes them (prompt_layout), causal mask plus key padding.
+    const AttnMask mask = causal_mask(p.key_valid);
+    const RopeTables<float> rope = rope_tables_1d<float>(p.positions, B, T, head_dim(), c_.rope.theta);
+    KvCache<float>* cache = nullptr;
     if (state) {
-      VLM_CHECK(cache->length() == 0, "llava prefill: the cache is not empty");
-      for (int64_t b = 0; b < B; ++b) {
-        auto& row = state->key_valid[static_cast<std::size_t>(b)];
-        row.assign(valid.begin() + b * T, valid.begin() + (b + 1) * T);
-        state->next_pos.push_back(std::count(row.begin(), row.end(), 1));
-      }
+      *state = std::make_unique<LmDecodeState>(language_model.make_cache(B), B, T, p.key_valid, p.next_position);
+      cache = &(*state)->cache;
     }
     out.logits = language_model.logits(language_model.forward(h, &rope, mask, cache, {}, keep_last));
     return out;
@@ -328,6 +262,13 @@ class Llava : public Architecture {
 };
 
 }  // namespace
+
+ImageInput image_input(const io::HfConfig& config) {
+  LlavaConfig c;
+  read_image_side(config, c);
+  const ClipVisionConfig& v = c.vision;
+  return {v.image_size, v.patch_size, v.num_channels, c.keep_cls, c.image_token_id};
+}
 
 std::vector<ModelPart> parts(const io::HfConfig& config) {
   const LlavaConfig c = parse_config(config);

@@ -30,20 +30,18 @@ struct Settings {
 };
 
 Settings read_settings(const io::HfConfig& cfg, const nlohmann::json& options, const SpecialTokens& tokens) {
-  // The same keys and defaults as llava.cpp's parse_config reads.
-  const io::HfConfig v = cfg.sub("vision_config");
-  const bool v_default = !cfg.has("vision_config");
-  const int64_t image_size = v.get_int("image_size", v_default ? 336 : 224);
-  const int64_t patch = v.get_int("patch_size", v_default ? 14 : 32);
-  if (v.get_int("num_channels", 3) != 3) v.fail("num_channels", "the processor makes RGB images: must be 3");
-  if (patch <= 0 || image_size < patch) v.fail("patch_size", "must be positive and at most image_size");
-  const bool keep_cls = cfg.get_string("vision_feature_select_strategy", "default") == "full";
+  // The model's own reader: the same keys and defaults as the model it feeds.
+  const ImageInput image = image_input(cfg);
+  const int64_t image_size = image.image_size;
+  if (image.num_channels != 3)
+    cfg.sub("vision_config").fail("num_channels", "the processor makes RGB images: must be 3");
+  const bool keep_cls = image.keep_cls;
+  const int64_t patch = image.patch_size;
 
   Settings s;
   s.tokens = tokens;
   s.patch = patch;
-  s.image_token_id = cfg.has("image_token_index") ? cfg.get_int("image_token_index", 32000)
-                                                  : cfg.get_int("image_token_id", 32000);
+  s.image_token_id = image.image_token_id;
   const io::HfConfig o = processor_options(
       options, "llava",
       {"size", "shortest_edge", "crop_size", "image_mean", "image_std", "rescale_factor"});

@@ -58,20 +58,18 @@ std::pair<int64_t, int64_t> smart_resize(int64_t height, int64_t width, int64_t 
 }
 
 Settings read_settings(const io::HfConfig& cfg, const nlohmann::json& options, const SpecialTokens& tokens) {
-  // The same keys and defaults as qwen2vl.cpp's parse_config reads.
+  // The model's own reader: the same keys and defaults as the model it feeds.
+  const ImageInput image = image_input(cfg);
   const io::HfConfig vc = cfg.sub("vision_config");
   Settings s;
   s.tokens = tokens;
-  s.patch = vc.get_int("patch_size", 14);
-  s.temporal = vc.get_int("temporal_patch_size", 2);
-  s.merge = vc.get_int("spatial_merge_size", 2);
-  if (s.patch <= 0) vc.fail("patch_size", "must be positive");
-  if (s.temporal <= 0) vc.fail("temporal_patch_size", "must be positive");
-  if (s.merge <= 0) vc.fail("spatial_merge_size", "must be positive");
+  s.patch = image.patch_size;
+  s.temporal = image.temporal_patch_size;
+  s.merge = image.spatial_merge_size;
   const char* channels_key = vc.has("in_channels") ? "in_channels" : "in_chans";
-  if (vc.get_int(channels_key, 3) != 3) vc.fail(channels_key, "the processor makes RGB images: must be 3");
-  s.image_token_id = cfg.get_int("image_token_id", 151655);
-  s.vision_start_token_id = cfg.get_int("vision_start_token_id", 151652);
+  if (image.in_channels != 3) vc.fail(channels_key, "the processor makes RGB images: must be 3");
+  s.image_token_id = image.image_token_id;
+  s.vision_start_token_id = image.vision_start_token_id;
   s.vision_end_token_id = cfg.get_int("vision_end_token_id", 151653);
 
   const io::HfConfig o = processor_options(

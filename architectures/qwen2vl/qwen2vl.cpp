@@ -7,6 +7,7 @@
 #include <algorithm>
 
 #include "architectures/budget.h"
+#include "architectures/lm_side.h"
 #include "architectures/qwen2vl/rope_index.h"
 #include "architectures/qwen2vl/vision.h"
 #include "lib/nn/decoder_lm.h"
@@ -30,6 +31,37 @@ int64_t positive(const io::HfConfig& c, const std::string& key, int64_t fallback
   const int64_t v = c.get_int(key, fallback);
   if (v <= 0) c.fail(key, "must be positive, got " + std::to_string(v));
   return v;
+}
+
+// The vision tower and the placeholder ids: what the model builds and what its processor patches,
+// merges and lays out images by (image_input()).
+void read_vision_side(const io::HfConfig& cfg, Config& out) {
+  const io::HfConfig vc = cfg.sub("vision_config");
+  VisionConfig& v = out.vision;
+  v.embed_dim = positive(vc, "embed_dim", 1280);
+  v.depth = static_cast<int>(vc.get_int("depth", 32));
+  if (v.depth < 0) vc.fail("depth", "must be non-negative");
+  v.num_heads = positive(vc, "num_heads", 16);
+  if (v.embed_dim % v.num_heads != 0 || (v.embed_dim / v.num_heads) % 4 != 0)
+    vc.fail("num_heads", "embed_dim / num_heads must be a multiple of 4 (2-D rotary), got " +
+                             std::to_string(v.embed_dim) + " / " + std::to_string(v.num_heads));
+  const double ratio = vc.get_double("mlp_ratio", 4.0);
+  if (!(ratio > 0.0 && static_cast<double>(v.embed_dim) * ratio < 2147483648.0))  // before the narrowing below
+    vc.fail("mlp_ratio", "must be positive, with embed_dim * mlp_ratio below 2^31");
+  v.mlp_hidden = static_cast<int64_t>(static_cast<double>(v.embed_dim) * ratio);  // int(embed_dim * mlp_ratio)
+  if (v.mlp_hidden <= 0) vc.fail("mlp_ratio", "gives an empty MLP");
+  v.act = config_act(vc, "hidden_act", "quick_gelu");
+  v.patch_size = positive(vc, "patch_size", 14);
+  v.temporal_patch_size = positive(vc, "temporal_patch_size", 2);
+  v.spatial_merge_size = positive(vc, "spatial_merge_size", 2);
+  v.in_channels = vc.has("in_channels") ? positive(vc, "in_channels", 3) : positive(vc, "in_chans", 3);
+  v.out_hidden = positive(vc, "hidden_size", 3584);
+  v.rope_theta = vc.sub("rope_parameters").get_double("rope_theta", 10000.0);
+  v.init_std = vc.get_double("initializer_range", kDefaultInitStd);
+
+  out.image_token_id = cfg.get_int("image_token_id", 151655);
+  out.video_token_id = cfg.get_int("video_token_id", 151656);
+  out.vision_start_token_id = cfg.get_int("vision_start_token_id", 151652);
 }
 
 Config parse_config(const io::HfConfig& cfg) {
@@ -56,16 +88,14 @@ Config parse_config(const io::HfConfig& cfg) {
         text.fail("layer_types", "only \"full_attention\" layers are supported, got " + io::short_dump(t));
   }
 
-  // Rotary: HF takes rope_scaling over rope_parameters; "type"/"rope_type" "mrope" means default.
-  const std::string rope_key = text.has("rope_scaling") ? "rope_scaling" : "rope_parameters";
-  const io::HfConfig rp = text.sub(rope_key);
-  const std::string type_key = rp.has("rope_type") ? "rope_type" : "type";
-  const std::string rope_type = rp.get_string(type_key, "default");
-  if (rope_type != "default" && rope_type != "mrope")
-    rp.fail(type_key, "rope type \"" + rope_type + "\" is not supported (only default / mrope)");
-  out.rope_theta = rp.has("rope_theta") ? rp.get_double("rope_theta", 1e6) : text.get_double("rope_theta", 1e6);
-  if (!(out.rope_theta > 0.0)) rp.fail("rope_theta", "must be positive");
-  out.mrope_section = rp.get_int_list("mrope_section", {16, 24, 24});
+  // Rotary by the shared reader; "mrope" names the default RoPE, with its sections in the rope dict.
+  RopeRules rules("qwen2vl", 1e6);
+  rules.mrope = true;
+  rules.default_mrope_section = {16, 24, 24};
+  const RopeSettings rope = read_rope(text, rules);
+  out.rope_theta = rope.theta;
+  out.mrope_section = rope.mrope_section;
+  const io::HfConfig rp = rope_dict(text);
   {
     int64_t sum = 0;
     bool ok = out.mrope_section.size() == 3;
@@ -107,35 +137,11 @@ Config parse_config(const io::HfConfig& cfg) {
   lm.tie_word_embeddings = cfg.get_bool("tie_word_embeddings", false) ||
                            (cfg.has("text_config") && text.get_bool("tie_word_embeddings", false));
 
+  read_vision_side(cfg, out);
   const io::HfConfig vc = cfg.sub("vision_config");
-  VisionConfig& v = out.vision;
-  v.embed_dim = positive(vc, "embed_dim", 1280);
-  v.depth = static_cast<int>(vc.get_int("depth", 32));
-  if (v.depth < 0) vc.fail("depth", "must be non-negative");
-  v.num_heads = positive(vc, "num_heads", 16);
-  if (v.embed_dim % v.num_heads != 0 || (v.embed_dim / v.num_heads) % 4 != 0)
-    vc.fail("num_heads", "embed_dim / num_heads must be a multiple of 4 (2-D rotary), got " +
-                             std::to_string(v.embed_dim) + " / " + std::to_string(v.num_heads));
-  const double ratio = vc.get_double("mlp_ratio", 4.0);
-  if (!(ratio > 0.0 && static_cast<double>(v.embed_dim) * ratio < 2147483648.0))  // before the narrowing below
-    vc.fail("mlp_ratio", "must be positive, with embed_dim * mlp_ratio below 2^31");
-  v.mlp_hidden = static_cast<int64_t>(static_cast<double>(v.embed_dim) * ratio);  // int(embed_dim * mlp_ratio)
-  if (v.mlp_hidden <= 0) vc.fail("mlp_ratio", "gives an empty MLP");
-  v.act = config_act(vc, "hidden_act", "quick_gelu");
-  v.patch_size = positive(vc, "patch_size", 14);
-  v.temporal_patch_size = positive(vc, "temporal_patch_size", 2);
-  v.spatial_merge_size = positive(vc, "spatial_merge_size", 2);
-  v.in_channels = vc.has("in_channels") ? positive(vc, "in_channels", 3) : positive(vc, "in_chans", 3);
-  v.out_hidden = positive(vc, "hidden_size", 3584);
-  if (v.out_hidden != hidden)
-    vc.fail("hidden_size", "the merger output (" + std::to_string(v.out_hidden) + ") must equal the text width " +
-                               std::to_string(hidden));
-  v.rope_theta = vc.sub("rope_parameters").get_double("rope_theta", 10000.0);
-  v.init_std = vc.get_double("initializer_range", kDefaultInitStd);
-
-  out.image_token_id = cfg.get_int("image_token_id", 151655);
-  out.video_token_id = cfg.get_int("video_token_id", 151656);
-  out.vision_start_token_id = cfg.get_int("vision_start_token_id", 151652);
+  if (out.vision.out_hidden != hidden)
+    vc.fail("hidden_size", "the merger output (" + std::to_string(out.vision.out_hidden) +
+                               ") must equal the text width " + std::to_string(hidden));
   return out;
 }
 
@@ -150,14 +156,6 @@ std::vector<Grid> grids_of(const Inputs& in, const std::string& name) {
   }
   return out;
 }
-
-struct State : DecodeState {
-  KvCache<float> cache;
-  std::vector<int64_t> next_position;  // [B]
-  std::vector<uint8_t> key_valid;      // [B, cached length]; empty while every key is real
-  int64_t batch = 0;
-  explicit State(KvCache<float> c) : cache(std::move(c)) {}
-};
 
 class Qwen2Vl : public Architecture {
   io::HfConfig hf_;  // first: the members below are built from the parsed config
@@ -203,40 +201,24 @@ class Qwen2Vl : public Architecture {
 
   std::pair<Tensor, std::unique_ptr<DecodeState>> prefill(const Inputs& in) override {
     Prepared p = prepare(in, nullptr);
-    auto st = std::make_unique<State>(lm.make_cache(p.B));
+    // HF continues every axis at cumsum(attention_mask) - 1 + rope_delta = max prompt position + 1.
+    auto st = std::make_unique<LmDecodeState>(lm.make_cache(p.B), p.B, p.T, p.mask.key_valid,
+                                              std::move(p.index.next_position));
     const Tensor logits = lm.logits(lm.forward(p.embeds, &p.rope, p.mask, &st->cache));
-    st->next_position = std::move(p.index.next_position);
-    st->key_valid = std::move(p.mask.key_valid);
-    st->batch = p.B;
     return {logits, std::move(st)};
   }
 
   Tensor decode(DecodeState& state, const std::vector<int64_t>& tokens) override {
-    auto* st = dynamic_cast<State*>(&state);
-    VLM_CHECK(st != nullptr, "qwen2vl decode: the state does not come from qwen2vl prefill");
-    const int64_t B = st->batch;
-    VLM_CHECK(static_cast<int64_t>(tokens.size()) == B,
-              "qwen2vl decode: " << tokens.size() << " tokens for a batch of " << B);
+    LmDecodeState& st = decode_state<LmDecodeState>(state, tokens, "qwen2vl");
+    const int64_t B = st.batch;
     const Tensor h = lm.embed(tokens, {B, 1});
-    // HF continues every axis at cumsum(attention_mask) - 1 + rope_delta = max prompt position + 1 + step.
+    // The same next position on all three axes (max prompt position + 1 + step).
     std::vector<int64_t> pos;
-    for (int a = 0; a < 3; ++a) pos.insert(pos.end(), st->next_position.begin(), st->next_position.end());
+    for (int a = 0; a < 3; ++a) pos.insert(pos.end(), st.next_position.begin(), st.next_position.end());
     const RopeTables<float> rope = mrope_tables<float>(pos, B, 1, head_dim(), cfg_.mrope_section, cfg_.rope_theta);
-    AttnMask mask;
-    mask.causal = true;
-    if (!st->key_valid.empty()) {
-      const int64_t len = st->cache.length();
-      std::vector<uint8_t> kv;
-      for (int64_t b = 0; b < B; ++b) {
-        const auto row = st->key_valid.begin() + b * len;
-        kv.insert(kv.end(), row, row + len);
-        kv.push_back(1);
-      }
-      st->key_valid = kv;
-      mask.key_valid = std::move(kv);
-    }
-    const Tensor logits = lm.logits(lm.forward(h, &rope, mask, &st->cache));
-    for (int64_t& p : st->next_position) ++p;
+    const AttnMask mask = st.step_mask();
+    const Tensor logits = lm.logits(lm.forward(h, &rope, mask, &st.cache));
+    st.advance();
     return logits;
   }
 
@@ -258,17 +240,12 @@ class Qwen2Vl : public Architecture {
   Prepared prepare(const Inputs& in, std::map<std::string, Tensor>* stages) const {
     Prepared p;
     const Shape s = in.shape("input_ids");
-    VLM_CHECK(s.size() == 2, "qwen2vl: input_ids must be [B, T], got " << shape_str(s));
-    p.B = s[0];
-    p.T = s[1];
-    const std::vector<int64_t> ids = in.ints("input_ids");
-    std::vector<int64_t> attn;
-    if (in.has("attention_mask")) {
-      VLM_CHECK(in.shape("attention_mask") == s, "qwen2vl: attention_mask " << shape_str(in.shape("attention_mask"))
-                                                                            << " does not match input_ids "
-                                                                            << shape_str(s));
-      attn = in.ints("attention_mask");
-    }
+    PromptLayout layout = prompt_layout(in, "qwen2vl");
+    p.B = layout.batch;
+    p.T = layout.length;
+    const std::vector<int64_t>& ids = layout.ids;
+    std::vector<int64_t> attn;  // get_rope_index's attention_mask (empty: none given)
+    if (in.has("attention_mask")) attn = in.ints("attention_mask");
 
     std::vector<int64_t> types;
     if (in.has("mm_token_type_ids")) {
@@ -304,19 +281,21 @@ class Qwen2Vl : public Architecture {
         throw ConfigError(std::string("qwen2vl: ") + grid_name + " describes " + std::to_string(patches) + " patches but " +
                           pixels_name + " has shape " + shape_str(px));
       const VisionTower::Output v = visual.forward(in.floats(pixels_name), grids);
-      std::vector<uint8_t> rows(ids.size());
-      int64_t n = 0;
-      for (std::size_t i = 0; i < ids.size(); ++i) {
-        const bool placeholder = types.empty() ? ids[i] == token : types[i] == type;
-        VLM_CHECK(!placeholder || ids[i] == token, "qwen2vl: token " << i << " has mm_token_type_id " << type
-                                                                     << " but id " << ids[i] << ", not " << token);
-        rows[i] = placeholder ? 1 : 0;
-        n += rows[i];
+      Placeholders at;
+      if (types.empty()) {
+        at = placeholders(ids, token);
+      } else {
+        at.rows.resize(ids.size());
+        for (std::size_t i = 0; i < ids.size(); ++i) {
+          const bool placeholder = types[i] == type;
+          VLM_CHECK(!placeholder || ids[i] == token, "qwen2vl: token " << i << " has mm_token_type_id " << type
+                                                                       << " but id " << ids[i] << ", not " << token);
+          at.rows[i] = placeholder ? 1 : 0;
+          at.count += at.rows[i];
+        }
       }
-      VLM_CHECK(n == v.merged.dim(0), "qwen2vl: " << feature_stage << " and tokens do not match: " << n
-                                                  << " tokens with id " << token << ", " << v.merged.dim(0)
-                                                  << " features from " << grid_name);
-      h = scatter_rows(h, rows, v.merged);
+      h = splice_placeholders(h, at, v.merged, "qwen2vl", type == 1 ? "image" : "video", token,
+                              std::to_string(v.merged.dim(0)) + " features from " + grid_name);
       if (stages) {
         (*stages)[hidden_stage] = v.hidden;
         (*stages)[feature_stage] = v.merged;
@@ -347,14 +326,20 @@ class Qwen2Vl : public Architecture {
     }
     p.rope = mrope_tables<float>(p.index.position_ids, p.B, p.T, head_dim(), cfg_.mrope_section, cfg_.rope_theta);
 
-    p.mask.causal = true;
-    if (std::any_of(attn.begin(), attn.end(), [](int64_t a) { return a == 0; }))
-      for (int64_t a : attn) p.mask.key_valid.push_back(a != 0 ? 1 : 0);
+    p.mask = causal_mask(layout.key_valid);
     return p;
   }
 };
 
 }  // namespace
+
+ImageInput image_input(const io::HfConfig& config) {
+  Config c;
+  read_vision_side(config, c);
+  const VisionConfig& v = c.vision;
+  return {v.patch_size, v.temporal_patch_size, v.spatial_merge_size, v.in_channels, c.image_token_id,
+          c.vision_start_token_id};
+}
 
 std::vector<ModelPart> parts(const io::HfConfig& config) {
   const Config c = parse_config(config);

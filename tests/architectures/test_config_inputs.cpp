@@ -4,11 +4,13 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <random>
 #include <string>
 
 #include "architectures/architecture.h"
 #include "architectures/budget.h"
+#include "architectures/lm_side.h"
 #include "architectures/parity.h"
 #include "fixtures.h"
 #include "lib/core/random.h"
@@ -254,4 +256,89 @@ TEST_CASE("qwen2vl refuses image grids that do not describe pixel_values before 
   grid[1] = -1;
   in.set_ints("image_grid_thw", gs, grid);
   CHECK_THAT(forward_error(), Contains("each entry must be >= 1"));
+}
+
+// ---- RoPE settings: one reader, transformers' precedence, the same theta in every family ----
+
+TEST_CASE("RoPE settings: rope_scaling wins over rope_parameters, the dict's theta over the flat one",
+          "[config][rope]") {
+  auto read = [](const nlohmann::json& j) {
+    return vlm::read_rope(HfConfig(j, "config.json"), vlm::RopeRules("llava", 10000.0));
+  };
+  const nlohmann::json both = {{"rope_theta", 7.0},
+                               {"rope_parameters", {{"rope_type", "default"}, {"rope_theta", 500.0}}},
+                               {"rope_scaling", {{"rope_type", "default"}}}};
+  // rope_scaling is the dict (rope_parameters is not read at all); it has no theta: the flat one.
+  CHECK(read(both).theta == 7.0);
+  CHECK(read(both).dict_key == "rope_scaling");
+  nlohmann::json j = both;
+  j["rope_scaling"]["rope_theta"] = 3.0;
+  CHECK(read(j).theta == 3.0);
+  j.erase("rope_theta");
+  j["rope_scaling"].erase("rope_theta");
+  CHECK(read(j).theta == 10000.0);  // neither: the model's default, not rope_parameters' 500
+  j["rope_scaling"] = nlohmann::json::object();  // {} is falsy: `rope_scaling or rope_parameters`
+  CHECK(read(j).theta == 500.0);
+  CHECK(read(j).dict_key == "rope_parameters");
+  j["rope_scaling"] = nullptr;
+  CHECK(read(j).theta == 500.0);
+  // Only the chosen dict's type counts: a linear rope_parameters under a default rope_scaling is unused.
+  j = both;
+  j["rope_parameters"]["rope_type"] = "linear";
+  CHECK_NOTHROW(read(j));
+  j["rope_scaling"]["type"] = "dynamic";
+  CHECK_THROWS_WITH(read(j), Contains("config.json: rope_scaling.type: \"dynamic\" is not supported"));
+  j = both;
+  j["rope_scaling"] = "linear";
+  CHECK_THROWS_WITH(read(j), Contains("config.json: rope_scaling: expected an object or null"));
+  j = both;
+  j["rope_scaling"]["rope_theta"] = 0.0;
+  CHECK_THROWS_WITH(read(j), Contains("config.json: rope_scaling.rope_theta: must be positive"));
+  // partial_rotary_factor: the dict's, else the flat one (unless the family passes no flat keys).
+  vlm::RopeRules partial("fuyu", 10000.0);
+  partial.default_partial_rotary_factor = 0.5;
+  j = {{"partial_rotary_factor", 0.25}, {"rope_parameters", {{"rope_theta", 9.0}}}};
+  CHECK(vlm::read_rope(HfConfig(j, "config.json"), partial).partial_rotary_factor == 0.25);
+  partial.flat_keys = false;
+  CHECK(vlm::read_rope(HfConfig(j, "config.json"), partial).partial_rotary_factor == 0.5);
+}
+
+TEST_CASE("RoPE settings: a config holding both rope keys gives every family the same theta", "[config][rope]") {
+  vlm::NoGradGuard no_grad;
+  vlm::ModelSizes sizes;
+  sizes.text.hidden_size = sizes.vision.hidden_size = 32;
+  sizes.vocab_size = 40;
+  for (const vlm::FamilyEntry& f : vlm::families()) {
+    INFO("family " << f.name);
+    const nlohmann::json base = f.build_config(sizes, nlohmann::json::object());
+    // The object holding the LM's keys: the top level (flamingo) or text_config.
+    const bool top = base.contains("rope_theta") || base.contains("rope_parameters");
+    auto with = [&](const std::optional<double>& scaling_theta, double parameters_theta) {
+      nlohmann::json j = base;
+      nlohmann::json& t = top ? j : j["text_config"];
+      REQUIRE(t.is_object());
+      nlohmann::json dict = t.contains("rope_parameters") ? t["rope_parameters"] : nlohmann::json{{"rope_type", "default"}};
+      t["rope_theta"] = 500.0;
+      t["rope_parameters"] = dict;
+      t["rope_parameters"]["rope_theta"] = parameters_theta;
+      if (scaling_theta) {
+        t["rope_scaling"] = dict;
+        t["rope_scaling"]["rope_theta"] = *scaling_theta;
+      }
+      return HfConfig(j, "config.json");
+    };
+    nlohmann::json options = nullptr;
+    if (f.name == "fuyu") options = {{"size", {{"height", 75}, {"width", 75}}}};
+    const HfConfig both = with(3.0, 500.0), scaled_only = with(std::nullopt, 3.0), other = with(std::nullopt, 500.0);
+    const vlm::Inputs in = f.make_processor(both, options, sizes.tokens)
+                               ->make_inputs({vlm::MultimodalSample{{10, vlm::kImageMarker, 11, 12, 13},
+                                                                    {vlm::data::Image(75, 75, {200, 30, 90})}}});
+    auto logits = [&](const HfConfig& cfg) {
+      vlm::Rng rng(7);
+      return vlm::make_architecture(cfg, rng)->forward(in).logits;
+    };
+    const vlm::Tensor a = logits(both), b = logits(scaled_only), c = logits(other);
+    CHECK(vlm::testing::max_abs_diff(a, b) == 0.0);  // rope_scaling's theta 3, not rope_parameters' 500
+    CHECK(vlm::testing::max_abs_diff(a, c) > 0.0);  // and theta matters to these logits
+  }
 }
