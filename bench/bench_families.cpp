@@ -16,6 +16,7 @@
 #include <memory>
 #include <string>
 
+#include "architectures/architecture.h"
 #include "bench/fma_peak.h"
 #include "experiments/bench_model.h"
 #include "experiments/checkpoint.h"
@@ -198,9 +199,10 @@ void checkpoint_save(benchmark::State& state, const std::string& family, const s
 }  // namespace
 
 int main(int argc, char** argv) {
-  for (const char* family : {"llava", "flamingo", "fuyu", "qwen2vl"}) {
+  for (const vlm::FamilyEntry& entry : vlm::families()) {  // every registry family, none named here
+    const std::string family(entry.name);
     for (const char* size : {"small", "large"}) {
-      const std::string name = std::string(family) + "/" + size + "/";
+      const std::string name = family + "/" + size + "/";
       benchmark::RegisterBenchmark((name + "vision_encode").c_str(), vision_encode, family, size)
           ->ArgName("threads")->DenseRange(1, 2)->UseManualTime()->Unit(benchmark::kMillisecond);
       benchmark::RegisterBenchmark((name + "prefill").c_str(), prefill, family, size)
