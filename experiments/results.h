@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "experiments/config.h"
-#include "experiments/runner.h"
+#include "experiments/run_result.h"
 #include "lib/io/h5.h"
 
 namespace vlm::exp {
