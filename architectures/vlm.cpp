@@ -5,6 +5,7 @@
 #include <cmath>
 #include <fnmatch.h>
 #include <fstream>
+#include <optional>
 #include <set>
 #include <sstream>
 
@@ -12,6 +13,7 @@
 #include "lib/core/suggest.h"
 #include "lib/io/durable.h"
 #include "lib/measure/flops.h"
+#include "lib/ops/gemm.h"
 #include "lib/ops/ops.h"
 #include "lib/train/optimizer.h"
 
@@ -437,6 +439,9 @@ void train(Vlm& vlm, const data::Task& task, const TrainOptions& opt, TrainState
   for (int step = state.steps_done; step < end_step; ++step) {
     const auto t0 = std::chrono::steady_clock::now();
     const FlopScope flops;
+    // [train] precision = "bf16": this step's products in bf16 (not the validation after it).
+    std::optional<GemmPrecisionScope> precision;
+    if (opt.precision == "bf16") precision.emplace(GemmPrecision::kBf16);
     // Data-parallel: this rank draws and trains on its share [lo, hi) of the global batch, then the
     // gradients are summed over the ranks.
     const bool dp = opt.dp_sum && opt.dp_ranks > 1;
@@ -476,6 +481,7 @@ void train(Vlm& vlm, const data::Task& task, const TrainOptions& opt, TrainState
     const double lr = sched.lr_at(step - opt.first_step);
     adam.step(lr);
     adam.zero_grad();
+    precision.reset();
     StepLog s{.step = step,
               .stage = opt.stage,
               .loss = loss_v,

@@ -114,6 +114,9 @@ struct TrainOptions {
   double weight_decay = 0.01;
   double beta1 = 0.9, beta2 = 0.999;
   double grad_clip = 1.0;  // 0: off
+  // [train] precision: "fp32", or "bf16": the step's matrix products with bf16 inputs and fp32
+  // accumulation (lib/ops/gemm.h, GemmPrecision), weights, optimizer and loss staying fp32.
+  std::string precision = "fp32";
   uint64_t data_seed = 0;  // which train samples: sample i of step s is train index mix64(seed·φ + s·B + i)
   bool data_parallel = false;  // [train] data_parallel: under mpirun, every rank trains on a share of each batch
   // [train] checkpoint_every / checkpoint_keep, read by the runner (experiments/runner.cpp): a checkpoint

@@ -316,6 +316,7 @@ void read_optimizer(Section& s, TrainOptions& t) {
   t.beta1 = s.number("beta1", t.beta1, 0.0, 0.999999);
   t.beta2 = s.number("beta2", t.beta2, 0.0, 0.999999);
   t.grad_clip = s.number("grad_clip", t.grad_clip, 0.0, 1e9);
+  t.precision = s.string("precision", t.precision, {"fp32", "bf16"});
   if (t.min_lr > t.lr) s.fail_key(s.table() && s.table()->get("min_lr") ? "min_lr" : "lr", "min_lr must not exceed lr");
 }
 

@@ -150,3 +150,19 @@ TEST_CASE("TOML sizes inside their ranges but too large for memory are refused b
   CHECK_THAT(msg, Contains("variant[0] (llava)") && Contains("makes a model of") && Contains("more than the memory budget"));
   CHECK(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() < 5.0);
 }
+
+TEST_CASE("[train] precision is fp32 unless bf16 is asked for; anything else names the key", "[experiments][config]") {
+  TempDir dir;
+  const std::string path = dir.file("exp.toml");
+  std::ofstream(path, std::ios::binary) << experiment("prec", "[sweep]\n\"train.precision\" = [\"fp32\", \"bf16\"]\n");
+  const auto runs = vlm::exp::load_experiment(path).runs;
+  REQUIRE(runs.size() == 4);
+  int bf16 = 0;
+  for (const auto& r : runs) bf16 += r.config.train.precision == "bf16";
+  CHECK(bf16 == 2);
+  std::ofstream(path, std::ios::binary) << experiment("prec", "");
+  CHECK(vlm::exp::load_experiment(path).runs.at(0).config.train.precision == "fp32");
+  std::string fp16 = experiment("prec", "");
+  fp16.replace(fp16.find("batch_size = 2\n"), 15, "batch_size = 2\nprecision = \"fp16\"\n");
+  CHECK_THAT(load(dir, fp16), Contains("train.precision") && Contains("\"fp16\""));
+}
