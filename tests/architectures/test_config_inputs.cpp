@@ -286,7 +286,9 @@ TEST_CASE("RoPE settings: rope_scaling wins over rope_parameters, the dict's the
   j = both;
   j["rope_parameters"]["rope_type"] = "linear";
   CHECK_NOTHROW(read(j));
-  j["rope_scaling"]["type"] = "dynamic";
+  j["rope_scaling"]["type"] = "dynamic";  // the legacy key only where rope_type is absent
+  CHECK_NOTHROW(read(j));
+  j["rope_scaling"].erase("rope_type");
   CHECK_THROWS_WITH(read(j), Contains("config.json: rope_scaling.type: \"dynamic\" is not supported"));
   j = both;
   j["rope_scaling"] = "linear";

@@ -215,7 +215,7 @@ TEST_CASE("llava: unsupported config values are ConfigErrors naming the key", "[
   j["text_config"].erase("rope_parameters");
   j["text_config"]["rope_theta"] = 5e5;
   j["text_config"]["rope_scaling"] = {{"type", "dynamic"}, {"factor", 2.0}};
-  expect_config_error(j, "text_config.rope_scaling");
+  expect_config_error(j, "text_config.rope_scaling.type");  // the key the one RoPE reader names
   j["text_config"]["rope_scaling"] = nullptr;  // null is "no scaling"
   CHECK_NOTHROW(build(j));
   j = base;
