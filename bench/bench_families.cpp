@@ -25,6 +25,7 @@
 #include "lib/data/task.h"
 #include "lib/measure/flops.h"
 #include "lib/measure/phase.h"
+#include "lib/ops/gemm.h"
 #include "lib/ops/gemm_kernels.h"
 #include "lib/train/optimizer.h"
 
@@ -125,12 +126,14 @@ double fma_peak(int threads) {
   return it->second;
 }
 
-// A training step at batch 32. Counters: GFLOP/s (the FLOPs the ops count), of_peak (that as a
-// fraction of the FMA peak measured here for the same thread count), peak_GFLOP/s; the label names
-// the GEMM kernel (lib/ops/gemm_kernels.h).
+// A training step at batch 32, its products in fp32 (bf16:0) or bf16 (bf16:1, as [train] precision =
+// "bf16" runs them). Counters: GFLOP/s (the FLOPs the ops count), of_peak (that as a fraction of the
+// fp32 FMA peak measured here for the same thread count), peak_GFLOP/s; the label names the GEMM
+// kernel (lib/ops/gemm_kernels.h).
 void train_step(benchmark::State& state, const std::string& family, const std::string& size) {
   Bench& b = bench(family, size);
   vlm::set_num_threads(static_cast<int>(state.range(0)));
+  const vlm::GemmPrecisionScope precision(state.range(1) != 0 ? vlm::GemmPrecision::kBf16 : vlm::GemmPrecision::kFp32);
   const vlm::Vlm::TrainBatch batch = b.vlm->train_batch(vlm::exp::bench_train_samples(*b.task, 32));
   vlm::AdamW<float> adam(vlm::named_parameters(b.vlm->model()), vlm::decay_matrices_only<float>,
                          vlm::AdamWConfig{.lr = 1e-6, .weight_decay = 0.01});
@@ -148,7 +151,8 @@ void train_step(benchmark::State& state, const std::string& family, const std::s
   state.counters["peak_GFLOP/s"] = peak;
   state.counters["of_peak"] =
       benchmark::Counter(static_cast<double>(flops) * 1e-9 / peak, benchmark::Counter::kIsIterationInvariantRate);
-  state.SetLabel(std::string("gemm ") + vlm::detail::gemm_kernel_name(vlm::detail::gemm_kernel()));
+  state.SetLabel(std::string("gemm ") + vlm::detail::gemm_kernel_name(vlm::detail::gemm_kernel()) + " " +
+                 vlm::gemm_precision_name(vlm::gemm_precision()));
 }
 
 // One checkpoint write (experiments/checkpoint.h) as the quickstart makes it: the model after a
@@ -211,7 +215,7 @@ int main(int argc, char** argv) {
       benchmark::RegisterBenchmark((name + "decode").c_str(), decode, family, size)
           ->ArgName("threads")->DenseRange(1, 2)->UseManualTime()->Unit(benchmark::kMillisecond);
       benchmark::RegisterBenchmark((name + "train_step").c_str(), train_step, family, size)
-          ->ArgName("threads")->DenseRange(1, 2)->UseRealTime()->Unit(benchmark::kMillisecond);
+          ->ArgsProduct({{1, 2}, {0, 1}})->ArgNames({"threads", "bf16"})->UseRealTime()->Unit(benchmark::kMillisecond);
       benchmark::RegisterBenchmark((name + "checkpoint_save").c_str(), checkpoint_save, family, size)
           ->ArgName("threads")->DenseRange(1, 2)->UseRealTime()->Unit(benchmark::kMillisecond);
     }

@@ -429,7 +429,7 @@ void sgemm_packed(GemmKernel kind, bool trans_a, bool trans_b, int64_t M, int64_
   const int64_t mc_max = std::min(g.mc, (M + mr - 1) / mr * mr);
   float* bp = t_bpack.get(static_cast<std::size_t>(kc_max * nc_max));
   float* ap = t_apack.get(static_cast<std::size_t>(kc_max * mc_max));
-  alignas(64) float edge[kMaxTile];
+  alignas(64) float edge[kMaxTile] = {};  // rows and columns past C stay defined (and finite)
   for (int64_t jc = 0; jc < N; jc += g.nc) {
     const int64_t nc = std::min(g.nc, N - jc);
     for (int64_t pc = 0; pc < K; pc += g.kc) {
@@ -492,7 +492,7 @@ void sgemm_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, flo
                 mc_max = std::min(kMC, (M + kBfMR - 1) / kBfMR * kBfMR);
   uint32_t* bp = t_bpack16.get(static_cast<std::size_t>(kc_max / 2 * nc_max));
   uint32_t* ap = t_apack16.get(static_cast<std::size_t>(kc_max / 2 * mc_max));
-  alignas(64) float edge[kBfMR * kBfNR];
+  alignas(64) float edge[kBfMR * kBfNR] = {};
   for (int64_t jc = 0; jc < N; jc += kNC) {
     const int64_t nc = std::min(kNC, N - jc);
     for (int64_t pc = 0; pc < K; pc += kKC) {
