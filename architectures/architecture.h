@@ -161,6 +161,10 @@ struct ModelSizes {
   } vision;
   int64_t vocab_size = 0;  // special tokens + task words
   SpecialTokens tokens;
+  // The std of every weight the family draws from N(0, initializer_range) (HF's key of that name, in
+  // each config the family has: text, vision, top level), so one value, or one sweep, sets it for
+  // every family alike. HF's default 0.02 suits widths of 768 and more.
+  double initializer_range = 0.02;
 };
 
 // An HF config.json for the family at these sizes, with `family_keys` (HF key names, e.g.

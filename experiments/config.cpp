@@ -462,8 +462,16 @@ void read_sizes(const toml::table& root, const std::string* file, ModelSizes& m,
   const toml::table& mt = model ? *model->as_table() : empty;
   for (const auto& [k, v] : mt) {
     const std::string key(k.str());
-    if (key != "text" && key != "vision")
-      fail(*file, v.source(), "model." + key, "unknown key; expected text or vision" + did_you_mean(key, {"text", "vision"}));
+    if (key != "text" && key != "vision" && key != "initializer_range")
+      fail(*file, v.source(), "model." + key,
+           "unknown key; expected text, vision or initializer_range" +
+               did_you_mean(key, {"text", "vision", "initializer_range"}));
+  }
+  if (const toml::node* ir = mt.get("initializer_range")) {
+    const std::optional<double> x = ir->value<double>();
+    if (!x || !ir->is_number() || !(*x > 0.0 && *x <= 10.0))
+      fail(*file, ir->source(), "model.initializer_range", "expected a number in (0, 10], got " + node_text(*ir));
+    m.initializer_range = *x;
   }
   Section t = section(mt, "text", file);
   Section tt(t.table(), "model.text", file, model ? model->source() : root.source());

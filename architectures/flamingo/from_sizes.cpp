@@ -23,7 +23,7 @@ nlohmann::json build_config(const ModelSizes& sizes, const nlohmann::json& famil
       {"num_channels", v.num_channels},
       {"hidden_act", "gelu"},
       {"layer_norm_eps", 1e-5},
-      {"initializer_range", 0.02},
+      {"initializer_range", sizes.initializer_range},
   };
   nlohmann::json perceiver = {
       {"use_resampler", true},
@@ -45,7 +45,7 @@ nlohmann::json build_config(const ModelSizes& sizes, const nlohmann::json& famil
       {"hidden_act", "silu"},
       {"rms_norm_eps", 1e-6},
       {"rope_theta", 10000.0},
-      {"initializer_range", 0.02},
+      {"initializer_range", sizes.initializer_range},
       {"alpha_initializer", "zeros"},
       {"alphas_initializer_range", 0.0},
       {"alpha_type", "float"},

@@ -22,7 +22,7 @@ nlohmann::json build_config(const ModelSizes& sizes, const nlohmann::json& famil
       {"hidden_act", "relu2"},
       {"layer_norm_eps", 1e-5},
       {"qk_layernorm", true},
-      {"initializer_range", 0.02},
+      {"initializer_range", sizes.initializer_range},
       {"tie_word_embeddings", false},
       {"rope_parameters", {{"rope_type", "default"}, {"rope_theta", 25000.0}, {"partial_rotary_factor", 0.5}}},
       {"bos_token_id", tok.bos},
@@ -38,7 +38,7 @@ nlohmann::json build_config(const ModelSizes& sizes, const nlohmann::json& famil
       {"patch_size", sizes.vision.patch_size},
       {"num_channels", sizes.vision.num_channels},
       {"image_token_id", tok.image},
-      {"initializer_range", 0.02},  // vision_embed_tokens; text_config's is the LM's
+      {"initializer_range", sizes.initializer_range},  // vision_embed_tokens; text_config's is the LM's
       {"tie_word_embeddings", false},
       {"bos_token_id", tok.bos},
       {"eos_token_id", tok.eos},

@@ -21,7 +21,7 @@ nlohmann::json build_config(const ModelSizes& sizes, const nlohmann::json& famil
       {"rope_theta", 10000.0},
       {"attention_bias", false},
       {"mlp_bias", false},
-      {"initializer_range", 0.02},
+      {"initializer_range", sizes.initializer_range},
       {"tie_word_embeddings", false},
       {"bos_token_id", tok.bos},
       {"eos_token_id", tok.eos},
@@ -38,7 +38,7 @@ nlohmann::json build_config(const ModelSizes& sizes, const nlohmann::json& famil
       {"num_channels", v.num_channels},
       {"hidden_act", "quick_gelu"},
       {"layer_norm_eps", 1e-5},
-      {"initializer_range", 0.02},
+      {"initializer_range", sizes.initializer_range},
       {"initializer_factor", 1.0},
   };
   nlohmann::json config = {

@@ -28,7 +28,7 @@ nlohmann::json build_config(const ModelSizes& sizes, const nlohmann::json& famil
       {"num_key_value_heads", t.num_key_value_heads},
       {"hidden_act", "silu"},
       {"rms_norm_eps", 1e-6},
-      {"initializer_range", 0.02},
+      {"initializer_range", sizes.initializer_range},
       {"use_sliding_window", false},
       {"tie_word_embeddings", false},
       {"rope_parameters", {{"rope_type", "default"}, {"rope_theta", 10000.0}, {"mrope_section", {sec_t, sec_h, sec_w}}}},
@@ -48,7 +48,7 @@ nlohmann::json build_config(const ModelSizes& sizes, const nlohmann::json& famil
       {"spatial_merge_size", 2},
       {"in_channels", v.num_channels},
       {"hidden_size", t.hidden_size},
-      {"initializer_range", 0.02},
+      {"initializer_range", sizes.initializer_range},
   };
   nlohmann::json config = {
       {"model_type", "qwen2_vl"},

@@ -8,6 +8,7 @@
 #include <optional>
 #include <unistd.h>
 #include <limits>
+#include <functional>
 #include <map>
 #include <set>
 
@@ -857,4 +858,43 @@ TEST_CASE("init_from: llava's CLIP tower moved into flamingo gives flamingo the 
   CHECK_THROWS_WITH(init_from(other.model(), "vision", dir, "x"),
                     Catch::Contains("[48]") && Catch::Contains("[32]") && Catch::Contains("sizes differ"));
   std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("ModelSizes::initializer_range: one value reaches every initializer_range key of every family, "
+          "and the weights' spread follows it", "[training][init]") {
+  ToyTask task;
+  for (const FamilyEntry& f : families()) {
+    INFO(f.name);
+    ModelSizes sizes = tiny_sizes();
+    sizes.vocab_size = 16;
+    sizes.initializer_range = 0.3;
+    const nlohmann::json cfg = f.build_config(sizes, nlohmann::json::object());
+    int found = 0;
+    std::function<void(const nlohmann::json&)> walk = [&](const nlohmann::json& j) {
+      for (auto it = j.begin(); it != j.end(); ++it) {
+        if (it.key() == "initializer_range") {
+          CHECK(it.value().get<double>() == 0.3);
+          ++found;
+        }
+        if (it.value().is_object()) walk(it.value());
+      }
+    };
+    walk(cfg);
+    CHECK(found >= 2);
+    // The LM's embedding is drawn at that std (within sampling error).
+    VlmSpec a = tiny_spec(std::string(f.name), 2), b = a;
+    b.sizes.initializer_range = 0.3;
+    Vlm va(a, task), vb(b, task);
+    const auto spread = [](Vlm& v) {
+      for (auto& [name, t] : named_parameters(v.model()))
+        if (name.find("embed_tokens.weight") != std::string::npos) {
+          double s = 0;
+          for (int64_t k = 0; k < t.numel(); ++k) s += static_cast<double>(t.data()[k]) * t.data()[k];
+          return std::sqrt(s / static_cast<double>(t.numel()));
+        }
+      return 0.0;
+    };
+    CHECK(spread(va) == Approx(0.02).epsilon(0.2));
+    CHECK(spread(vb) == Approx(0.3).epsilon(0.2));
+  }
 }
