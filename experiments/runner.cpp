@@ -596,6 +596,7 @@ int run_experiment(const LoadedExperiment& exp, const RunOptions& opt) {
     CheckpointStore(out, r.run_id, exp.toml_text, spec->resolved_toml, 1).remove_all();
     std::error_code gone;  // and its progress file: the results file holds all of it now
     std::filesystem::remove(progress_path(out, r.run_id), gone);
+    std::filesystem::remove(std::filesystem::path(progress_path(out, r.run_id)).parent_path(), gone);  // if empty
     test_pause_point("run-recorded:" + std::to_string(++recorded));
     char buf[512];
     double acc = r.eval.scores.empty() ? std::nan("") : r.eval.scores.back().accuracy;

@@ -669,7 +669,7 @@ def test_progress_readable_while_running():
         kill(p)
     r = vlmlab("run", path, "--out", out, "--quiet", "--only", "llava-lr=0.001", "--overwrite")
     assert r.returncode == 0, r.stderr
-    assert not os.path.exists(progress)
+    assert not os.path.exists(progress) and not os.path.exists(os.path.dirname(progress))  # no empty folder left
     with h5py.File(out, "r") as f:
         ev = text_table(f["/runs/llava-lr=0.001-s3/eval"])
         assert ev["subtype"].tolist() == ["horizontal", "vertical", "all"], ev
