@@ -106,6 +106,9 @@ struct SpecialTokens {
   int64_t vision_end = 6;    // qwen2vl <|vision_end|>
   int64_t image_around = 7;  // idefics <fake_token_around_image>
   static constexpr int64_t kCount = 8;  // task words start here
+  // A family's own special tokens (FamilyEntry::own_tokens) by name, with their ids: they come after
+  // every task word, so adding one moves no other family's ids (nor its own task words').
+  std::map<std::string, int64_t> own;
 };
 
 // Stands for "the next image" in MultimodalSample::ids.
@@ -191,6 +194,9 @@ struct FamilyEntry {
   ProcessorFactory make_processor;
   ConfigBuilder build_config;
   PartsFactory parts;
+  // Special tokens only this family uses (e.g. a query token), appended after the task's words
+  // (SpecialTokens::own); the shared ids above stay the same for every family.
+  std::span<const std::string_view> own_tokens = {};
 };
 
 std::span<const FamilyEntry> families();  // registry.cpp: the one table

@@ -98,6 +98,22 @@ data::Vocab task_vocab(const data::Task& task, const std::vector<const data::Tas
   return data::Vocab(special_words(), data::union_vocabulary(all));
 }
 
+data::Vocab family_vocab(const data::Task& task, const std::vector<const data::Task*>& more,
+                         std::span<const std::string_view> own_tokens, SpecialTokens* tokens) {
+  data::Vocab v = task_vocab(task, more);
+  if (own_tokens.empty()) return v;
+  std::vector<std::string> words;
+  for (int64_t i = SpecialTokens::kCount; i < v.size(); ++i) words.push_back(v.word(i));
+  for (const std::string_view t : own_tokens) {
+    VLM_CHECK(std::find(words.begin(), words.end(), t) == words.end(),
+              "family token \"" << t << "\" is also a task word");
+    words.emplace_back(t);
+  }
+  v = data::Vocab(special_words(), words);
+  for (const std::string_view t : own_tokens) tokens->own[std::string(t)] = v.id(std::string(t));
+  return v;
+}
+
 void check_memory(const VlmSpec& spec, const data::Task& task, std::vector<Workload> uses) {
   const FamilyEntry& entry = family_named(spec.family);
   ModelSizes sizes = spec.sizes;
@@ -117,7 +133,7 @@ void check_memory(const VlmSpec& spec, const data::Task& task, std::vector<Workl
 }
 
 Vlm::Vlm(const VlmSpec& spec, const data::Task& task, const std::vector<const data::Task*>& more)
-    : family_(spec.family), vocab_(task_vocab(task, more)) {
+    : family_(spec.family), vocab_(family_vocab(task, more, family_named(spec.family).own_tokens, &tokens_)) {
   const FamilyEntry& entry = family_named(spec.family);
   ModelSizes sizes = spec.sizes;
   sizes.vocab_size = vocab_.size();
@@ -167,6 +183,8 @@ Vlm::Vlm(const std::string& model_dir, const data::Task& task) : vocab_(task_voc
   }
   model_ = load_pretrained(model_dir);
   family_ = std::string(family_for_config(model_->config()).name);
+  for (const std::string_view t : family_for_config(model_->config()).own_tokens)
+    tokens_.own[std::string(t)] = vocab_.id(std::string(t));
   hf_config_ = model_->config().json();
   processor_options_ = meta.value("processor", nlohmann::json::object());
   processor_ = family_for_config(model_->config()).make_processor(model_->config(), processor_options_, tokens_);

@@ -25,6 +25,10 @@ namespace vlm {
 // then the words of `more` tasks it lacks (the tasks of a run's other stages), so the task's words
 // have the same ids with or without them.
 data::Vocab task_vocab(const data::Task& task, const std::vector<const data::Task*>& more = {});
+// The same with a family's own special tokens appended after every task word (FamilyEntry::own_tokens),
+// their ids written into tokens->own: the shared ids and the task words' ids do not move.
+data::Vocab family_vocab(const data::Task& task, const std::vector<const data::Task*>& more,
+                         std::span<const std::string_view> own_tokens, SpecialTokens* tokens);
 
 struct VlmSpec {
   std::string family;               // registry name: llava, flamingo, fuyu, qwen2vl

@@ -2,6 +2,7 @@
 // family (architectures/vlm.h). A toy task defined here keeps these tests independent of the task
 // generators: one coloured square on a white canvas, "what colour ?".
 #include <catch2/catch.hpp>
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -896,5 +897,25 @@ TEST_CASE("ModelSizes::initializer_range: one value reaches every initializer_ra
     };
     CHECK(spread(va) == Approx(0.02).epsilon(0.2));
     CHECK(spread(vb) == Approx(0.3).epsilon(0.2));
+  }
+}
+
+TEST_CASE("A family's own special tokens come after every task word: no shared or task id moves",
+          "[training][vocab]") {
+  ToyTask task;
+  const data::Vocab plain = task_vocab(task);
+  static constexpr std::array<std::string_view, 2> kOwn = {"<query>", "<query_end>"};
+  SpecialTokens tokens;
+  const data::Vocab with = family_vocab(task, {}, kOwn, &tokens);
+  REQUIRE(with.size() == plain.size() + 2);
+  for (int64_t i = 0; i < plain.size(); ++i) CHECK(with.word(i) == plain.word(i));
+  CHECK(tokens.own.at("<query>") == plain.size());
+  CHECK(tokens.own.at("<query_end>") == plain.size() + 1);
+  CHECK(with.word(tokens.own.at("<query>")) == "<query>");
+  // The registry's families have none: their vocabularies are the task's.
+  for (const FamilyEntry& f : families()) {
+    SpecialTokens t;
+    CHECK(family_vocab(task, {}, f.own_tokens, &t).size() == plain.size());
+    CHECK(t.own.empty());
   }
 }
