@@ -98,8 +98,8 @@ class Vlm {
  private:
   void reinitialise(const VlmSpec& spec);
   std::string family_;
+  SpecialTokens tokens_;  // before vocab_: family_vocab fills tokens_.own while vocab_ is built
   data::Vocab vocab_;
-  SpecialTokens tokens_;
   nlohmann::json hf_config_;
   nlohmann::json processor_options_;
   std::unique_ptr<Architecture> model_;
