@@ -475,7 +475,7 @@ def test_bench_model():
 
 
 def text_table(dataset):
-    """The README's one-line reader: a table as a DataFrame with its strings as str."""
+    """docs/results.md's one-line reader: a table as a DataFrame with its strings as str."""
     return pd.DataFrame(dataset[()]).apply(lambda c: c.str.decode("utf-8") if c.dtype == object else c)
 
 
