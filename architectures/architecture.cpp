@@ -11,7 +11,7 @@
 #include "lib/core/random.h"
 #include "lib/core/suggest.h"
 #include "lib/io/durable.h"
-#include "lib/io/weights.h"
+#include "lib/nn/weights.h"
 
 namespace vlm {
 

@@ -13,7 +13,7 @@
 
 #include "lib/core/parallel.h"
 #include "lib/core/random.h"
-#include "lib/io/weights.h"
+#include "lib/nn/weights.h"
 #include "lib/measure/flops.h"
 #include "lib/nn/modules.h"
 #include "lib/ops/ops.h"

@@ -10,7 +10,7 @@
 
 #include "architectures/architecture.h"
 #include "lib/core/random.h"
-#include "lib/io/weights.h"
+#include "lib/nn/weights.h"
 #include "lib/ops/ops.h"
 #include "tests/architectures/fixtures.h"
 

@@ -9,7 +9,7 @@
 
 #include "architectures/architecture.h"
 #include "lib/core/random.h"
-#include "lib/io/weights.h"
+#include "lib/nn/weights.h"
 #include "lib/nn/clip_vision.h"
 #include "lib/ops/ops.h"
 #include "tests/architectures/fixtures.h"

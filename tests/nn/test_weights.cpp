@@ -4,7 +4,7 @@
 #include <filesystem>
 
 #include "lib/core/random.h"
-#include "lib/io/weights.h"
+#include "lib/nn/weights.h"
 #include "lib/ops/ops.h"
 
 using Catch::Matchers::Contains;

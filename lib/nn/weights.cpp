@@ -1,4 +1,4 @@
-#include "lib/io/weights.h"
+#include "lib/nn/weights.h"
 
 #include <algorithm>
 #include <cstring>

@@ -1,4 +1,6 @@
-// Module parameters <-> safetensors, by HF state-dict name (the names the module visitor yields).
+// Module parameters <-> safetensors, by HF state-dict name (the names the module visitor yields). It lives
+// in lib/nn because it walks modules (lib/io knows files, not modules: the two do not include each
+// other any more); its functions keep the io:: namespace of the file I/O they are.
 #pragma once
 
 #include <map>
