@@ -196,6 +196,23 @@ int run_bench_model(const BenchModelOptions& o) {
     io::write_safetensors(dir + "/prefill.safetensors", pf, {{"family", o.family}, {"size", o.size}});
     out["export"] = dir;
   }
+  if (o.trace_steps > 0) {
+    VLM_CHECK(!o.export_dir.empty(), "bench-model: --trace-steps needs --export (the steps start from the exported weights)");
+    AdamW<float> adam(named_parameters(vlm.model()), decay_matrices_only<float>,
+                      AdamWConfig{.lr = 2e-3, .beta1 = 0.9, .beta2 = 0.999, .weight_decay = 0.01});
+    std::vector<float> losses;
+    for (int s = 0; s < o.trace_steps; ++s) {
+      Tensor loss = vlm.loss(batch);
+      losses.push_back(loss.item());
+      loss.backward();
+      clip_grad_norm(adam.tensors(), 1.0);
+      adam.step(2e-3);
+      adam.zero_grad();
+    }
+    io::write_safetensors(o.export_dir + "/trace.safetensors",
+                          {{"loss", io::raw_f32({o.trace_steps}, losses)}}, {{"family", o.family}});
+    out["loss_trace"] = losses;
+  }
 
   for (const std::string& w : what) {
     if (w == "train_gemms") {

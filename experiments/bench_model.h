@@ -20,6 +20,11 @@ struct BenchModelOptions {
   std::string time;             // comma list of train, prefill, decode ("" = none)
   int warmup = 2, repeats = 10;
   int decode_tokens = 16;       // tokens per decode repeat
+  // With export_dir: after the export, this many training steps on the exported batch (Vlm::loss,
+  // backward, torch's clip_grad_norm_ at 1.0, AdamW at lr 2e-3 with decay 0.01 on matrices only:
+  // the pieces train() uses), their losses written to DIR/trace.safetensors ("loss", [N]) for a
+  // PyTorch replay of the same steps (tests/experiments/test_loss_trace.py).
+  int trace_steps = 0;
 };
 
 // The model spec bench-model builds: `size` is "small" or "large" (else a ConfigError); each family

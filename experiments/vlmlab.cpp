@@ -500,6 +500,8 @@ int cmd_bench_model(const std::vector<std::string>& args) {
       "warmup", po::value<int>(&o.warmup)->default_value(o.warmup), "untimed repeats first")(
       "repeats", po::value<int>(&o.repeats)->default_value(o.repeats), "timed repeats")(
       "decode-tokens", po::value<int>(&o.decode_tokens)->default_value(o.decode_tokens), "tokens per decode repeat")(
+      "trace-steps", po::value<int>(&o.trace_steps)->default_value(0),
+      "with --export: train this many steps on the exported batch and write their losses to DIR/trace.safetensors")(
       "max-memory", max_memory_option(), kMaxMemoryHelp);
   po::variables_map vm;
   if (!parse_args(args, desc, vm)) return 0;
