@@ -94,9 +94,10 @@ bool same_bits(float a, float b) {
   return std::bit_cast<std::uint32_t>(a) == std::bit_cast<std::uint32_t>(b);
 }
 
+// The committed parity fixtures (tests/data/parity; meson passes VLM_TEST_DATA).
 std::string shared_parity_dir() {
-  const char* env = std::getenv("VLM_SHARED_PARITY");
-  return env != nullptr ? std::string(env) : std::string("../shared/parity");
+  const char* env = std::getenv("VLM_TEST_DATA");
+  return (env != nullptr ? std::string(env) : std::string("tests/data")) + "/parity";
 }
 
 }  // namespace
@@ -245,7 +246,7 @@ TEST_CASE("written layout matches the Rust crate byte for byte", "[io][safetenso
 TEST_CASE("reads the llava_tiny parity fixtures", "[io][safetensors][fixture]") {
   const std::string dir = shared_parity_dir() + "/llava_tiny";
   if (!fs::exists(dir + "/model.safetensors")) {
-    WARN("skipped: no fixture at " << dir << " (set VLM_SHARED_PARITY)");
+    WARN("skipped: no fixture at " << dir << " (set VLM_TEST_DATA)");
     return;
   }
   const Safetensors model = vlm::io::read_safetensors(dir + "/model.safetensors");

@@ -6,8 +6,8 @@ Each fixture is a folder shaped like an HF checkpoint, plus one file of inputs a
   NAME/io.safetensors       inputs, reference positions, intermediates, logits, greedy tokens
 Run where torch and transformers are installed:  python3 make_fixtures.py OUT_DIR [public|extra|all]
 
-`public` rebuilds the four fixtures of /work/shared/parity (llava_tiny, fuyu_tiny, qwen2vl_tiny,
-idefics_tiny) exactly as the original script made them (same seeds, same random draws, same tensor
+`public` rebuilds the four original fixtures (tests/data/parity/{llava,fuyu,qwen2vl,idefics}_tiny)
+exactly as the original script made them (same seeds, same random draws, same tensor
 set). `extra` builds the project's additional fixtures (see tests/parity/README.md), which also save
 stage-by-stage intermediates (vision_hidden_states, inputs_embeds, ...).
 """
