@@ -27,6 +27,7 @@
 #include "experiments/dist.h"
 #include "experiments/results.h"
 #include "experiments/runner.h"
+#include "experiments/stages.h"
 #include "lib/core/parallel.h"
 #include "lib/core/suggest.h"
 #include "lib/data/task.h"
@@ -256,7 +257,13 @@ int cmd_check(const std::vector<std::string>& args) {
   };
   for (const vlm::exp::RunSpec& r : exp.runs) {
     const auto task = vlm::data::make_task(r.config.task, r.config.task_params);
-    vlm::Vlm v(r.vlm_spec(), *task);
+    std::vector<std::unique_ptr<vlm::data::Task>> stage_tasks;  // their words join the vocabulary, as in the run
+    std::vector<const vlm::data::Task*> more;
+    for (const vlm::exp::Stage& st : r.config.stages) {
+      stage_tasks.push_back(vlm::exp::make_stage_task(st));
+      more.push_back(stage_tasks.back().get());
+    }
+    vlm::Vlm v(r.vlm_spec(), *task, more);
     const vlm::ParamCounts c = v.param_counts();
     const auto [h, w] = task->max_image_size();
     // Visual tokens as the summary counts them: the first test sample, its images scaled to the first
@@ -268,6 +275,16 @@ int cmd_check(const std::vector<std::string>& args) {
     std::printf("  %-40s %-9s %10lld %10lld %10lld %10lld %8lld\n", r.run_id.c_str(), r.variant.family.c_str(),
                 static_cast<long long>(c.vision), static_cast<long long>(c.connector), static_cast<long long>(c.lm),
                 static_cast<long long>(c.total()), static_cast<long long>(tokens));
+    if (r.config.staged)  // what each stage trains for this family, or why the family skips it
+      for (const vlm::exp::Stage& st : r.config.stages) {
+        const vlm::exp::StagePlan plan = vlm::exp::plan_stage(v, st);
+        if (plan.skipped)
+          std::printf("      stage %-14s skipped: %s\n", st.name.c_str(), plan.reason.c_str());
+        else
+          std::printf("      stage %-14s %7d steps, trains %lld parameters, %lld frozen; %s\n", st.name.c_str(),
+                      st.train.steps, static_cast<long long>(plan.trained_params),
+                      static_cast<long long>(plan.frozen_params), st.task_text().c_str());
+      }
     for (const std::string& text : v.processor().warnings(h, w)) warn(text, r.run_id);
     if (h != res || w != res) {
       std::ostringstream os;

@@ -157,6 +157,11 @@ def table(f, path):
 
 def test_stages_recorded():
     path = write("staged.toml", BASE + STAGES + VARIANTS)
+    # check says what each stage trains for each family, before anything runs.
+    r = vlmlab("check", path)
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"stage tower +skipped: fuyu has no parameters in vision", r.stdout), r.stdout
+    assert re.search(r"stage align +4 steps, trains \d+ parameters, \d+ frozen", r.stdout), r.stdout
     out = os.path.join(TMP, "staged.h5")
     r = vlmlab("run", path, "--out", out, "--quiet")
     assert r.returncode == 0, r.stderr
