@@ -596,7 +596,6 @@ int run_experiment(const LoadedExperiment& exp, const RunOptions& opt) {
     CheckpointStore(out, r.run_id, exp.toml_text, spec->resolved_toml, 1).remove_all();
     std::error_code gone;  // and its progress file: the results file holds all of it now
     std::filesystem::remove(progress_path(out, r.run_id), gone);
-    std::filesystem::remove(std::filesystem::path(progress_path(out, r.run_id)).parent_path(), gone);  // if empty
     test_pause_point("run-recorded:" + std::to_string(++recorded));
     char buf[512];
     double acc = r.eval.scores.empty() ? std::nan("") : r.eval.scores.back().accuracy;
@@ -661,6 +660,10 @@ int run_experiment(const LoadedExperiment& exp, const RunOptions& opt) {
         if (!sent[k].empty()) write_bytes(part_path(out, static_cast<int>(k)), sent[k]);
       file.fold(part_files(out));
       remove_part_files(out);
+      // The progress folder, once every rank has finished (if empty: a run still being written by a
+      // killed job's survivor keeps it). Not after each run: another rank may be writing into it.
+      std::error_code gone;
+      std::filesystem::remove(std::filesystem::path(progress_path(out, "x")).parent_path(), gone);
       std::string lost;  // defensive: every run this job did must be in the file now
       const std::vector<std::string> in_file = file.run_ids();
       for (const RunSpec* r : todo)
