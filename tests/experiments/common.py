@@ -1,6 +1,14 @@
 """What test_cli.py and test_mpi.py share: the tiny experiment they run, and every number and string
 of a results file keyed by object path, except what may differ between two runs of one experiment
 (timings, and where a run ran), to compare two files."""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import traceback
+
 import h5py
 import numpy as np
 
@@ -94,3 +102,44 @@ def same_numbers(a, b):
         if isinstance(va, float) and isinstance(vb, float) and np.isnan(va) and np.isnan(vb):
             continue
         assert va == vb, f"{k}: {va!r} != {vb!r}"
+
+
+def run_until_paused(exe, args, point, tmp):
+    """Starts `EXE ARGS` with the test hook VLMLAB_TEST_PAUSE=point (lib/core/test_hook.h): the process
+    stops at that moment and says so in a file (under `tmp`); returns the process, paused there. No
+    timing involved: the kill that follows lands at the same point on a loaded machine as on a quiet one."""
+    marker = os.path.join(tmp, "paused-%d" % time.monotonic_ns())
+    env = dict(os.environ, VLMLAB_TEST_PAUSE=point, VLMLAB_TEST_PAUSE_FILE=marker)
+    p = subprocess.Popen([exe, *args], env=env, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 900
+    while not os.path.exists(marker) and p.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    assert p.poll() is None and os.path.exists(marker), f"vlmlab never reached the pause point {point}"
+    with open(marker) as f:
+        assert f.read().strip() == point
+    return p
+
+
+def kill(p):
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+
+
+def run_tests(tests, tmp, only=()):
+    """Runs each test (or those named in `only`), prints PASS/FAIL and the Catch2-style summary line
+    scripts/count_tests.py counts, removes `tmp`, and exits non-zero if anything failed."""
+    passed = failed = 0
+    for t in tests:
+        if only and t.__name__ not in only:
+            continue
+        try:
+            t()
+            passed += 1
+            print(f"PASS {t.__name__}")
+        except Exception:
+            failed += 1
+            print(f"FAIL {t.__name__}")
+            traceback.print_exc(file=sys.stdout)
+    shutil.rmtree(tmp, ignore_errors=True)
+    print(f"test cases: {passed + failed} | {passed} passed | {failed} failed")
+    sys.exit(1 if failed else 0)

@@ -8,21 +8,19 @@ scripts/count_tests.py counts, and exits non-zero if anything failed.
 import json
 import os
 import re
-import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 import tomllib
-import traceback
 
 import h5py
 import numpy as np
 import pandas as pd
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import TINY, numbers, same_numbers  # noqa: E402
+import common  # noqa: E402
+from common import TINY, kill, numbers, run_tests, same_numbers  # noqa: E402
 
 VLMLAB = os.path.abspath(sys.argv[1])
 TMP = tempfile.mkdtemp(prefix="vlmlab_cli_")
@@ -222,24 +220,8 @@ def test_reproducible():
 
 
 def run_until_paused(args, point):
-    """Starts `vlmlab ARGS` with the test hook VLMLAB_TEST_PAUSE=point (lib/core/test_hook.h): the process
-    stops at that moment and says so in a file; returns the process, paused there. No timing involved:
-    the kill that follows lands at the same point on a loaded machine as on a quiet one."""
-    marker = os.path.join(TMP, "paused-%d" % time.monotonic_ns())
-    env = dict(os.environ, VLMLAB_TEST_PAUSE=point, VLMLAB_TEST_PAUSE_FILE=marker)
-    p = subprocess.Popen([VLMLAB, *args], env=env, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 900
-    while not os.path.exists(marker) and p.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    assert p.poll() is None and os.path.exists(marker), f"vlmlab never reached the pause point {point}"
-    with open(marker) as f:
-        assert f.read().strip() == point
-    return p
-
-
-def kill(p):
-    os.kill(p.pid, signal.SIGKILL)
-    p.wait()
+    """common.run_until_paused on this file's vlmlab and temporary folder."""
+    return common.run_until_paused(VLMLAB, args, point, TMP)
 
 
 def test_sigkill_then_resume():
@@ -682,19 +664,4 @@ TESTS = [test_config_errors, test_check_and_list, test_results_schema_and_pandas
          test_ocr_metrics_items_and_text_tables, test_progress_readable_while_running]
 
 if __name__ == "__main__":
-    passed = failed = 0
-    only = sys.argv[2:]  # optional: names of the tests to run
-    for t in TESTS:
-        if only and t.__name__ not in only:
-            continue
-        try:
-            t()
-            passed += 1
-            print(f"PASS {t.__name__}")
-        except Exception:
-            failed += 1
-            print(f"FAIL {t.__name__}")
-            traceback.print_exc(file=sys.stdout)
-    shutil.rmtree(TMP, ignore_errors=True)
-    print(f"test cases: {passed + failed} | {passed} passed | {failed} failed")
-    sys.exit(1 if failed else 0)
+    run_tests(TESTS, TMP, sys.argv[2:])

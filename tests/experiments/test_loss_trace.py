@@ -8,11 +8,9 @@ Run by meson with Debian's /usr/bin/python3: test_loss_trace.py VLMLAB_BINARY. E
 where torch is not installed. Prints a Catch2-style summary line that scripts/count_tests.py counts.
 """
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
-import traceback
 
 VLMLAB = os.path.abspath(sys.argv[1])
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -24,6 +22,9 @@ except ImportError:
     sys.exit(77)
 sys.path.insert(0, os.path.join(HERE, "..", "..", "bench"))
 import torch_reference as ref  # noqa: E402
+
+sys.path.insert(0, HERE)
+from common import run_tests  # noqa: E402
 
 STEPS = 10
 TMP = tempfile.mkdtemp(prefix="vlmlab_trace_")
@@ -80,16 +81,4 @@ def test_qwen2vl():
 TESTS = [test_llava, test_qwen2vl]
 
 if __name__ == "__main__":
-    passed = failed = 0
-    for t in TESTS:
-        try:
-            t()
-            passed += 1
-            print(f"PASS {t.__name__}")
-        except Exception:
-            failed += 1
-            print(f"FAIL {t.__name__}")
-            traceback.print_exc(file=sys.stdout)
-    shutil.rmtree(TMP, ignore_errors=True)
-    print(f"test cases: {passed + failed} | {passed} passed | {failed} failed")
-    sys.exit(1 if failed else 0)
+    run_tests(TESTS, TMP)

@@ -16,7 +16,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import traceback
 
 import h5py
 import numpy as np
@@ -25,6 +24,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.image  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import run_tests  # noqa: E402
 
 VLMLAB = os.path.abspath(sys.argv[1])
 TMP = tempfile.mkdtemp(prefix="vlmlab_report_")
@@ -665,16 +667,4 @@ TESTS = [test_cli_errors_and_default_out, test_what_was_run, test_tables_match_t
          test_stage_boundaries_marked]
 
 if __name__ == "__main__":
-    passed = failed = 0
-    for t in TESTS:
-        try:
-            t()
-            passed += 1
-            print(f"PASS {t.__name__}")
-        except Exception:
-            failed += 1
-            print(f"FAIL {t.__name__}")
-            traceback.print_exc(file=sys.stdout)
-    shutil.rmtree(TMP, ignore_errors=True)
-    print(f"test cases: {passed + failed} | {passed} passed | {failed} failed")
-    sys.exit(1 if failed else 0)
+    run_tests(TESTS, TMP)

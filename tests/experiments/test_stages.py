@@ -9,20 +9,17 @@ Prints a Catch2-style summary line that scripts/count_tests.py counts.
 import json
 import os
 import re
-import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
-import traceback
 
 import h5py
 import numpy as np
 import pandas as pd
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import numbers  # noqa: E402
+import common  # noqa: E402
+from common import kill, numbers, run_tests  # noqa: E402
 
 VLMLAB = os.path.abspath(sys.argv[1])
 TMP = tempfile.mkdtemp(prefix="vlmlab_stages_")
@@ -108,20 +105,7 @@ def vlmlab(*args):
 
 
 def run_until_paused(args, point):
-    """`vlmlab ARGS` stopped at the test hook VLMLAB_TEST_PAUSE=point (lib/core/test_hook.h), as in test_cli.py."""
-    marker = os.path.join(TMP, "paused-%d" % time.monotonic_ns())
-    env = dict(os.environ, VLMLAB_TEST_PAUSE=point, VLMLAB_TEST_PAUSE_FILE=marker)
-    p = subprocess.Popen([VLMLAB, *args], env=env, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 900
-    while not os.path.exists(marker) and p.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    assert p.poll() is None and os.path.exists(marker), f"vlmlab never reached the pause point {point}"
-    return p
-
-
-def kill(p):
-    os.kill(p.pid, signal.SIGKILL)
-    p.wait()
+    return common.run_until_paused(VLMLAB, args, point, TMP)
 
 
 def read_tensors(path):
@@ -304,19 +288,4 @@ TESTS = [test_stages_recorded, test_stage_resume_after_sigkill, test_init_from_a
          test_broken_stage_configs_refused]
 
 if __name__ == "__main__":
-    passed = failed = 0
-    only = sys.argv[2:]
-    for t in TESTS:
-        if only and t.__name__ not in only:
-            continue
-        try:
-            t()
-            passed += 1
-            print(f"PASS {t.__name__}")
-        except Exception:
-            failed += 1
-            print(f"FAIL {t.__name__}")
-            traceback.print_exc(file=sys.stdout)
-    shutil.rmtree(TMP, ignore_errors=True)
-    print(f"test cases: {passed + failed} | {passed} passed | {failed} failed")
-    sys.exit(1 if failed else 0)
+    run_tests(TESTS, TMP, sys.argv[2:])
