@@ -1,5 +1,7 @@
 #include "experiments/results.h"
 
+#include "experiments/checkpoint.h"
+
 #include <cblas.h>
 #include <fcntl.h>
 #include <sys/file.h>
@@ -379,9 +381,10 @@ void write_run(io::H5File& f, const RunResult& r) {
 
 }  // namespace
 
+std::string progress_dir(const std::string& results_path) { return artifacts_dir(results_path) + "/progress"; }
+
 std::string progress_path(const std::string& results_path, const std::string& run_id) {
-  const std::filesystem::path p(results_path);
-  return (p.parent_path() / p.stem() / "progress" / (run_id + ".h5")).string();
+  return progress_dir(results_path) + "/" + run_id + ".h5";
 }
 
 void write_progress(const std::string& path, const std::string& experiment_name, const RunResult& partial,

@@ -97,6 +97,7 @@ void remove_part_files(const std::string& path);  // the parts, and .tmp files a
 // to <results folder>/<stem>/progress/<run_id>.h5 (progress_path) and removes it once the run is
 // recorded in the results file.
 std::string progress_path(const std::string& results_path, const std::string& run_id);
+std::string progress_dir(const std::string& results_path);  // the folder of the runs' progress files
 void write_progress(const std::string& path, const std::string& experiment_name, const RunResult& partial,
                     int steps);
 

@@ -663,7 +663,7 @@ int run_experiment(const LoadedExperiment& exp, const RunOptions& opt) {
       // The progress folder, once every rank has finished (if empty: a run still being written by a
       // killed job's survivor keeps it). Not after each run: another rank may be writing into it.
       std::error_code gone;
-      std::filesystem::remove(std::filesystem::path(progress_path(out, "x")).parent_path(), gone);
+      std::filesystem::remove(progress_dir(out), gone);
       std::string lost;  // defensive: every run this job did must be in the file now
       const std::vector<std::string> in_file = file.run_ids();
       for (const RunSpec* r : todo)
