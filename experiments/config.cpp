@@ -507,6 +507,8 @@ void read_sizes(const toml::table& root, const std::string* file, ModelSizes& m,
 }
 
 // A whole experiment from a (possibly sweep-modified) document.
+std::vector<std::string> key_parts(const std::string& key, std::string& error);
+
 Experiment parse(const toml::table& root, const std::string& file, int ranks) {
   const std::string* f = &file;
   Experiment e;
@@ -609,13 +611,27 @@ Experiment parse(const toml::table& root, const std::string& file, int ranks) {
         v.init_std.emplace_back(std::string(k.str()), *std);
       }
     }
+    if (const toml::node* p = s.node("set")) {
+      // Checked here for form; load_experiment applies the values to this variant's runs.
+      if (!p->is_table()) s.fail_key("set", std::string("expected a table of \"key.path\" = value, got ") + type_name(*p));
+      for (const auto& [k, val] : *p->as_table()) {
+        const std::string key(k.str());
+        std::string error;
+        const std::vector<std::string> parts = key_parts(key, error);
+        if (error.empty() && parts.size() < 2) error = "expected a dotted key path such as \"train.lr\"";
+        if (error.empty() && !std::set<std::string>{"task", "train", "eval", "measure", "model"}.contains(parts[0]))
+          error = "sets a key of [" + parts[0] + "]; a variant may set keys of [task], [train], [eval], [measure] and [model] (its own family keys go in the variant itself)";
+        if (!error.empty()) fail(file, val.source(), path + ".set.\"" + shorten(key) + "\"", error);
+        v.settings.emplace_back(key, node_text(val));
+      }
+    }
     const FamilyEntry& fam = *std::find_if(families().begin(), families().end(),
                                            [&](const FamilyEntry& x) { return x.name == v.family; });
     ModelSizes probe = e.sizes;
     probe.vocab_size = 64;
     for (const auto& [k, val] : vt) {
       const std::string key(k.str());
-      if (key == "family" || key == "name" || key == "processor" || key == "init_std") continue;
+      if (key == "family" || key == "name" || key == "processor" || key == "init_std" || key == "set") continue;
       nlohmann::json one = nlohmann::json::object();
       one[key] = to_json(val);
       try {
@@ -864,13 +880,33 @@ LoadedExperiment load_experiment_text(const std::string& text, const std::string
       throw ConfigError(os.str());
     }
     for (std::size_t vi = 0; vi < e.variants.size(); ++vi) {
+      // A variant's `set` table changes the experiment's keys for its runs alone (each family at its
+      // own tuned learning rate, say): applied over the sweep point, then the document parsed again.
+      toml::table variant_doc = point_doc;
+      Experiment ev = e;
+      if (const toml::table* set = point_doc.get_as<toml::array>("variant")->get(vi)->as_table()->get_as<toml::table>("set")) {
+        for (const auto& [k, val] : *set) {
+          const std::string key(k.str());
+          for (std::size_t i = 0; i < sweep.size(); ++i)
+            if (sweep[i].first == key)
+              fail(path, val.source(), "variant[" + std::to_string(vi) + "].set.\"" + shorten(key) + "\"",
+                   "is also swept ([sweep]); a run cannot have both values");
+          const std::string error = set_path(variant_doc, key, val);
+          if (!error.empty()) fail(path, val.source(), "variant[" + std::to_string(vi) + "].set.\"" + shorten(key) + "\"", error);
+        }
+        try {
+          ev = parse(variant_doc, path, ranks);
+        } catch (const ConfigError& err) {
+          throw ConfigError(location(path, set->source()) + ": variant[" + std::to_string(vi) + "].set: " + err.what());
+        }
+      }
       for (const uint64_t seed : e.seeds) {
         RunSpec r;
-        r.variant = e.variants[vi];
+        r.variant = ev.variants[vi];
         r.seed = seed;
         r.sweep_point = point;
-        r.config = e;
-        r.config.variants = {e.variants[vi]};
+        r.config = ev;
+        r.config.variants = {ev.variants[vi]};
         r.config.seeds = {seed};
         r.config.train.data_seed = seed;
         for (std::size_t k = 0; k < r.config.stages.size(); ++k) {
@@ -892,9 +928,9 @@ LoadedExperiment load_experiment_text(const std::string& text, const std::string
           fail(path, sweep.empty() ? doc.source() : sweep_where.front(), "sweep",
                "two runs would have the id \"" + shorten(r.run_id) +
                    "\" (sweep values that differ only in characters a run id cannot hold)");
-        toml::table run_doc = point_doc;
+        toml::table run_doc = variant_doc;
         toml::array variants;
-        variants.push_back(*point_doc.get_as<toml::array>("variant")->get(vi));
+        variants.push_back(*variant_doc.get_as<toml::array>("variant")->get(vi));
         run_doc.insert_or_assign("variant", std::move(variants));
         toml::table* ex = run_doc.get_as<toml::table>("experiment");
         toml::array seeds;

@@ -166,3 +166,39 @@ TEST_CASE("[train] precision is fp32 unless bf16 is asked for; anything else nam
   fp16.replace(fp16.find("batch_size = 2\n"), 15, "batch_size = 2\nprecision = \"fp16\"\n");
   CHECK_THAT(load(dir, fp16), Contains("train.precision") && Contains("\"fp16\""));
 }
+
+TEST_CASE("a variant's set table gives its runs their own experiment keys, and only them", "[experiments][config]") {
+  TempDir dir;
+  const std::string path = dir.file("exp.toml");
+  // fuyu (the last variant) at its own learning rate and initialisation range, over a sweep of seeds'
+  // batch sizes: llava keeps [train]'s lr (2e-3 by default) and the default range.
+  std::ofstream(path, std::ios::binary)
+      << experiment("set", "set = { \"train.lr\" = 1e-4, \"model.initializer_range\" = 0.3 }\n"
+                           "[sweep]\n\"train.batch_size\" = [2, 4]\n");
+  const auto runs = vlm::exp::load_experiment(path).runs;
+  REQUIRE(runs.size() == 4);
+  for (const auto& r : runs) {
+    const bool fuyu = r.variant.family == "fuyu";
+    CHECK(r.config.train.lr == (fuyu ? 1e-4 : 2e-3));
+    CHECK(r.config.train.min_lr == Approx(fuyu ? 1e-5 : 2e-4));
+    CHECK(r.config.stages.at(0).train.lr == r.config.train.lr);
+    CHECK(r.config.sizes.initializer_range == (fuyu ? 0.3 : vlm::ModelSizes{}.initializer_range));
+    CHECK(r.vlm_spec().sizes.initializer_range == r.config.sizes.initializer_range);
+    // The sweep still applies to it, and its resolved TOML (what the results file records) holds both.
+    CHECK((r.config.train.batch_size == 2 || r.config.train.batch_size == 4));
+    const auto again = vlm::exp::load_experiment_text(r.resolved_toml, "resolved.toml").runs;
+    REQUIRE(again.size() == 1);
+    CHECK(again[0].config.train.lr == r.config.train.lr);
+    CHECK(again[0].config.sizes.initializer_range == r.config.sizes.initializer_range);
+  }
+  CHECK_THAT(load(dir, experiment("set", "set = { \"train.batch_size\" = 3 }\n[sweep]\n\"train.batch_size\" = [2, 4]\n")),
+             Contains("variant[1].set.\"train.batch_size\": is also swept"));
+  CHECK_THAT(load(dir, experiment("set", "set = { \"experiment.seeds\" = [1] }\n")),
+             Contains("variant[1].set.\"experiment.seeds\": sets a key of [experiment]"));
+  CHECK_THAT(load(dir, experiment("set", "set = { \"lr\" = 1e-3 }\n")), Contains("variant[1].set.\"lr\": expected a dotted key path"));
+  CHECK_THAT(load(dir, experiment("set", "set = 3\n")), Contains("variant[1].set: expected a table"));
+  // A value the key does not take is refused as [train] itself would refuse it, naming the variant.
+  CHECK_THAT(load(dir, experiment("set", "set = { \"train.lr\" = -1.0 }\n")),
+             Contains("variant[1].set") && Contains("train.lr"));
+  CHECK_THAT(load(dir, experiment("set", "set = { \"train.lrr\" = 1.0 }\n")), Contains("did you mean \"lr\""));
+}
