@@ -49,23 +49,53 @@ struct AttnProblem {
   }
   static constexpr int64_t kMinChunkFlops = int64_t{1} << 18;
 
-  // Calls f(i0, i1, kb, ke) for every tile of query rows [i0, i1) with the keys [kb, ke) they may
-  // see: row tiles of each segment (mask->segments; one segment when empty), keys within the
-  // segment and, when causal, up to the tile's last visible key. A fixed order.
+  // Calls f(i0, i1, kb, ke, at, ld) for every tile of query rows [i0, i1) with the keys [kb, ke)
+  // they may see: row tiles of each segment (mask->segments; one segment when empty), keys within
+  // the segment and, when causal, up to the tile's last visible key. A fixed order. `at` and `ld`
+  // place the tile's scores in a head's score matrix (prob_size() elements): element (i, j) of the
+  // tile lies at at + (i - i0) * ld + (j - kb). Without segments that matrix is [Tq, Tk]; with
+  // segments it holds only the diagonal blocks, one after another, so a batch of images packed
+  // into one sequence keeps about len² scores per image instead of (sum of len)².
   template <class F>
   void for_each_tile(const std::vector<int64_t>& segments, F&& f) const {
-    auto run = [&](int64_t r0, int64_t r1, int64_t k0, int64_t k1) {
+    auto run = [&](int64_t r0, int64_t r1, int64_t k0, int64_t k1, int64_t base, int64_t ld) {
       for (int64_t i0 = r0; i0 < r1; i0 += tile_rows()) {
         const int64_t i1 = std::min(r1, i0 + tile_rows());
-        f(i0, i1, k0, std::min(k1, key_end(i1)));
+        f(i0, i1, k0, std::min(k1, key_end(i1)), base + (i0 - r0) * ld, ld);
       }
     };
-    if (segments.empty()) return run(0, Tq, 0, Tk);
-    int64_t start = 0;  // Tq == Tk (check_mask): rows and keys share the segment bounds
+    if (segments.empty()) return run(0, Tq, 0, Tk, 0, Tk);
+    each_block(segments, Tk, [&](int64_t start, int64_t len, int64_t base, int64_t ld) {
+      run(start, start + len, start, start + len, base, ld);
+    });
+  }
+  // Elements of one head's score matrix as for_each_tile lays it out (a multiple-of-kPacket
+  // remainder equal to Tq·Tk's, so heads start at the addresses they would in [Tq, Tk] modulo it).
+  static int64_t prob_size(const std::vector<int64_t>& segments, int64_t Tq, int64_t Tk) {
+    if (segments.empty()) return Tq * Tk;
+    const int64_t end = each_block(segments, Tk, [](int64_t, int64_t, int64_t, int64_t) {});
+    return congruent_from(end, Tq * Tk);
+  }
+  // The diagonal blocks' places: g(start, len, base, ld) per segment; returns the elements used.
+  // Each row of a block starts at the address modulo kPacket it has in the full [Tq, Tk] matrix
+  // (ld ≡ Tk, base ≡ start·Tk + start): the softmax and row sums (Eigen reductions) begin their
+  // vector loops at the first aligned element, so the same address modulo the packet gives the
+  // same sums, bit for bit, as the full matrix did.
+  template <class G>
+  static int64_t each_block(const std::vector<int64_t>& segments, int64_t Tk, G&& g) {
+    int64_t start = 0, used = 0;  // Tq == Tk (check_mask): rows and keys share the segment bounds
     for (const int64_t len : segments) {
-      run(start, start + len, start, start + len);
+      const int64_t ld = congruent_from(len, Tk), base = congruent_from(used, start * Tk + start);
+      g(start, len, base, ld);
+      used = base + len * ld;
       start += len;
     }
+    return used;
+  }
+  static constexpr int64_t kPacket = 16;  // elements: the widest SIMD packet (AVX-512, float)
+  // The smallest x >= lo with x ≡ target (mod kPacket).
+  static int64_t congruent_from(int64_t lo, int64_t target) {
+    return lo + (((target - lo) % kPacket) + kPacket) % kPacket;
   }
 };
 
@@ -245,7 +275,7 @@ void attention_forward_online(const AttnProblem<T>& p, T* out) {
   });
 }
 
-// Forward over every (b, h): out [B, Tq, Hq, Dv] (contiguous). probs [B, Hq, Tq, Tk] is filled when
+// Forward over every (b, h): out [B, Tq, Hq, Dv] (contiguous). probs [B, Hq, prob_size] is filled when
 // non-null (kept for backward). Without it, scores no bigger than one online block (a prefill of a
 // few dozen tokens, a decode step) go through one per-thread Tq×Tk scratch, which costs less
 // bookkeeping for tiny segments; larger ones through the online-softmax forward above.
@@ -256,32 +286,33 @@ void attention_forward(const AttnProblem<T>& p, T* out, T* probs) {
     return;
   }
   const AttnMask& mask = *p.mask;
+  const int64_t per_head = AttnProblem<T>::prob_size(mask.segments, p.Tq, p.Tk);
   parallel_for(p.B * p.Hq, p.head_grain(1), [&](int64_t begin, int64_t end) {
     std::unique_ptr<Buffer<T>> scratch;  // per-thread scores when probabilities are not kept (small)
-    if (probs == nullptr) scratch = std::make_unique<Buffer<T>>(p.Tq * p.Tk, MemCat::kActivations, false);
+    if (probs == nullptr) scratch = std::make_unique<Buffer<T>>(per_head, MemCat::kActivations, false);
     for (int64_t bh = begin; bh < end; ++bh) {
       const HeadRows<T> hr(p, out, bh);
       const int64_t ldq = hr.ldq, ldk = hr.ldk, ldv = hr.ldv, ldo = hr.ldo;
       const T *qh = hr.q, *kh = hr.k, *vh = hr.v;
       T* oh = hr.o;
-      T* s = probs != nullptr ? probs + bh * p.Tq * p.Tk : scratch->data();
+      T* s = probs != nullptr ? probs + bh * per_head : scratch->data();
       const uint8_t *kv_row = hr.key_valid, *al_b = hr.allowed;
-      p.for_each_tile(mask.segments, [&](int64_t i0, int64_t i1, int64_t kb, int64_t ke) {
+      p.for_each_tile(mask.segments, [&](int64_t i0, int64_t i1, int64_t kb, int64_t ke, int64_t at, int64_t ld) {
         const int64_t m = i1 - i0;
-        T* st = s + i0 * p.Tk + kb;  // the tile's scores start at key kb (row stride Tk)
+        T* st = s + at;  // the tile's scores, from key kb (row stride ld)
         if (ke <= kb) {  // no key visible to any row of the tile
           for (int64_t i = i0; i < i1; ++i) std::fill_n(oh + i * ldo, p.Dv, T(0));
           return;
         }
         // S = scale · Q K[kb, ke)ᵀ  [m, ke - kb]
-        gemm_serial(false, true, m, ke - kb, p.D, p.scale, qh + i0 * ldq, ldq, kh + kb * ldk, ldk, T(0), st, p.Tk);
+        gemm_serial(false, true, m, ke - kb, p.D, p.scale, qh + i0 * ldq, ldq, kh + kb * ldk, ldk, T(0), st, ld);
         for (int64_t i = i0; i < i1; ++i) {
-          masked_softmax_row(s + i * p.Tk + kb, ke - kb, std::max(kb, std::min(ke, p.key_end(i + 1))) - kb,
+          masked_softmax_row(st + (i - i0) * ld, ke - kb, std::max(kb, std::min(ke, p.key_end(i + 1))) - kb,
                              kv_row != nullptr ? kv_row + kb : nullptr,
                              al_b != nullptr ? al_b + i * p.Tk + kb : nullptr);
         }
         // O = P V[kb, ke), written straight into out's head slice  [m, Dv]
-        gemm_serial(false, false, m, p.Dv, ke - kb, T(1), st, p.Tk, vh + kb * ldv, ldv, T(0), oh + i0 * ldo, ldo);
+        gemm_serial(false, false, m, p.Dv, ke - kb, T(1), st, ld, vh + kb * ldv, ldv, T(0), oh + i0 * ldo, ldo);
       });
     }
   });
@@ -338,8 +369,8 @@ TensorT<T> attention(const TensorT<T>& q, const TensorT<T>& k, const TensorT<T>&
     return out;
   }
   const bool keep = grad_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad());
-  TensorT<T> probs;
-  if (keep) probs = TensorT<T>::empty({p.B, p.Hq, p.Tq, p.Tk});
+  TensorT<T> probs;  // [B, Hq, one head's scores as for_each_tile lays them out]
+  if (keep) probs = TensorT<T>::empty({p.B, p.Hq, AttnProblem<T>::prob_size(mask.segments, p.Tq, p.Tk)});
   attention_forward(p, out.data(), keep ? probs.data() : nullptr);
   if (!keep) return out;
 
@@ -371,9 +402,10 @@ TensorT<T> attention(const TensorT<T>& q, const TensorT<T>& k, const TensorT<T>&
     // heads of its group and their row tiles in a fixed order, so the result does not depend on
     // the thread count.
     const int64_t ldq = Hq * D, ldk = Hkv * D, ldv = Hkv * Dv, ldo = Hq * Dv;
+    const int64_t per_head = AttnProblem<T>::prob_size(segments, Tq, Tk);
     parallel_for(p.B * Hkv, p.head_grain(2 * rep), [&](int64_t begin, int64_t end) {
-      std::unique_ptr<Buffer<T>> ds_buf;
-      if (need_ds) ds_buf = std::make_unique<Buffer<T>>(Tq * Tk, MemCat::kActivations, false);
+      std::unique_ptr<Buffer<T>> ds_buf;  // dS in the layout of P
+      if (need_ds) ds_buf = std::make_unique<Buffer<T>>(per_head, MemCat::kActivations, false);
       for (int64_t bg = begin; bg < end; ++bg) {
         const int64_t b = bg / Hkv, g = bg % Hkv;
         const T* kh = kd + b * Tk * ldk + g * D;
@@ -389,33 +421,33 @@ TensorT<T> attention(const TensorT<T>& q, const TensorT<T>& k, const TensorT<T>&
         for (int64_t h = g * rep; h < (g + 1) * rep; ++h) {
           const T* qh = qd + b * Tq * ldq + h * D;
           const T* doh = dout + b * Tq * ldo + h * Dv;
-          const T* ph = pd + (b * Hq + h) * Tq * Tk;
-          p.for_each_tile(segments, [&](int64_t i0, int64_t i1, int64_t kb, int64_t ke) {
+          const T* ph = pd + (b * Hq + h) * per_head;
+          p.for_each_tile(segments, [&](int64_t i0, int64_t i1, int64_t kb, int64_t ke, int64_t at, int64_t ld) {
             const int64_t m = i1 - i0, n = ke - kb;
-            if (n <= 0) return;               // nothing visible: P and every gradient term are zero
-            const T* pt = ph + i0 * Tk + kb;  // P tile [m, n], row stride Tk
-            const T* do_t = doh + i0 * ldo;   // dO tile [m, Dv]
-            if (need_v) {                     // dV[kb, ke) += Pᵀ dO  [n, Dv]
-              gemm_serial(true, false, n, Dv, m, T(1), pt, Tk, do_t, ldo, T(1),
+            if (n <= 0) return;              // nothing visible: P and every gradient term are zero
+            const T* pt = ph + at;           // P tile [m, n], row stride ld
+            const T* do_t = doh + i0 * ldo;  // dO tile [m, Dv]
+            if (need_v) {                    // dV[kb, ke) += Pᵀ dO  [n, Dv]
+              gemm_serial(true, false, n, Dv, m, T(1), pt, ld, do_t, ldo, T(1),
                           dv + b * Tk * ldv + g * Dv + kb * ldv, ldv);
             }
             if (!need_ds) return;
-            T* ds = ds_buf->data() + i0 * Tk + kb;
+            T* ds = ds_buf->data() + at;
             // dP = dO V[kb, ke)ᵀ  [m, n]
-            gemm_serial(false, true, m, n, Dv, T(1), do_t, ldo, vh + kb * ldv, ldv, T(0), ds, Tk);
+            gemm_serial(false, true, m, n, Dv, T(1), do_t, ldo, vh + kb * ldv, ldv, T(0), ds, ld);
             // dS = P ⊙ (dP − rowsum(dP ⊙ P)): zero wherever P is (masked keys, empty rows)
             for (int64_t i = 0; i < m; ++i) {
-              typename TensorT<T>::ConstMap pr(pt + i * Tk, n);
-              typename TensorT<T>::Map dr(ds + i * Tk, n);
+              typename TensorT<T>::ConstMap pr(pt + i * ld, n);
+              typename TensorT<T>::Map dr(ds + i * ld, n);
               const T dot = (dr * pr).sum();
               dr = pr * (dr - dot);
             }
             if (need_q) {  // dQ += scale · dS K[kb, ke)  [m, D]
-              gemm_serial(false, false, m, D, n, sc, ds, Tk, kh + kb * ldk, ldk, T(1),
+              gemm_serial(false, false, m, D, n, sc, ds, ld, kh + kb * ldk, ldk, T(1),
                           dq + b * Tq * ldq + h * D + i0 * ldq, ldq);
             }
             if (need_k) {  // dK[kb, ke) += scale · dSᵀ Q  [n, D]
-              gemm_serial(true, false, n, D, m, sc, ds, Tk, qh + i0 * ldq, ldq, T(1),
+              gemm_serial(true, false, n, D, m, sc, ds, ld, qh + i0 * ldq, ldq, T(1),
                           dk + b * Tk * ldk + g * D + kb * ldk, ldk);
             }
           });
