@@ -658,13 +658,129 @@ def test_task_metrics_section():
         assert close(base["character error rate: **all**"], 100 * b), (base, b)
 
 
+# ---- the study sections (scripts/report_study.py), on made-up runs whose answers are known
+
+class FakeRun:
+    """What the study sections read from a run: its eval rows, its validation curve, FLOPs per step."""
+    complete = True
+
+    def __init__(self, eval_rows, curve=None, flops_per_step=1e9):
+        self.eval = [dict(subtype=s, n=n, correct=c, accuracy=c / n if n else 0.0, majority=maj)
+                     for s, n, c, maj in eval_rows]
+        self.final_curve = curve or {}
+        self.flops_per_step = flops_per_step
+
+    def accuracy(self, subtype="all"):
+        return next((float(e["accuracy"]) for e in self.eval if e["subtype"] == subtype), float("nan"))
+
+
+def fake_group(rp, variant, runs, family=None, sweep=""):
+    g = rp.Group(variant, family or variant, sweep)
+    g.runs.extend(runs)
+    return g
+
+
+def study_modules():
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts"))
+    import report as rp  # noqa: E402
+    import report_study as st  # noqa: E402
+    return rp, st
+
+
+def soc_rows(nonrel, rel, n=100, maj=0.5):
+    """Sort-of-CLEVR eval rows: each non-relational subtype answered `nonrel` of n, each relational `rel`."""
+    rows = [(s, n, round(nonrel * n), maj) for s in ("shape", "horizontal", "vertical")]
+    rows += [(s, n, round(rel * n), maj) for s in ("closest", "furthest", "count")]
+    return rows
+
+
+def test_relational_verdicts():
+    """Each rule of the relational section's verdict, on runs built to meet it, and the gap's interval."""
+    rp, st = study_modules()
+    seeds = (0.0, 0.02, 0.04)
+    groups = [
+        fake_group(rp, "mlp_like", [FakeRun(soc_rows(0.9 + d, 0.5 + d / 2)) for d in seeds]),
+        fake_group(rp, "rn_like", [FakeRun(soc_rows(0.9 + d, 0.9 - d)) for d in seeds]),
+        fake_group(rp, "between", [FakeRun(soc_rows(0.95 + d, 0.7 + d)) for d in seeds]),
+        fake_group(rp, "neither", [FakeRun(soc_rows(0.5 + d - 0.02, 0.5)) for d in seeds]),
+    ]
+    md = "\n".join(st.relational_section(groups, "sort_of_clevr"))
+    assert "- mlp_like: like the CNN + MLP" in md, md
+    assert "- rn_like: like the RN" in md, md
+    assert "- between: in between" in md, md
+    assert "- neither: neither" in md, md
+    # mlp_like's gap per seed: 0.40, 0.41, 0.42 -> mean 41.0 points, interval t(0.975, 2) * 0.01 / sqrt(3)
+    half = 4.302652729911275 * 0.01 / math.sqrt(3)
+    assert f"+41.0 ± {100 * half:.1f}" in md, md
+    assert "The RN's pattern appears in rn_like" in md and "the CNN + MLP's in mlp_like" in md
+    assert st.relational_section(groups, "counting") == []  # a task without relational subtypes: no section
+
+
+def test_selection_picks_best_final_validation():
+    """The grid's pick per variant is its best final validation accuracy (not its best point on the curve,
+    not the test split), shown in bold and as a `set` table; variants of one family are compared."""
+    rp, st = study_modules()
+
+    def curve(final, peak):
+        return {"step": [0, 50, 100], "accuracy": [0.5, peak, final], "train_flops": [0.0, 5e10, 1e11]}
+
+    def run(final, peak, test):
+        return FakeRun([("all", 100, round(100 * test), 0.5)], curve(final, peak))
+    groups = [
+        fake_group(rp, "a", [run(0.60, 0.95, 0.99)], "fam", "train.lr=0.001"),
+        fake_group(rp, "a", [run(0.70, 0.70, 0.10)], "fam", "train.lr=0.002"),
+        fake_group(rp, "a-hf", [run(0.65, 0.65, 0.50)], "fam", "train.lr=0.001"),
+        fake_group(rp, "a-hf", [run(0.55, 0.55, 0.50)], "fam", "train.lr=0.002"),
+    ]
+    md = "\n".join(st.selection_section(groups))
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in md.splitlines() if line.startswith("| lr=")}
+    assert rows["lr=0.001"] == ["60.0", "**65.0**"], rows
+    assert rows["lr=0.002"] == ["**70.0**", "55.0"], rows
+    assert '# a: 70.0% on validation\nset = { "train.lr" = 0.002 }' in md, md
+    assert '# a-hf: 65.0% on validation\nset = { "train.lr" = 0.001 }' in md, md
+    assert "| fam | a-hf | 65.0 | -5.0 |" in md, md
+    assert st.selection_section([fake_group(rp, "x", [run(0.6, 0.6, 0.6)])]) == []  # no sweep: no section
+
+
+def test_finish_compute_and_majority_sections():
+    """Last-quarter gain and its verdict, accuracy read at the cheapest variant's compute, and the list of
+    subtypes whose interval reaches the majority rate with their curve's evidence."""
+    rp, st = study_modules()
+
+    def run(accs, flops_per_step, sub_correct):
+        steps = [0, 25, 50, 75, 100]
+        c = {"step": steps, "accuracy": accs, "train_flops": [s * flops_per_step for s in steps],
+             "accuracy_shape": [0.5, 0.5, 0.5, 0.5, 0.5]}
+        return FakeRun([("shape", 100, sub_correct, 0.55), ("all", 100, 80, 0.5)], c, flops_per_step)
+    rising = fake_group(rp, "rising", [run([0.5, 0.6, 0.7, 0.8, 0.9 + d], 1e9, 54 + k)
+                                       for k, d in enumerate((0.0, 0.01, 0.02))])
+    flat = fake_group(rp, "flat", [run([0.5, 0.8, 0.85, 0.95, 0.95 + d], 2e9, 90)
+                                   for d in (-0.01, 0.0, 0.01)])
+    md = "\n".join(st.finish_section([rising, flat]))
+    assert re.search(r"\| rising \| 3 \| [0-9. ±]+ \| \+11\.0 ± [0-9.]+ \| rising \|", md), md
+    assert "| flat | 3 |" in md and "flat (interval includes 0)" in md, md
+    md = "\n".join(st.compute_section([rising, flat]))
+    # The cheapest spends 100 steps x 1 GFLOP; flat reaches that at its step 50: 85%. flat ends higher
+    # (95 vs 91), so the two axes order them differently.
+    assert "validation accuracy at 100 GFLOP" in md, md
+    assert re.search(r"\| flat \| 2 GFLOP \| 200 GFLOP \| 95\.0 ± [0-9.]+ \| 85\.0 ± 0\.0 \|", md), md
+    assert "Order at equal steps: flat, rising; at equal compute: rising, flat" in md, md
+    assert "a different order" in md, md
+    md = "\n".join(st.majority_section([rising, flat]))
+    assert "| rising | shape | 55.0 ±" in md, md  # 54, 55, 56 of 100 against a 55% majority
+    assert "| flat | shape" not in md, md
+    assert "validation: 50.0 before training, 50.0 over the second half, best point 50.0" in md, md
+
+
 TESTS = [test_cli_errors_and_default_out, test_what_was_run, test_tables_match_the_file,
          test_figures_and_gallery_are_pngs, test_same_file_same_report, test_failed_run_and_single_seed,
          test_interval_on_known_numbers, test_learning_curves_and_steps_to_threshold,
          test_at_a_glance_names_variants_at_the_prior, test_subtypes_not_asked,
          test_runs_measured_elsewhere, test_runs_made_by_another_build,
          test_sample_draws_distinct_captioned_images, test_sweep_and_single_seed_figures, test_task_metrics_section,
-         test_stage_boundaries_marked]
+         test_stage_boundaries_marked, test_relational_verdicts, test_selection_picks_best_final_validation,
+         test_finish_compute_and_majority_sections]
 
 if __name__ == "__main__":
     run_tests(TESTS, TMP)

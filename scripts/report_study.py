@@ -1,0 +1,316 @@
+"""The report's study sections: what a results file says beyond its accuracy table, each written only
+when the file holds what it needs.
+
+- Selection on the validation split: a file with a sweep and learning curves is a tuning grid; each
+  variant's point is picked by its final validation accuracy, and variants of one family are compared
+  at their picked points (an ablation of a family-specific setting gets the same grid as the rest).
+- Relational and non-relational questions: for a task whose subtypes split that way (Sort-of-CLEVR),
+  each variant's accuracy on both kinds and their gap, beside the published numbers, with a verdict.
+- Did training finish: the validation accuracy gained over the last quarter of training.
+- Equal steps and equal compute: training FLOPs per step, and each variant's validation accuracy at
+  the compute the cheapest variant spent in all.
+- Subtypes at the majority rate: every (variant, subtype) whose interval over seeds does not exclude
+  the subtype's majority rate, with its validation curve's evidence.
+
+All numbers come from the file; the verdicts follow fixed rules stated on the page.
+"""
+import numpy as np
+
+from report_common import fmt_acc, fmt_flops, md_escape, md_table, mean_ci
+
+# Tasks whose question subtypes split into relational and non-relational ones, and what was
+# published about them (for the verdict section).
+RELATIONAL = {
+    "sort_of_clevr": {
+        "non-relational": ["shape", "horizontal", "vertical"],
+        "relational": ["closest", "furthest", "count"],
+        "paper": "Santoro et al. 2017, \"A simple neural network module for relational reasoning\"",
+        "published": [
+            ("CNN + Relation Network (the paper)", "above 94", "above 94", "about 0"),
+            ("CNN + MLP (the paper)", "about 94", "63 (closest / furthest: 52.3)", "about 31"),
+            ("RN re-implementation (kimhc6028/relational-networks, about 61k Adam steps of 64)", "99", "89", "10"),
+        ],
+    },
+}
+
+
+def _kind_accuracy(run, subtypes):
+    """(accuracy, majority rate) over the items of the given subtypes, or None when none was asked."""
+    rows = [e for e in run.eval if e["subtype"] in subtypes and int(e["n"]) > 0]
+    n = sum(int(e["n"]) for e in rows)
+    if n == 0:
+        return None
+    correct = sum(int(e["correct"]) for e in rows)
+    majority = sum(float(e["majority"]) * int(e["n"]) for e in rows) / n
+    return correct / n, majority
+
+
+def _ci_text(m, h, scale=100.0, signed=False):
+    if m != m:
+        return "–"
+    f = "+.1f" if signed else ".1f"
+    return f"{scale * m:{f}}" + (f" ± {scale * h:.1f}" if h is not None else "")
+
+
+def _excludes(m, h, value):
+    """Whether the 95% interval m ± h lies above `value` (None: one seed, no interval)."""
+    if h is None:
+        return None
+    return m - h > value
+
+
+def _final_val(run):
+    acc = run.final_curve.get("accuracy", [])
+    return float(acc[-1]) if len(acc) else float("nan")
+
+
+# ---------------------------------------------------------------------------------------------
+
+def selection_section(groups):
+    """Per variant, the sweep point with the best final validation accuracy."""
+    swept = [g for g in groups if g.sweep and g.done and any(r.final_curve.get("step") for r in g.done)]
+    if not swept:
+        return []
+    L = ["## Selection on the validation split", ""]
+    keys = []
+    for g in swept:
+        for part in g.sweep.split(";"):
+            k = part.split("=", 1)[0]
+            if k and k not in keys:
+                keys.append(k)
+    L += [f"Every variant was trained at every point of the same grid ({', '.join(f'`{k}`' for k in keys)}). "
+          "Each variant's point is the one with the highest validation accuracy at the end of training (mean "
+          "over its seeds; the first in the grid's order on a tie); the test split plays no part. The validation "
+          "items are the same for every run.", ""]
+    variants = []
+    for g in swept:
+        if g.variant not in variants:
+            variants.append(g.variant)
+    points = []
+    for g in swept:
+        if g.sweep not in points:
+            points.append(g.sweep)
+    by = {(g.variant, g.sweep): g for g in swept}
+    picked = {}
+    rows = []
+    for v in variants:
+        best = None
+        for pt in points:
+            g = by.get((v, pt))
+            if g is None:
+                continue
+            m = mean_ci([_final_val(r) for r in g.done])[0]
+            if m == m and (best is None or m > best[0]):
+                best = (m, pt, g)
+        picked[v] = best
+    header = ["point"] + [md_escape(v) for v in variants]
+    for pt in points:
+        cells = [md_escape(", ".join(p.split("=", 1)[0].rsplit(".", 1)[-1] + "=" + p.split("=", 1)[1]
+                                     for p in pt.split(";") if "=" in p))]
+        for v in variants:
+            g = by.get((v, pt))
+            if g is None:
+                cells.append("–")
+                continue
+            m, h, n = mean_ci([_final_val(r) for r in g.done])
+            text = fmt_acc(m, h, n)
+            cells.append(f"**{text}**" if picked[v] is not None and picked[v][1] == pt else text)
+        rows.append(cells)
+    L += md_table(header, rows, right=set(range(1, len(header))))
+    L += ["", "Final validation accuracy (%) per variant and grid point; bold: the point picked.", ""]
+    L += ["Picked points, as a variant's `set` table (what the study's full-budget experiment writes):", "", "```toml"]
+    for v in variants:
+        if picked[v] is None:
+            continue
+        items = []
+        for part in picked[v][1].split(";"):
+            if "=" in part:
+                k, val = part.split("=", 1)
+                items.append(f'"{k}" = {val}')
+        L.append(f"# {v}: {100 * picked[v][0]:.1f}% on validation")
+        L.append("set = { " + ", ".join(items) + " }")
+    L += ["```", ""]
+    # Ablations: variants of one family, each at its own best point.
+    fams = {}
+    for v in variants:
+        if picked[v] is not None:
+            fams.setdefault(picked[v][2].family, []).append(v)
+    abl = {f: vs for f, vs in fams.items() if len(vs) > 1}
+    if abl:
+        L += ["### Family-specific settings, with and without", ""]
+        rows = []
+        for f, vs in abl.items():
+            base = picked[vs[0]][0]
+            for v in vs:
+                m = picked[v][0]
+                rows.append([f, md_escape(v), f"{100 * m:.1f}", "" if v == vs[0] else f"{100 * (m - base):+.1f}"])
+        L += md_table(["family", "variant", "best validation accuracy", f"difference to the first"], rows,
+                      right={2, 3})
+        L += ["", "Each variant at its own best grid point (one seed per point unless the table above says "
+              "otherwise, so a difference of a few points is within the run-to-run spread of one seed).", ""]
+    return L
+
+
+def relational_section(groups, task_name):
+    spec = RELATIONAL.get(task_name)
+    if spec is None:
+        return []
+    kinds = ("non-relational", "relational")
+    done = [g for g in groups if g.done]
+    per = []
+    for g in done:
+        vals = {k: [_kind_accuracy(r, spec[k]) for r in g.done] for k in kinds}
+        if any(v is None for k in kinds for v in vals[k]) or not vals["relational"]:
+            continue
+        per.append((g, vals))
+    if not per:
+        return []
+    L = ["## Relational and non-relational questions", ""]
+    L += [f"Re-tests {spec['paper']}: on Sort-of-CLEVR a CNN followed by an MLP answers the non-relational "
+          "questions but not the relational ones, and a Relation Network answers both. Published:", ""]
+    L += md_table(["model", "non-relational (%)", "relational (%)", "gap (points)"],
+                  [list(p) for p in spec["published"]])
+    L += ["", "Measured here (test split; mean ± 95% interval over seeds; the gap is non-relational minus "
+          "relational per seed; the majority rate is each subtype's most frequent answer, weighted by items):", ""]
+    rows, verdicts = [], []
+    for g, vals in per:
+        acc = {k: [a for a, _ in vals[k]] for k in kinds}
+        maj = {k: vals[k][0][1] for k in kinds}
+        nr, rl = mean_ci(acc["non-relational"]), mean_ci(acc["relational"])
+        gap = mean_ci([a - b for a, b in zip(acc["non-relational"], acc["relational"])])
+        cf = [mean_ci([r.accuracy(s) for r in g.done]) for s in ("closest", "furthest")]
+        rows.append([md_escape(g.label), str(nr[2]), _ci_text(*nr[:2]), f"{100 * maj['non-relational']:.1f}",
+                     _ci_text(*rl[:2]), f"{100 * maj['relational']:.1f}", _ci_text(*gap[:2], signed=True),
+                     " / ".join(_ci_text(*c[:2]) for c in cf)])
+        above_nr = _excludes(nr[0], nr[1], maj["non-relational"])
+        above_rl = _excludes(rl[0], rl[1], maj["relational"])
+        gap_pos = None if gap[1] is None else gap[0] - gap[1] > 0
+        if above_nr is None:
+            v = "one seed: no verdict"
+        elif not above_nr:
+            v = "neither: its non-relational accuracy does not clear the majority rate"
+        elif not above_rl:
+            v = "like the CNN + MLP: above the majority rate on non-relational questions, not on relational ones"
+        elif not gap_pos:
+            v = "like the RN: above the majority rate on both, and no significant gap"
+        else:
+            v = "in between: above the majority rate on both, but relational questions significantly worse"
+        verdicts.append((g.label, v))
+    L += md_table(["variant", "n", "non-relational", "majority", "relational", "majority", "gap",
+                   "closest / furthest"], rows, right=set(range(1, 8)))
+    L += ["", "**Verdict per variant** (rules: *like the CNN + MLP* when the non-relational interval lies above its "
+          "majority rate and the relational one does not; *like the RN* when both lie above and the gap's "
+          "interval includes 0; *in between* when both lie above and the gap's interval excludes 0):", ""]
+    L += [f"- {md_escape(label)}: {v}." for label, v in verdicts]
+    rn = [label for label, v in verdicts if v.startswith("like the RN")]
+    mlp = [label for label, v in verdicts if v.startswith("like the CNN")]
+    L += ["", "**Does the finding reproduce at this scale?** "
+          + (f"The RN's pattern appears in {', '.join(rn)}" if rn else "No variant shows the RN's pattern")
+          + "; "
+          + (f"the CNN + MLP's in {', '.join(mlp)}." if mlp else "none shows the CNN + MLP's.")
+          + " The paper's contrast is between two architectures over the same CNN; here every family relates "
+            "objects through attention, so the question is which of them reach relational answers at all at "
+            "this size and budget, read against the published 63% (MLP) and 94% (RN).", ""]
+    return L
+
+
+def finish_section(groups):
+    rows = []
+    for g in groups:
+        runs = [r for r in g.done if len(r.final_curve.get("step", [])) >= 3]
+        if not runs:
+            continue
+        gains, finals = [], []
+        for r in runs:
+            steps = np.asarray(r.final_curve["step"], dtype=np.float64)
+            acc = np.asarray(r.final_curve["accuracy"], dtype=np.float64)
+            i = int(np.argmin(np.abs(steps - (steps[0] + 0.75 * (steps[-1] - steps[0])))))
+            gains.append(acc[-1] - acc[i])
+            finals.append(acc[-1])
+        m, h, n = mean_ci(gains)
+        if h is None:
+            state = "flat" if abs(m) < 0.01 else ("rising" if m > 0 else "falling")
+        else:
+            state = "rising" if m - h > 0 else ("falling" if m + h < 0 else "flat (interval includes 0)")
+        rows.append([md_escape(g.label), str(n), fmt_acc(*mean_ci(finals)), _ci_text(m, h, signed=True), state])
+    if not rows:
+        return []
+    L = ["## Did training finish?", ""]
+    L += md_table(["variant", "n", "final validation accuracy", "gain over the last quarter (points)", "curve"],
+                  rows, right={1, 2, 3})
+    L += ["", "The gain is the final validation accuracy minus the one at three quarters of the training steps "
+          "(per seed, then mean ± 95% interval). *rising*: its interval lies above 0 (more steps would likely "
+          "help); *flat*: it includes 0 (with one seed: under 1 point).", ""]
+    return L
+
+
+def compute_section(groups):
+    done = [g for g in groups if g.done and all(r.final_curve.get("train_flops") for r in g.done)]
+    if len(done) < 2:
+        return []
+    totals = {id(g): float(np.mean([r.final_curve["train_flops"][-1] for r in g.done])) for g in done}
+    budget = min(totals.values())
+    rows, at_budget = [], []
+    for g in done:
+        vals = []
+        for r in g.done:
+            f = np.asarray(r.final_curve["train_flops"], dtype=np.float64)
+            a = np.asarray(r.final_curve["accuracy"], dtype=np.float64)
+            vals.append(float(np.interp(budget, f, a)))
+        m_b = mean_ci(vals)
+        m_f = mean_ci([_final_val(r) for r in g.done])
+        at_budget.append((m_b[0], g.label))
+        rows.append([md_escape(g.label), fmt_flops(g.done[0].flops_per_step), fmt_flops(totals[id(g)]),
+                     fmt_acc(*m_f), fmt_acc(*m_b)])
+    L = ["## Equal steps and equal compute", ""]
+    L += md_table(["variant", "training FLOPs / step", "training FLOPs in all", "validation accuracy, end",
+                   f"validation accuracy at {fmt_flops(budget)}"], rows, right={1, 2, 3, 4})
+    by_steps = [g.label for g in sorted(done, key=lambda g: -mean_ci([_final_val(r) for r in g.done])[0])]
+    by_flops = [label for _, label in sorted(at_budget, key=lambda x: -x[0])]
+    L += ["", "Every variant trains the same steps on the same samples (the accuracy table's axis). The last column "
+          f"reads each variant's validation curve at the training FLOPs the cheapest variant spent in all "
+          f"({fmt_flops(budget)}; linear between curve points), the matched-compute axis. Order at equal steps: "
+          f"{', '.join(md_escape(x) for x in by_steps)}; at equal compute: {', '.join(md_escape(x) for x in by_flops)}"
+          + (" (the same order)." if by_steps == by_flops else " (a different order: the axis matters here)."), ""]
+    return L
+
+
+def majority_section(groups):
+    rows = []
+    for g in groups:
+        if not g.done:
+            continue
+        subs = [e["subtype"] for e in g.done[0].eval if e["subtype"] != "all" and int(e["n"]) > 0]
+        for s in subs:
+            m, h, n = mean_ci([r.accuracy(s) for r in g.done])
+            maj = next(float(e["majority"]) for e in g.done[0].eval if e["subtype"] == s)
+            at = (m - h <= maj) if h is not None else (m <= maj + 0.02)
+            if not at:
+                continue
+            col = f"accuracy_{s}"
+            curves = [np.asarray(r.final_curve[col], dtype=np.float64) for r in g.done if col in r.final_curve]
+            if curves:
+                peak = max(float(c.max()) for c in curves)
+                first = float(np.mean([c[0] for c in curves]))
+                late = float(np.mean([c[len(c) // 2:].mean() for c in curves]))
+                evidence = (f"validation: {100 * first:.1f} before training, {100 * late:.1f} over the second half, "
+                            f"best point {100 * peak:.1f}")
+            else:
+                evidence = "no validation curve for this subtype"
+            rows.append([md_escape(g.label), md_escape(s), fmt_acc(m, h, n), f"{100 * maj:.1f}", evidence])
+    if not rows:
+        return ["## Subtypes at the majority rate", "", "Every variant's interval lies above the majority rate on "
+                "every subtype.", ""]
+    L = ["## Subtypes at the majority rate", ""]
+    L += md_table(["variant", "subtype", "test accuracy", "majority", "evidence"], rows, right={2, 3})
+    L += ["", "Listed: the (variant, subtype) pairs whose 95% interval over seeds reaches the subtype's majority rate "
+          "(with one seed: within 2 points of it). The evidence column reads the run's validation curve for that "
+          "subtype: a curve that never leaves the majority rate is a plateau the budget did not end (or a capacity or "
+          "resolution limit: the study's diagnostics say which).", ""]
+    return L
+
+
+def sections(groups, task_name):
+    """The study sections this file supports, in page order."""
+    return (selection_section(groups) + relational_section(groups, task_name) + finish_section(groups)
+            + compute_section(groups) + majority_section(groups))
