@@ -54,6 +54,11 @@ void sgemm_packed(GemmKernel k, bool trans_a, bool trans_b, int64_t M, int64_t N
 bool bf16_hardware();  // whether the CPU has AVX512_BF16 (and the OS saves zmm state)
 void sgemm_bf16(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
                 int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+// The same on a chosen path: hardware (AVX-512 packing and VDPBF16PS; bf16_hardware() must hold) or
+// not (scalar packing and std::fma). sgemm_bf16 takes the hardware path wherever the CPU has it; the
+// two give the same bits where no subnormal is rounded, multiplied or summed (tests compare them).
+void sgemm_bf16_on(bool hardware, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                   const float* A, int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
 
 // float -> bfloat16 bits, rounded to nearest even (NaN stays NaN).
 uint16_t to_bf16(float x);

@@ -279,6 +279,52 @@ TEST_CASE("bf16 products: exact products of the rounded inputs summed in fp32, w
   CHECK(worst_vs_fp32 > 1e-4);  // and it is bf16: far from fp32's 1e-7
 }
 
+TEST_CASE("bf16 products: the AVX512_BF16 path (vector packing, VDPBF16PS) gives the scalar path's bits",
+          "[ops][gemm][bf16]") {
+  // The hardware path rounds 16 values at a time as it packs; the portable one calls to_bf16 per
+  // value and sums with std::fma in VDPBF16PS's order. On normal-range data (no subnormal rounded,
+  // multiplied or summed) they must agree bit for bit, at every remainder of the 12 x 32 tile, of the
+  // 16-value vectors and of the 1024-deep K block, odd K included, in all four layouts, with alpha
+  // and beta.
+  if (!vlm::detail::bf16_hardware()) SUCCEED("no AVX512_BF16 here: " << vlm::cpu_summary());
+  if (!vlm::detail::bf16_hardware()) return;
+  struct S {
+    int64_t M, N, K;
+  };
+  uint64_t seed = 700;
+  for (const S& s : {S{1, 1, 1}, S{2, 3, 2}, S{12, 32, 32}, S{13, 33, 33}, S{11, 31, 17}, S{25, 47, 63},
+                     S{49, 65, 95}, S{7, 100, 1025}, S{37, 70, 2049}, S{60, 1030, 40}})
+    for (bool ta : {false, true})
+      for (bool tb : {false, true})
+        for (const Scaling& sc : kScalings) {
+          const Problem p = make(s.M, s.N, s.K, ta, tb, 3, seed++);
+          std::vector<float> hw = p.C0, sw = p.C0;
+          vlm::detail::sgemm_bf16_on(true, ta, tb, s.M, s.N, s.K, sc.alpha, p.A.data(), p.lda, p.B.data(), p.ldb,
+                                     sc.beta, hw.data(), p.ldc);
+          vlm::detail::sgemm_bf16_on(false, ta, tb, s.M, s.N, s.K, sc.alpha, p.A.data(), p.lda, p.B.data(), p.ldb,
+                                     sc.beta, sw.data(), p.ldc);
+          INFO("M " << s.M << " N " << s.N << " K " << s.K << " ta " << ta << " tb " << tb << " alpha " << sc.alpha
+                    << " beta " << sc.beta);
+          CHECK(same_bits(hw, sw));
+        }
+  // Rounding edge cases through the packers: halfway values, infinities and NaN in both operands.
+  const float edge[] = {1.0f + 0x1.0p-8f, 1.0f + 3 * 0x1.0p-8f, -(1.0f + 0x1.0p-8f), 0x1.fffffep127f,
+                        std::numeric_limits<float>::infinity(), std::numeric_limits<float>::quiet_NaN(), 0.0f, -0.0f};
+  for (bool ta : {false, true})
+    for (bool tb : {false, true}) {
+      Problem p = make(13, 35, 37, ta, tb, 0, seed++);
+      for (std::size_t i = 0; i < p.A.size(); i += 5) p.A[i] = edge[i % 8];
+      for (std::size_t i = 0; i < p.B.size(); i += 7) p.B[i] = edge[(i / 7) % 8];
+      std::vector<float> hw = p.C0, sw = p.C0;
+      vlm::detail::sgemm_bf16_on(true, ta, tb, p.M, p.N, p.K, 1.0f, p.A.data(), p.lda, p.B.data(), p.ldb, 0.0f,
+                                 hw.data(), p.ldc);
+      vlm::detail::sgemm_bf16_on(false, ta, tb, p.M, p.N, p.K, 1.0f, p.A.data(), p.lda, p.B.data(), p.ldb, 0.0f,
+                                 sw.data(), p.ldc);
+      INFO("edge values, ta " << ta << " tb " << tb);
+      CHECK(same_bits(hw, sw));
+    }
+}
+
 TEST_CASE("a training step in bf16 precision stays within bounds of the fp32 step, and is not the fp32 step",
           "[ops][gemm][bf16]") {
   // Two linear layers with a GELU between, cross-entropy, backward, one AdamW step: every product
