@@ -151,10 +151,10 @@ class RMSNorm(nn.Module):
 
 def causal_padding_mask(valid, T_q, T_k):
     """Additive [B, 1, Tq, Tk]: key j visible to query i iff j <= i + Tk - Tq and key j is real."""
-    i = torch.arange(T_q).unsqueeze(1)
-    j = torch.arange(T_k).unsqueeze(0)
+    i = torch.arange(T_q, device=valid.device).unsqueeze(1)  # on valid's device (torch_gpu.py runs on CUDA)
+    j = torch.arange(T_k, device=valid.device).unsqueeze(0)
     ok = (j <= i + (T_k - T_q)).unsqueeze(0) & valid[:, None, :].bool()
-    return torch.zeros(ok.shape).masked_fill(~ok, torch.finfo(torch.float32).min).unsqueeze(1)
+    return torch.zeros(ok.shape, device=valid.device).masked_fill(~ok, torch.finfo(torch.float32).min).unsqueeze(1)
 
 
 class DecoderAttention(nn.Module):
@@ -426,8 +426,8 @@ class QwenVision(nn.Module):
         E = v["embed_dim"]
         x = pixels @ self.patch_embed.proj.weight.view(E, -1).t()
         gh, gw = int(grids[0][1]), int(grids[0][2])
-        hpos = torch.arange(gh).repeat_interleave(gw)
-        wpos = torch.arange(gw).repeat(gh)
+        hpos = torch.arange(gh, device=x.device).repeat_interleave(gw)
+        wpos = torch.arange(gw, device=x.device).repeat(gh)
         f = torch.cat((hpos[:, None].float() * self.inv, wpos[:, None].float() * self.inv), dim=-1)
         emb = torch.cat((f, f), dim=-1)
         cos, sin = emb.cos(), emb.sin()
