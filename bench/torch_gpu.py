@@ -14,9 +14,11 @@ weights) and times the same training step (batch 32: forward, loss, backward, Ad
     process of its own (torch's own BLAS: MKL for matmuls, oneDNN where torch picks it);
   - torch on the GPU, eager (fused AdamW), torch.compile (inductor, default mode) and torch.compile
     with mode="reduce-overhead" (inductor with CUDA graphs), each after warmup (torch.compile compiles
-    there), torch.cuda.synchronize() around every timed step. A mode that fails is reported as such.
+    there), torch.cuda.synchronize() around every timed step. A mode that fails is reported as such
+    (with torch 2.11 the CUDA-graphs capture fails for both models, and a failed capture can leave
+    the CUDA context unusable for the rest of the process: time it alone, --gpu-modes graphs).
 ROUNDS rounds, the ways alternating within each. Prints medians in ms and the ratios vlmlab / torch
-(below 1: vlmlab faster). With --bench-families, it then times vlmlab's training step with its
+(below 1: vlmlab faster). With --bench-families, it first times vlmlab's training step with its
 products in fp32 and in bf16 (bench_families' train_step, [train] precision = "bf16") on the same
 cores, at 1 and 2 threads, with the FMA peak bench_families measures there. --json writes every
 sample.
@@ -129,12 +131,12 @@ def torch_cpu_round(cores, family, folder, warmup, repeats):
 
 def cuda_bench(family, folder, mode):
     """A training step on the GPU: mode eager, compile (inductor) or graphs (compile, reduce-overhead)."""
-    torch.set_default_device("cuda")  # the models' constant tensors (RoPE frequencies) on the GPU
-    try:
-        b = tr.TorchBench(family, folder)
-    finally:
-        torch.set_default_device("cpu")
+    b = tr.TorchBench(family, folder)  # built on the CPU: no CUDA random numbers outside a graph capture
     b.model = b.model.cuda()
+    for m in b.model.modules():  # plain tensor attributes (RoPE frequencies) follow the parameters
+        for k, v in list(vars(m).items()):
+            if isinstance(v, torch.Tensor) and not isinstance(v, torch.nn.Parameter):
+                setattr(m, k, v.cuda())
     b.train_in = {k: v.cuda() for k, v in b.train_in.items()}
     b.labels = b.labels.cuda()
     decay = [p for p in b.model.parameters() if p.dim() >= 2]
@@ -220,6 +222,11 @@ def main():
     if not gpu:
         print("no CUDA device: the GPU columns stay empty", flush=True)
     rows, dump = [], {"cores": cores, "cells": [], "bf16": None}
+    if a.bench_families:  # first: the quick part, and the one that needs no GPU
+        dump["bf16"] = run_bench_families(os.path.abspath(a.bench_families), cores, a.families.split(","),
+                                          a.bf16_sizes.split(","), 3)
+        for name, d in dump["bf16"].items():
+            print(f"{name}: {statistics.median(d['ms']):.2f} ms ({d['label']})", flush=True)
     with tempfile.TemporaryDirectory(prefix="vlmlab_torchgpu_") as tmp:
         for family in a.families.split(","):
             for size in a.sizes.split(","):
@@ -263,10 +270,6 @@ def main():
                       f"torch GPU {gpu_txt}", flush=True)
                 for m, e in failed.items():
                     print(f"  {m}: {e}", flush=True)
-        if a.bench_families:
-            bf = run_bench_families(os.path.abspath(a.bench_families), cores, a.families.split(","),
-                                    a.bf16_sizes.split(","), 3)
-            dump["bf16"] = bf
     mode_names = {"eager": "eager", "compile": "torch.compile", "graphs": "compile+CUDA graphs"}
     print(f"\nvlmlab and torch CPU pinned to cores {','.join(map(str, cores))} ({threads} threads each); "
           "medians in ms per training step (batch 32); ratio = vlmlab / other (< 1: vlmlab faster)")
