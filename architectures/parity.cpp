@@ -5,7 +5,8 @@
 #include <filesystem>
 #include <sstream>
 
-#include "architectures/architecture.h"
+#include "architectures/generate.h"
+#include "architectures/pretrained.h"
 
 namespace vlm {
 

@@ -6,7 +6,8 @@
 #include <string>
 #include <vector>
 
-#include "architectures/architecture.h"
+#include "architectures/inputs.h"
+#include "lib/io/hf_config.h"
 
 namespace vlm {
 

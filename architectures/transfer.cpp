@@ -6,6 +6,8 @@
 #include <map>
 #include <sstream>
 
+#include "architectures/pretrained.h"
+
 namespace vlm {
 
 bool is_component(const std::string& selector) {

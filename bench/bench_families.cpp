@@ -16,7 +16,8 @@
 #include <memory>
 #include <string>
 
-#include "architectures/architecture.h"
+#include "architectures/generate.h"
+#include "architectures/registry.h"
 #include "bench/fma_peak.h"
 #include "experiments/bench_model.h"
 #include "experiments/checkpoint.h"

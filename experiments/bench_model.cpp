@@ -7,6 +7,8 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "architectures/generate.h"
+#include "architectures/pretrained.h"
 #include "lib/core/cpu.h"
 #include "lib/core/parallel.h"
 #include "lib/core/random.h"
@@ -161,7 +163,7 @@ int run_bench_model(const BenchModelOptions& o) {
     VLM_CHECK(original.to_vector() == fwd.logits.to_vector(),
               "bench-model: the model read back from " << dir << " gives other logits than the one written");
 
-    std::map<std::string, io::RawTensor> io_t = batch.inputs.tensors();
+    std::map<std::string, io::RawTensor> io_t = batch.inputs.to_safetensors().tensors;
     const std::vector<float> logits = fwd.logits.to_vector();
     io_t["logits"] = io::raw_f32(fwd.logits.shape(), logits);
     if (!fwd.position_ids.empty()) io_t["position_ids"] = io::raw_i64(fwd.position_shape, fwd.position_ids);
@@ -184,7 +186,7 @@ int run_bench_model(const BenchModelOptions& o) {
 
     // The batch-1 prompt of the prefill and decode timings, its logits, and the greedy tokens the
     // cached decode makes from it (plain argmax, EOS allowed).
-    std::map<std::string, io::RawTensor> pf = prompt.tensors();
+    std::map<std::string, io::RawTensor> pf = prompt.to_safetensors().tensors;
     const ForwardOutput pfwd = loaded->forward(prompt);
     const std::vector<float> plogits = pfwd.logits.to_vector();
     pf["logits"] = io::raw_f32(pfwd.logits.shape(), plogits);

@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "architectures/vlm.h"
+#include "training/vlm.h"
 
 namespace vlm::exp {
 

@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "architectures/vlm.h"
+#include "training/train.h"
 #include "lib/io/safetensors.h"
 
 namespace vlm::exp {

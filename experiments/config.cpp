@@ -10,8 +10,10 @@
 #include <sstream>
 #include <toml++/toml.h>
 
+#include "architectures/registry.h"
 #include "experiments/stages.h"
 #include "lib/core/suggest.h"
+#include "training/cost.h"
 
 namespace vlm::exp {
 
@@ -625,8 +627,7 @@ Experiment parse(const toml::table& root, const std::string& file, int ranks) {
         v.settings.emplace_back(key, node_text(val));
       }
     }
-    const FamilyEntry& fam = *std::find_if(families().begin(), families().end(),
-                                           [&](const FamilyEntry& x) { return x.name == v.family; });
+    const FamilyEntry& fam = family_named(v.family);
     ModelSizes probe = e.sizes;
     probe.vocab_size = 64;
     for (const auto& [k, val] : vt) {

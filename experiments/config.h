@@ -12,8 +12,8 @@
 #include <utility>
 #include <vector>
 
-#include "architectures/architecture.h"
-#include "architectures/vlm.h"
+#include "architectures/model_sizes.h"
+#include "training/train.h"
 #include "lib/data/task.h"
 
 namespace vlm::exp {

@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "architectures/vlm.h"
+#include "training/train.h"
 #include "experiments/config.h"
 
 namespace vlm::exp {

@@ -26,6 +26,7 @@
 #include "lib/core/test_hook.h"
 #include "lib/measure/flops.h"
 #include "lib/measure/phase.h"
+#include "training/cost.h"
 
 namespace vlm::exp {
 

@@ -6,7 +6,6 @@
 #include <string>
 #include <vector>
 
-#include "architectures/vlm.h"
 #include "experiments/config.h"
 #include "experiments/run_result.h"
 

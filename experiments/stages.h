@@ -7,7 +7,7 @@
 #include <utility>
 #include <vector>
 
-#include "architectures/vlm.h"
+#include "training/vlm.h"
 #include "experiments/config.h"
 
 namespace vlm::exp {

@@ -20,7 +20,10 @@
 
 #include "architectures/budget.h"
 #include "architectures/parity.h"
-#include "architectures/vlm.h"
+#include "architectures/generate.h"
+#include "architectures/pretrained.h"
+#include "architectures/registry.h"
+#include "training/evaluate.h"
 #include "experiments/bench_model.h"
 #include "experiments/config.h"
 #include "experiments/demo.h"
@@ -555,7 +558,7 @@ void export_fixture(vlm::Vlm& model, const vlm::data::Task& task, vlm::data::Spl
                              std::filesystem::copy_options::overwrite_existing);
   vlm::NoGradGuard no_grad;
   const vlm::ForwardOutput fwd = model.model().forward(in);
-  std::map<std::string, vlm::io::RawTensor> io_t = in.tensors();
+  std::map<std::string, vlm::io::RawTensor> io_t = in.to_safetensors().tensors;
   const std::vector<float> logits = fwd.logits.to_vector();
   io_t["logits"] = vlm::io::raw_f32(fwd.logits.shape(), logits);
   vlm::GenerateOptions g;

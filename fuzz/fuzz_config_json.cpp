@@ -1,5 +1,5 @@
 // libFuzzer target: a config.json through the path load_pretrained takes (architectures/
-// architecture.cpp): the bounded JSON reader, the family named by model_type, its config reader and
+// pretrained.cpp): the bounded JSON reader, the family named by model_type, its config reader and
 // parameter count (the memory budget), then the model itself when it fits a 4 MiB budget (the build
 // is unoptimised). A ConfigError (or the family's vlm::Error on an impossible combination) is the
 // expected answer to a bad config; a crash, a sanitizer report, another exception or an allocation
@@ -8,7 +8,7 @@
 #include <cstdint>
 #include <string>
 
-#include "architectures/architecture.h"
+#include "architectures/registry.h"
 #include "architectures/budget.h"
 #include "lib/core/parallel.h"
 #include "lib/core/random.h"

@@ -188,7 +188,7 @@ CrossMask cross_mask(const std::vector<int64_t>& img, int64_t B, int64_t Tq, int
 }
 
 // The shared decode state plus the cross-attention keys and the image mask every new token keeps.
-struct FlamingoState : LmDecodeState {
+struct FlamingoDecodeState : LmDecodeState {
   using LmDecodeState::LmDecodeState;
   std::vector<CrossKv> kv;              // per gated layer
   std::vector<int64_t> last_image_row;  // [B, N]: the prompt's last image_attention_mask row
@@ -200,11 +200,11 @@ struct FlamingoState : LmDecodeState {
 class Flamingo final : public Architecture {
  public:
   Flamingo(const io::HfConfig& config, Rng& rng)
-      : hf_(config), cfg_(parse_config(config)), lm_(cfg_.lm, rng), vision_(cfg_.vision, rng) {
+      : config_(config), cfg_(parse_config(config)), language_model(cfg_.lm, rng), vision_(cfg_.vision, rng) {
     if (cfg_.additional_vocab > 0) {
-      additional_embedding_.emplace(cfg_.additional_vocab, lm_.hidden_size(), rng, cfg_.lm.init_std);
+      additional_embedding_.emplace(cfg_.additional_vocab, language_model.hidden_size(), rng, cfg_.lm.init_std);
       if (!cfg_.lm.tie_word_embeddings)
-        additional_fc_.emplace(lm_.hidden_size(), cfg_.additional_vocab, false, rng, cfg_.lm.init_std);
+        additional_fc_.emplace(language_model.hidden_size(), cfg_.additional_vocab, false, rng, cfg_.lm.init_std);
     }
     if (cfg_.use_resampler) resampler_.emplace(cfg_.perceiver, rng);
     for (int j = 0; j < cfg_.num_cross_layers; ++j)
@@ -212,7 +212,7 @@ class Flamingo final : public Architecture {
   }
 
   std::string_view family() const override { return "flamingo"; }
-  const io::HfConfig& config() const override { return hf_; }
+  const io::HfConfig& config() const override { return config_; }
 
   ForwardOutput forward(const Inputs& in, int64_t logits_to_keep = 0) override {
     ForwardOutput out;
@@ -224,7 +224,7 @@ class Flamingo final : public Architecture {
 
   std::pair<Tensor, std::unique_ptr<DecodeState>> prefill(const Inputs& in) override {
     Prompt p = prepare(in, nullptr);
-    auto state = std::make_unique<FlamingoState>(lm_.make_cache(p.B), p.B, p.T, p.layout.key_valid,
+    auto state = std::make_unique<FlamingoDecodeState>(language_model.make_cache(p.B), p.B, p.T, p.layout.key_valid,
                                                  p.layout.next_position);
     Tensor h = run_lm(p, &state->cache, nullptr);
     state->kv = p.kv;
@@ -238,7 +238,7 @@ class Flamingo final : public Architecture {
   }
 
   Tensor decode(DecodeState& base, const std::vector<int64_t>& tokens) override {
-    FlamingoState& s = decode_state<FlamingoState>(base, tokens, "flamingo");
+    FlamingoDecodeState& s = decode_state<FlamingoDecodeState>(base, tokens, "flamingo");
     Prompt p;
     p.B = s.batch;
     p.T = 1;
@@ -294,15 +294,16 @@ class Flamingo final : public Architecture {
     // HF registration order: embed_tokens (+ additional), vision_model, perceiver_resampler,
     // layers, gated_cross_attn_layers, norm; then lm_head (+ additional_fc).
     const std::string m = prefix + "model.";
-    lm_.embed_tokens.visit(m + "embed_tokens.", v);
+    language_model.embed_tokens.visit(m + "embed_tokens.", v);
     if (additional_embedding_) additional_embedding_->visit(m + "embed_tokens.additional_embedding.", v);
     vision_.visit(m + "vision_model.", v);
     if (resampler_) resampler_->visit(m + "perceiver_resampler.", v);
-    for (std::size_t i = 0; i < lm_.layers.size(); ++i) lm_.layers[i]->visit(m + "layers." + std::to_string(i) + ".", v);
+    for (std::size_t i = 0; i < language_model.layers.size(); ++i)
+      language_model.layers[i]->visit(m + "layers." + std::to_string(i) + ".", v);
     for (std::size_t j = 0; j < xattn_.size(); ++j)
       xattn_[j]->visit(m + "gated_cross_attn_layers." + std::to_string(j) + ".", v);
-    lm_.norm.visit(m + "norm.", v);
-    if (lm_.lm_head) lm_.lm_head->visit(prefix + "lm_head.", v);
+    language_model.norm.visit(m + "norm.", v);
+    if (language_model.lm_head) language_model.lm_head->visit(prefix + "lm_head.", v);
     if (additional_fc_) additional_fc_->visit(prefix + "lm_head.additional_fc.", v);
   }
 
@@ -394,12 +395,12 @@ class Flamingo final : public Architecture {
       if (stages != nullptr) (*stages)["gated_xattn_out_" + std::to_string(j)] = out;
       return out;
     };
-    return lm_.forward(p.embeds, &p.rope, p.self, cache, hook, keep_last);
+    return language_model.forward(p.embeds, &p.rope, p.self, cache, hook, keep_last);
   }
 
   // IdeficsDecoupledEmbedding: ids >= vocab_size read additional_embedding.
   Tensor embed(const std::vector<int64_t>& ids, const Shape& shape) const {
-    if (!additional_embedding_) return lm_.embed(ids, shape);
+    if (!additional_embedding_) return language_model.embed(ids, shape);
     const int64_t V = cfg_.lm.vocab_size, A = cfg_.additional_vocab;
     std::vector<int64_t> base(ids.size()), extra;
     std::vector<uint8_t> is_extra(ids.size(), 0);
@@ -412,24 +413,24 @@ class Flamingo final : public Architecture {
         base[i] = ids[i];
       }
     }
-    Tensor rows = gather_rows(lm_.embed_tokens.weight, base);
+    Tensor rows = gather_rows(language_model.embed_tokens.weight, base);
     if (!extra.empty()) rows = scatter_rows(rows, is_extra, gather_rows(additional_embedding_->weight, extra));
     Shape out = shape;
-    out.push_back(lm_.hidden_size());
+    out.push_back(language_model.hidden_size());
     return reshape(rows, out);
   }
 
   // IdeficsDecoupledLinear: cat(lm_head(h), additional_fc(h)).
   Tensor logits(const Tensor& hidden) const {
-    Tensor l = lm_.logits(hidden);
+    Tensor l = language_model.logits(hidden);
     if (additional_fc_) return concat<float>({l, additional_fc_->forward(hidden)}, 2);
     if (additional_embedding_) return concat<float>({l, matmul(hidden, additional_embedding_->weight, false, true)}, 2);
     return l;
   }
 
-  io::HfConfig hf_;
+  io::HfConfig config_;
   FlamingoConfig cfg_;
-  DecoderLm lm_;
+  DecoderLm language_model;
   ClipVision vision_;
   std::optional<PerceiverResampler> resampler_;
   std::vector<std::unique_ptr<GatedXattnLayer>> xattn_;

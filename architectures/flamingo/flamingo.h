@@ -4,6 +4,8 @@
 #include <vector>
 
 #include "architectures/architecture.h"
+#include "architectures/budget.h"
+#include "architectures/model_sizes.h"
 
 namespace vlm::flamingo {
 

@@ -134,7 +134,7 @@ class FlamingoProcessor final : public Processor {
       for (std::size_t k = 0; k < images[b].size(); ++k)
         std::copy_n(images[b][k].data(), plane, pixels.begin() + static_cast<int64_t>(b * n_max + k) * plane);
 
-    in.set_floats("pixel_values", Tensor::from({B, N, 3, S, S}, pixels));
+    in.set_floats("pixel_values", {B, N, 3, S, S}, std::move(pixels));
     in.set_ints("image_attention_mask", {B, static_cast<int64_t>(T), N}, image_mask);
     return in;
   }

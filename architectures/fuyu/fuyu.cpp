@@ -12,8 +12,8 @@
 
 namespace vlm::fuyu {
 
-FuyuSettings read_settings(const io::HfConfig& config) {
-  FuyuSettings s;
+FuyuConfig parse_config(const io::HfConfig& config) {
+  FuyuConfig s;
   // FuyuModel builds the LM from config.text_config; without one, FuyuConfig derives it from the
   // top-level keys (same names).
   const io::HfConfig tc = config.has("text_config") ? config.sub("text_config") : config;
@@ -116,22 +116,22 @@ FuyuSettings read_settings(const io::HfConfig& config) {
   return s;
 }
 
-FuyuForCausalLM::FuyuForCausalLM(const io::HfConfig& config, Rng& rng)
-    : FuyuForCausalLM(config, read_settings(config), rng) {}
+Fuyu::Fuyu(const io::HfConfig& config, Rng& rng)
+    : Fuyu(config, parse_config(config), rng) {}
 
-FuyuForCausalLM::FuyuForCausalLM(const io::HfConfig& config, FuyuSettings s, Rng& rng)
+Fuyu::Fuyu(const io::HfConfig& config, FuyuConfig s, Rng& rng)
     : language_model(s.lm, rng),
       vision_embed_tokens(s.patch_size * s.patch_size * s.num_channels, s.lm.block.attn.hidden_size, true, rng,
                           s.top_init_std),
       config_(config),
-      s_(std::move(s)) {}
+      cfg_(std::move(s)) {}
 
-void FuyuForCausalLM::visit(const std::string& prefix, const ParamVisitor<float>& v) {
+void Fuyu::visit(const std::string& prefix, const ParamVisitor<float>& v) {
   language_model.visit_parts(prefix + "language_model.model.", prefix + "language_model.lm_head.", v);
   vision_embed_tokens.visit(prefix + "vision_embed_tokens.", v);
 }
 
-std::vector<std::pair<std::string, std::string>> FuyuForCausalLM::name_aliases() const {
+std::vector<std::pair<std::string, std::string>> Fuyu::name_aliases() const {
   return {
       // transformers >= 4.52 module layout (FuyuForCausalLM.model.*, lm_head at the top).
       {"language_model.model.", "model.language_model."},
@@ -140,20 +140,20 @@ std::vector<std::pair<std::string, std::string>> FuyuForCausalLM::name_aliases()
   };
 }
 
-Tensor FuyuForCausalLM::image_features(const Tensor& patches) const {
+Tensor Fuyu::image_features(const Tensor& patches) const {
   const int64_t P = vision_embed_tokens.in_features();
   VLM_CHECK(patches.ndim() >= 2 && patches.dim(-1) == P,
-            "fuyu: image_patches must be [..., " << P << "] (patch_size² · num_channels = " << s_.patch_size << "² · "
-                                                 << s_.num_channels << "), got " << shape_str(patches.shape()));
+            "fuyu: image_patches must be [..., " << P << "] (patch_size² · num_channels = " << cfg_.patch_size << "² · "
+                                                 << cfg_.num_channels << "), got " << shape_str(patches.shape()));
   const PhaseScope phase("connector");  // no vision encoder: the patch embedding is the connector
   return vision_embed_tokens.forward(patches);
 }
 
-RopeTables<float> FuyuForCausalLM::rope_for(const std::vector<int64_t>& positions, int64_t Bc, int64_t T) const {
-  return rope_tables_1d<float>(positions, Bc, T, s_.rotary_ndims, s_.rope_theta);
+RopeTables<float> Fuyu::rope_for(const std::vector<int64_t>& positions, int64_t Bc, int64_t T) const {
+  return rope_tables_1d<float>(positions, Bc, T, cfg_.rotary_ndims, cfg_.rope_theta);
 }
 
-FuyuForCausalLM::Prepared FuyuForCausalLM::prepare(const Inputs& in) const {
+Fuyu::Prepared Fuyu::prepare(const Inputs& in) const {
   PromptLayout layout = prompt_layout(in, "fuyu");
   const int64_t B = layout.batch, T = layout.length, D = language_model.hidden_size();
   VLM_CHECK(B > 0 && T > 0, "fuyu: input_ids must be [B, T] with B, T > 0, got " << shape_str(in.shape("input_ids")));
@@ -162,8 +162,8 @@ FuyuForCausalLM::Prepared FuyuForCausalLM::prepare(const Inputs& in) const {
 
   if (in.has("image_patches")) {
     p.features = image_features(in.floats("image_patches"));
-    p.embeds = splice_placeholders(p.embeds, placeholders(layout.ids, s_.image_token_id), p.features, "fuyu", "image",
-                                   s_.image_token_id,
+    p.embeds = splice_placeholders(p.embeds, placeholders(layout.ids, cfg_.image_token_id), p.features, "fuyu", "image",
+                                   cfg_.image_token_id,
                                    std::to_string(p.features.numel() / D) + " patch rows in image_patches " +
                                        shape_str(in.shape("image_patches")));
   }
@@ -183,7 +183,7 @@ FuyuForCausalLM::Prepared FuyuForCausalLM::prepare(const Inputs& in) const {
   return p;
 }
 
-ForwardOutput FuyuForCausalLM::forward(const Inputs& in, int64_t logits_to_keep) {
+ForwardOutput Fuyu::forward(const Inputs& in, int64_t logits_to_keep) {
   Prepared p = prepare(in);
   const int64_t T = p.embeds.dim(1);
   const AttnMask mask = causal_mask(p.key_valid);
@@ -197,7 +197,7 @@ ForwardOutput FuyuForCausalLM::forward(const Inputs& in, int64_t logits_to_keep)
   return out;
 }
 
-std::pair<Tensor, std::unique_ptr<DecodeState>> FuyuForCausalLM::prefill(const Inputs& in) {
+std::pair<Tensor, std::unique_ptr<DecodeState>> Fuyu::prefill(const Inputs& in) {
   Prepared p = prepare(in);
   const int64_t B = p.embeds.dim(0), T = p.embeds.dim(1);
   // Each row continues after its last position (position_ids, or HF's arange).
@@ -214,7 +214,7 @@ std::pair<Tensor, std::unique_ptr<DecodeState>> FuyuForCausalLM::prefill(const I
   return {language_model.logits(hidden), std::move(state)};
 }
 
-Tensor FuyuForCausalLM::decode(DecodeState& base, const std::vector<int64_t>& tokens) {
+Tensor Fuyu::decode(DecodeState& base, const std::vector<int64_t>& tokens) {
   LmDecodeState& st = decode_state<LmDecodeState>(base, tokens, "fuyu");
   const int64_t B = st.batch;
   // A generated image placeholder is an ordinary token here, as in HF generate (no patches after prefill).
@@ -227,7 +227,7 @@ Tensor FuyuForCausalLM::decode(DecodeState& base, const std::vector<int64_t>& to
   return language_model.logits(hidden);
 }
 
-Inputs FuyuForCausalLM::append_tokens(const Inputs& in, const std::vector<int64_t>& tokens) const {
+Inputs Fuyu::append_tokens(const Inputs& in, const std::vector<int64_t>& tokens) const {
   Inputs out = Architecture::append_tokens(in, tokens);
   if (in.has("position_ids")) {
     const Shape ps = in.shape("position_ids");
@@ -244,7 +244,7 @@ Inputs FuyuForCausalLM::append_tokens(const Inputs& in, const std::vector<int64_
 }
 
 std::vector<ModelPart> parts(const io::HfConfig& config) {
-  const FuyuSettings s = read_settings(config);
+  const FuyuConfig s = parse_config(config);
   const io::HfConfig tc = config.has("text_config") ? config.sub("text_config") : config;
   const double C = static_cast<double>(s.num_channels);
   // vision_embed_tokens: one linear layer from a patch's pixels to the text width.
@@ -256,9 +256,14 @@ std::vector<ModelPart> parts(const io::HfConfig& config) {
   return {lm_part(s.lm, tc), patches};
 }
 
+ImageInput image_input(const io::HfConfig& config) {
+  const FuyuConfig c = parse_config(config);
+  return {c.patch_size, c.num_channels, c.image_token_id};
+}
+
 std::unique_ptr<Architecture> make(const io::HfConfig& config, Rng& rng) {
   check_param_budget(config, parts(config));
-  return std::make_unique<FuyuForCausalLM>(config, rng);
+  return std::make_unique<Fuyu>(config, rng);
 }
 
 }  // namespace vlm::fuyu

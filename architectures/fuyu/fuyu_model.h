@@ -24,7 +24,7 @@
 namespace vlm::fuyu {
 
 // Everything the model reads from config.json, resolved as transformers 5.17 resolves it.
-struct FuyuSettings {
+struct FuyuConfig {
   DecoderLmConfig lm;        // Persimmon text model (text_config)
   int64_t patch_size = 30;   // top level
   int64_t num_channels = 3;  // top level
@@ -37,15 +37,15 @@ struct FuyuSettings {
 };
 
 // Reads and validates the config; every unsupported value is an io::ConfigError naming its key.
-FuyuSettings read_settings(const io::HfConfig& config);
+FuyuConfig parse_config(const io::HfConfig& config);
 
-class FuyuForCausalLM : public Architecture {
+class Fuyu : public Architecture {
  public:
-  FuyuForCausalLM(const io::HfConfig& config, Rng& rng);
+  Fuyu(const io::HfConfig& config, Rng& rng);
 
   std::string_view family() const override { return "fuyu"; }
   const io::HfConfig& config() const override { return config_; }
-  const FuyuSettings& settings() const { return s_; }
+  const FuyuConfig& parsed_config() const { return cfg_; }
 
   ForwardOutput forward(const Inputs& in, int64_t logits_to_keep = 0) override;
   std::pair<Tensor, std::unique_ptr<DecodeState>> prefill(const Inputs& in) override;
@@ -66,7 +66,7 @@ class FuyuForCausalLM : public Architecture {
   Tensor image_features(const Tensor& patches) const;
   // RoPE tables for positions [Bc, T] (nullptr-equivalent when rotary_ndims == 0: check has_rope()).
   RopeTables<float> rope_for(const std::vector<int64_t>& positions, int64_t Bc, int64_t T) const;
-  bool has_rope() const { return s_.rotary_ndims > 0; }
+  bool has_rope() const { return cfg_.rotary_ndims > 0; }
 
   DecoderLm language_model;
   Linear<float> vision_embed_tokens;
@@ -80,10 +80,10 @@ class FuyuForCausalLM : public Architecture {
     std::vector<uint8_t> key_valid;  // [B, T], empty = all real
   };
   Prepared prepare(const Inputs& in) const;
-  FuyuForCausalLM(const io::HfConfig& config, FuyuSettings s, Rng& rng);
+  Fuyu(const io::HfConfig& config, FuyuConfig s, Rng& rng);
 
   io::HfConfig config_;
-  FuyuSettings s_;
+  FuyuConfig cfg_;
 };
 
 }  // namespace vlm::fuyu

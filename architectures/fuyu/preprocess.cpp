@@ -128,7 +128,7 @@ Inputs make_inputs(const std::vector<Sample>& samples, const PromptTokens& tok) 
   Inputs in;
   in.set_ints("input_ids", {B, static_cast<int64_t>(T)}, ids);
   in.set_ints("attention_mask", {B, static_cast<int64_t>(T)}, mask);
-  in.set_floats("image_patches", Tensor::from({n_rows, patch_dim}, patches));
+  in.set_floats("image_patches", {n_rows, patch_dim}, std::move(patches));
   return in;
 }
 

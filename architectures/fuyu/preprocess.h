@@ -14,7 +14,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "architectures/architecture.h"
+#include "architectures/inputs.h"
 #include "lib/core/tensor.h"
 
 namespace vlm::fuyu {

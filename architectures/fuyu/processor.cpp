@@ -14,7 +14,6 @@
 #include <algorithm>
 #include <sstream>
 
-#include "architectures/fuyu/fuyu_model.h"
 #include "architectures/fuyu/preprocess.h"
 #include "architectures/processor_util.h"
 #include "lib/data/resize.h"
@@ -43,7 +42,7 @@ struct Settings {
 
 Settings read_settings(const io::HfConfig& cfg, const nlohmann::json& options, const SpecialTokens& tokens) {
   // The model's own reader: the same keys and defaults as the model it feeds.
-  const FuyuSettings model = fuyu::read_settings(cfg);
+  const ImageInput model = image_input(cfg);
   Settings s;
   const int64_t patch = model.patch_size;
   if (model.num_channels != 3) cfg.fail("num_channels", "the processor makes RGB images: must be 3");
@@ -123,7 +122,7 @@ class FuyuProcessor final : public Processor {
     Inputs in = left_padded(rows, s_.tok.pad_id);
     if (n_patches > 0) {
       const int64_t dim = s_.image.patch_height * s_.image.patch_width * s_.channels;
-      in.set_floats("image_patches", Tensor::from({n_patches, dim}, patches));
+      in.set_floats("image_patches", {n_patches, dim}, std::move(patches));
     }
     return in;
   }

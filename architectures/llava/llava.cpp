@@ -139,13 +139,13 @@ LlavaConfig parse_config(const io::HfConfig& cfg) {
 }
 
 class Llava : public Architecture {
-  io::HfConfig config_;  // first: the modules below are built from c_
-  LlavaConfig c_;
+  io::HfConfig config_;  // first: the modules below are built from cfg_
+  LlavaConfig cfg_;
 
  public:
   Llava(const io::HfConfig& config, const LlavaConfig& c, Rng& rng)
       : config_(config),
-        c_(c),
+        cfg_(c),
         vision_tower(c.vision, rng),
         linear_1(c.vision.hidden_size * static_cast<int64_t>(c.feature_layers.size()), c.text.block.attn.hidden_size,
                  c.projector_bias, rng, c.text.init_std),
@@ -198,7 +198,7 @@ class Llava : public Architecture {
   Tensor decode(DecodeState& base, const std::vector<int64_t>& tokens) override {
     LmDecodeState& st = decode_state<LmDecodeState>(base, tokens, "llava");
     const AttnMask mask = st.step_mask();
-    const RopeTables<float> rope = rope_tables_1d<float>(st.next_position, st.batch, 1, head_dim(), c_.rope.theta);
+    const RopeTables<float> rope = rope_tables_1d<float>(st.next_position, st.batch, 1, head_dim(), cfg_.rope.theta);
     const Tensor h = language_model.forward(language_model.embed(tokens, {st.batch, 1}), &rope, mask, &st.cache);
     st.advance();
     return language_model.logits(h);
@@ -206,23 +206,23 @@ class Llava : public Architecture {
 
   // The projector input for pixel_values [N_img, C, H, W]: [N_img, tokens, Dv * len(layers)].
   Tensor select_features(const Tensor& pixel_values) const {
-    const int deepest = *std::max_element(c_.feature_layers.begin(), c_.feature_layers.end());
+    const int deepest = *std::max_element(cfg_.feature_layers.begin(), cfg_.feature_layers.end());
     const PhaseScope phase("vision");
     const std::vector<Tensor> hs = vision_tower.forward(pixel_values, deepest);
     Tensors<float> picked;
-    for (const int idx : c_.feature_layers) {
+    for (const int idx : cfg_.feature_layers) {
       const Tensor& h = hs[static_cast<std::size_t>(idx)];
-      picked.push_back(c_.keep_cls ? h : slice(h, 1, 1, h.dim(1)));
+      picked.push_back(cfg_.keep_cls ? h : slice(h, 1, 1, h.dim(1)));
     }
     return picked.size() == 1 ? picked[0] : concat(picked, 2);
   }
 
   Tensor project(const Tensor& selected) const {
     const PhaseScope phase("connector");
-    return linear_2.forward(apply_act(c_.projector_act, linear_1.forward(selected)));
+    return linear_2.forward(apply_act(cfg_.projector_act, linear_1.forward(selected)));
   }
 
-  int64_t head_dim() const { return c_.text.block.attn.head_dim; }
+  int64_t head_dim() const { return cfg_.text.block.attn.head_dim; }
 
   ClipVision vision_tower;
   Linear<float> linear_1, linear_2;  // multi_modal_projector
@@ -242,7 +242,8 @@ class Llava : public Architecture {
       const Tensor features = project(selected);  // [N_img, tokens, C]
       out.stages["vision_hidden_states"] = selected;
       out.stages["image_features"] = features;
-      h = splice_placeholders(h, placeholders(p.ids, c_.image_token_id), features, "llava", "image", c_.image_token_id,
+      h = splice_placeholders(h, placeholders(p.ids, cfg_.image_token_id), features, "llava", "image",
+                              cfg_.image_token_id,
                               std::to_string(features.dim(0)) + " image(s) give " + std::to_string(features.dim(1)) +
                                   " features each = " + std::to_string(features.dim(0) * features.dim(1)));
     }
@@ -250,7 +251,7 @@ class Llava : public Architecture {
 
     // Positions as HF generate() makes them (prompt_layout), causal mask plus key padding.
     const AttnMask mask = causal_mask(p.key_valid);
-    const RopeTables<float> rope = rope_tables_1d<float>(p.positions, B, T, head_dim(), c_.rope.theta);
+    const RopeTables<float> rope = rope_tables_1d<float>(p.positions, B, T, head_dim(), cfg_.rope.theta);
     KvCache<float>* cache = nullptr;
     if (state) {
       *state = std::make_unique<LmDecodeState>(language_model.make_cache(B), B, T, p.key_valid, p.next_position);

@@ -111,7 +111,7 @@ class LlavaProcessor final : public Processor {
       rows.push_back(std::move(row));
     }
     Inputs in = left_padded(rows, s_.tokens.pad);
-    if (n_images > 0) in.set_floats("pixel_values", Tensor::from({n_images, 3, s_.crop_h, s_.crop_w}, pixels));
+    if (n_images > 0) in.set_floats("pixel_values", {n_images, 3, s_.crop_h, s_.crop_w}, std::move(pixels));
     return in;
   }
 

@@ -150,7 +150,7 @@ class Qwen2VlProcessor final : public Processor {
     }
     Inputs in = left_padded(rows, s_.tokens.pad, {{"mm_token_type_ids", &types}});
     if (!grids.empty()) {
-      in.set_floats("pixel_values", Tensor::from({n_rows, 3 * s_.temporal * s_.patch * s_.patch}, pixels));
+      in.set_floats("pixel_values", {n_rows, 3 * s_.temporal * s_.patch * s_.patch}, std::move(pixels));
       in.set_ints("image_grid_thw", {static_cast<int64_t>(grids.size() / 3), 3}, grids);
     }
     return in;

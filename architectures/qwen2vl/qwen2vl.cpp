@@ -17,7 +17,7 @@ namespace vlm::qwen2vl {
 
 namespace {
 
-struct Config {
+struct Qwen2VlConfig {
   DecoderLmConfig lm;
   std::vector<int64_t> mrope_section;
   double rope_theta = 1e6;
@@ -35,7 +35,7 @@ int64_t positive(const io::HfConfig& c, const std::string& key, int64_t fallback
 
 // The vision tower and the placeholder ids: what the model builds and what its processor patches,
 // merges and lays out images by (image_input()).
-void read_vision_side(const io::HfConfig& cfg, Config& out) {
+void read_vision_side(const io::HfConfig& cfg, Qwen2VlConfig& out) {
   const io::HfConfig vc = cfg.sub("vision_config");
   VisionConfig& v = out.vision;
   v.embed_dim = positive(vc, "embed_dim", 1280);
@@ -64,8 +64,8 @@ void read_vision_side(const io::HfConfig& cfg, Config& out) {
   out.vision_start_token_id = cfg.get_int("vision_start_token_id", 151652);
 }
 
-Config parse_config(const io::HfConfig& cfg) {
-  Config out;
+Qwen2VlConfig parse_config(const io::HfConfig& cfg) {
+  Qwen2VlConfig out;
   // v5 keeps the LM in text_config; older configs are flat.
   const io::HfConfig text = cfg.has("text_config") ? cfg.sub("text_config") : cfg;
 
@@ -158,18 +158,18 @@ std::vector<Grid> grids_of(const Inputs& in, const std::string& name) {
 }
 
 class Qwen2Vl : public Architecture {
-  io::HfConfig hf_;  // first: the members below are built from the parsed config
-  Config cfg_;
+  io::HfConfig config_;  // first: the members below are built from the parsed config
+  Qwen2VlConfig cfg_;
 
  public:
-  Qwen2Vl(const io::HfConfig& hf, const Config& cfg, Rng& rng)
-      : hf_(hf), cfg_(cfg), visual(cfg.vision, rng), lm(cfg.lm, rng) {}
+  Qwen2Vl(const io::HfConfig& hf, const Qwen2VlConfig& cfg, Rng& rng)
+      : config_(hf), cfg_(cfg), visual(cfg.vision, rng), language_model(cfg.lm, rng) {}
 
   std::string_view family() const override { return "qwen2vl"; }
-  const io::HfConfig& config() const override { return hf_; }
+  const io::HfConfig& config() const override { return config_; }
 
   void visit(const std::string& prefix, const ParamVisitor<float>& v) override {
-    lm.visit_parts(prefix + "model.", prefix + "lm_head.", v);
+    language_model.visit_parts(prefix + "model.", prefix + "lm_head.", v);
     visual.visit(prefix + "visual.", v);
   }
 
@@ -193,7 +193,7 @@ class Qwen2Vl : public Architecture {
   ForwardOutput forward(const Inputs& in, int64_t logits_to_keep = 0) override {
     ForwardOutput out;
     Prepared p = prepare(in, &out.stages);
-    out.logits = lm.logits(lm.forward(p.embeds, &p.rope, p.mask, nullptr, {}, logits_to_keep));
+    out.logits = language_model.logits(language_model.forward(p.embeds, &p.rope, p.mask, nullptr, {}, logits_to_keep));
     out.position_ids = std::move(p.index.position_ids);
     out.position_shape = {3, p.B, p.T};
     return out;
@@ -202,28 +202,28 @@ class Qwen2Vl : public Architecture {
   std::pair<Tensor, std::unique_ptr<DecodeState>> prefill(const Inputs& in) override {
     Prepared p = prepare(in, nullptr);
     // HF continues every axis at cumsum(attention_mask) - 1 + rope_delta = max prompt position + 1.
-    auto st = std::make_unique<LmDecodeState>(lm.make_cache(p.B), p.B, p.T, p.mask.key_valid,
+    auto st = std::make_unique<LmDecodeState>(language_model.make_cache(p.B), p.B, p.T, p.mask.key_valid,
                                               std::move(p.index.next_position));
-    const Tensor logits = lm.logits(lm.forward(p.embeds, &p.rope, p.mask, &st->cache));
+    const Tensor logits = language_model.logits(language_model.forward(p.embeds, &p.rope, p.mask, &st->cache));
     return {logits, std::move(st)};
   }
 
   Tensor decode(DecodeState& state, const std::vector<int64_t>& tokens) override {
     LmDecodeState& st = decode_state<LmDecodeState>(state, tokens, "qwen2vl");
     const int64_t B = st.batch;
-    const Tensor h = lm.embed(tokens, {B, 1});
+    const Tensor h = language_model.embed(tokens, {B, 1});
     // The same next position on all three axes (max prompt position + 1 + step).
     std::vector<int64_t> pos;
     for (int a = 0; a < 3; ++a) pos.insert(pos.end(), st.next_position.begin(), st.next_position.end());
     const RopeTables<float> rope = mrope_tables<float>(pos, B, 1, head_dim(), cfg_.mrope_section, cfg_.rope_theta);
     const AttnMask mask = st.step_mask();
-    const Tensor logits = lm.logits(lm.forward(h, &rope, mask, &st.cache));
+    const Tensor logits = language_model.logits(language_model.forward(h, &rope, mask, &st.cache));
     st.advance();
     return logits;
   }
 
   VisionTower visual;
-  DecoderLm lm;
+  DecoderLm language_model;
 
  private:
   struct Prepared {
@@ -260,7 +260,7 @@ class Qwen2Vl : public Architecture {
     // mm_token_type_ids we pick the tokens typed image/video (the same ones for processor output),
     // so a placeholder id that generation appended as text (type 0) stays text, as in HF's cached
     // decoding, and generation without the cache recomputes the same thing.
-    Tensor h = reshape(lm.embed(ids, s), {p.B * p.T, lm.hidden_size()});
+    Tensor h = reshape(language_model.embed(ids, s), {p.B * p.T, language_model.hidden_size()});
     auto splice = [&](const char* pixels_name, const char* grid_name, int64_t token, int64_t type,
                       const char* hidden_stage, const char* feature_stage) {
       if (!in.has(pixels_name)) return std::vector<Grid>{};
@@ -306,7 +306,7 @@ class Qwen2Vl : public Architecture {
         splice("pixel_values", "image_grid_thw", cfg_.image_token_id, 1, "vision_hidden_states", "image_features");
     const std::vector<Grid> video_grids = splice("pixel_values_videos", "video_grid_thw", cfg_.video_token_id, 2,
                                                  "video_vision_hidden_states", "video_features");
-    p.embeds = reshape(h, {p.B, p.T, lm.hidden_size()});
+    p.embeds = reshape(h, {p.B, p.T, language_model.hidden_size()});
     if (stages) (*stages)["inputs_embeds"] = p.embeds;
 
     // Positions: get_rope_index from mm_token_type_ids (5.17 refuses grids without them); plain
@@ -334,7 +334,7 @@ class Qwen2Vl : public Architecture {
 }  // namespace
 
 ImageInput image_input(const io::HfConfig& config) {
-  Config c;
+  Qwen2VlConfig c;
   read_vision_side(config, c);
   const VisionConfig& v = c.vision;
   return {v.patch_size, v.temporal_patch_size, v.spatial_merge_size, v.in_channels, c.image_token_id,
@@ -342,7 +342,7 @@ ImageInput image_input(const io::HfConfig& config) {
 }
 
 std::vector<ModelPart> parts(const io::HfConfig& config) {
-  const Config c = parse_config(config);
+  const Qwen2VlConfig c = parse_config(config);
   const io::HfConfig text = config.has("text_config") ? config.sub("text_config") : config;
   const io::HfConfig vc = config.sub("vision_config");
   const VisionConfig& v = c.vision;

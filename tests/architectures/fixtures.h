@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "architectures/architecture.h"
+#include "architectures/inputs.h"
 
 namespace vlm::testing {
 

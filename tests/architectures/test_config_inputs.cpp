@@ -8,7 +8,8 @@
 #include <random>
 #include <string>
 
-#include "architectures/architecture.h"
+#include "architectures/pretrained.h"
+#include "architectures/registry.h"
 #include "architectures/budget.h"
 #include "architectures/lm_side.h"
 #include "architectures/parity.h"

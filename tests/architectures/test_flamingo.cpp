@@ -8,7 +8,9 @@
 #include <filesystem>
 #include <set>
 
-#include "architectures/architecture.h"
+#include "architectures/generate.h"
+#include "architectures/pretrained.h"
+#include "architectures/registry.h"
 #include "lib/core/random.h"
 #include "lib/nn/weights.h"
 #include "lib/ops/ops.h"

@@ -8,7 +8,9 @@
 #include <fstream>
 #include <set>
 
-#include "architectures/architecture.h"
+#include "architectures/generate.h"
+#include "architectures/pretrained.h"
+#include "architectures/registry.h"
 #include "architectures/fuyu/fuyu_model.h"
 #include "architectures/fuyu/preprocess.h"
 #include "lib/core/random.h"
@@ -48,7 +50,7 @@ std::unique_ptr<vlm::Architecture> make_from_json(const nlohmann::json& j) {
   return vlm::make_architecture(vlm::io::HfConfig(j, "config.json"), rng);
 }
 
-vlm::fuyu::FuyuForCausalLM& as_fuyu(vlm::Architecture& a) { return dynamic_cast<vlm::fuyu::FuyuForCausalLM&>(a); }
+vlm::fuyu::Fuyu& as_fuyu(vlm::Architecture& a) { return dynamic_cast<vlm::fuyu::Fuyu&>(a); }
 
 }  // namespace
 
@@ -220,10 +222,10 @@ namespace {
 // (H, 3, hd) per head (or, with per_head=false, the wrong [Q | K | V] split), q/k LayerNorm over
 // hd, rotate-half RoPE over the first R dims with theta, causal softmax, dense.
 std::vector<double> persimmon_attention_ref(const std::vector<float>& x, int64_t S, int64_t C, int64_t H,
-                                            const vlm::fuyu::FuyuForCausalLM& m, bool per_head) {
+                                            const vlm::fuyu::Fuyu& m, bool per_head) {
   const auto& attn = m.language_model.layers[0]->self_attn;
-  const int64_t hd = C / H, R = m.settings().rotary_ndims;
-  const double theta = m.settings().rope_theta;
+  const int64_t hd = C / H, R = m.parsed_config().rotary_ndims;
+  const double theta = m.parsed_config().rope_theta;
   const float* W = attn.qkv->weight.data();
   const float* bias = attn.qkv->bias.data();
   std::vector<double> fused(static_cast<std::size_t>(S * 3 * C));
@@ -385,7 +387,7 @@ TEST_CASE("fuyu: fused query_key_value is split per head as Persimmon's view(B, 
             diff = std::max(diff, std::abs(ref[i] - y.data()[i]));
             diff_wrong = std::max(diff_wrong, std::abs(wrong[i] - y.data()[i]));
           }
-          CHECK(m.settings().rotary_ndims == static_cast<int64_t>(8 * partial));
+          CHECK(m.parsed_config().rotary_ndims == static_cast<int64_t>(8 * partial));
           CHECK(diff <= 1e-5);
           CHECK(diff_wrong > 1e-2);  // the [Q | K | V] split is a different function
         }
@@ -400,30 +402,30 @@ TEST_CASE("fuyu: config values are read as transformers 5.17 reads them, unsuppo
     nlohmann::json j = fixture_config("fuyu_gelu_noqk");
     REQUIRE(j["text_config"]["partial_rotary_factor"] == 0.5);
     auto a = make_from_json(j);
-    CHECK(as_fuyu(*a).settings().partial_rotary_factor == 0.25);
-    CHECK(as_fuyu(*a).settings().rotary_ndims == 4);
-    CHECK(as_fuyu(*a).settings().rope_theta == 10000.0);
-    CHECK(as_fuyu(*a).settings().image_token_id == 7);
-    CHECK(as_fuyu(*a).settings().patch_size == 5);
+    CHECK(as_fuyu(*a).parsed_config().partial_rotary_factor == 0.25);
+    CHECK(as_fuyu(*a).parsed_config().rotary_ndims == 4);
+    CHECK(as_fuyu(*a).parsed_config().rope_theta == 10000.0);
+    CHECK(as_fuyu(*a).parsed_config().image_token_id == 7);
+    CHECK(as_fuyu(*a).parsed_config().patch_size == 5);
     // Without it in rope_parameters the flat key is used; a v4 config with flat rope_theta too.
     j["text_config"].erase("rope_parameters");
     j["text_config"]["rope_theta"] = 1234.0;
     auto b = make_from_json(j);
-    CHECK(as_fuyu(*b).settings().rotary_ndims == 8);
-    CHECK(as_fuyu(*b).settings().rope_theta == 1234.0);
+    CHECK(as_fuyu(*b).parsed_config().rotary_ndims == 8);
+    CHECK(as_fuyu(*b).parsed_config().rope_theta == 1234.0);
     // Neither: PersimmonConfig's default theta (the mixin's 10000, not FuyuConfig's 25000).
     j["text_config"].erase("rope_theta");
-    CHECK(as_fuyu(*make_from_json(j)).settings().rope_theta == 10000.0);
+    CHECK(as_fuyu(*make_from_json(j)).parsed_config().rope_theta == 10000.0);
     // No text_config: FuyuConfig builds it from the top-level keys, passing rope_parameters only.
     nlohmann::json flat = fixture_config("fuyu_gelu_noqk");
     flat.erase("text_config");
     auto c = make_from_json(flat);
-    CHECK(as_fuyu(*c).settings().rotary_ndims == 4);
-    CHECK(as_fuyu(*c).settings().rope_theta == 10000.0);
-    CHECK(std::get<vlm::MlpConfig>(as_fuyu(*c).settings().lm.block.mlp).act == vlm::Act::kGeluErf);
-    CHECK_FALSE(as_fuyu(*c).settings().lm.block.attn.qk_norm.has_value());
+    CHECK(as_fuyu(*c).parsed_config().rotary_ndims == 4);
+    CHECK(as_fuyu(*c).parsed_config().rope_theta == 10000.0);
+    CHECK(std::get<vlm::MlpConfig>(as_fuyu(*c).parsed_config().lm.block.mlp).act == vlm::Act::kGeluErf);
+    CHECK_FALSE(as_fuyu(*c).parsed_config().lm.block.attn.qk_norm.has_value());
     flat["rope_parameters"].erase("partial_rotary_factor");
-    CHECK(as_fuyu(*make_from_json(flat)).settings().rotary_ndims == 8);  // flat 0.25 is not passed down
+    CHECK(as_fuyu(*make_from_json(flat)).parsed_config().rotary_ndims == 8);  // flat 0.25 is not passed down
   }
   SECTION("unsupported hidden_act") {
     nlohmann::json j = fixture_config("fuyu_tiny");

@@ -10,7 +10,7 @@
 #include <map>
 #include <sstream>
 
-#include "architectures/architecture.h"
+#include "architectures/registry.h"
 #include "tests/architectures/fixtures.h"
 
 namespace vlm {

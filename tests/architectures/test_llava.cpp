@@ -7,7 +7,9 @@
 #include <fstream>
 #include <set>
 
-#include "architectures/architecture.h"
+#include "architectures/generate.h"
+#include "architectures/pretrained.h"
+#include "architectures/registry.h"
 #include "lib/core/random.h"
 #include "lib/nn/weights.h"
 #include "lib/nn/clip_vision.h"

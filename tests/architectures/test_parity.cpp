@@ -5,7 +5,8 @@
 #include <cstdlib>
 #include <filesystem>
 
-#include "architectures/architecture.h"
+#include "architectures/pretrained.h"
+#include "architectures/registry.h"
 #include "architectures/parity.h"
 #include "lib/core/random.h"
 

@@ -10,7 +10,7 @@
 #include <tuple>
 #include <vector>
 
-#include "architectures/architecture.h"
+#include "architectures/registry.h"
 #include "lib/core/random.h"
 #include "lib/data/resize.h"
 #include "lib/ops/ops.h"

@@ -8,7 +8,9 @@
 #include <fstream>
 #include <set>
 
-#include "architectures/architecture.h"
+#include "architectures/generate.h"
+#include "architectures/pretrained.h"
+#include "architectures/registry.h"
 #include "architectures/qwen2vl/rope_index.h"
 #include "lib/core/random.h"
 #include "tests/architectures/fixtures.h"
