@@ -866,6 +866,12 @@ def report(path, out_dir, vlmlab):
                       (meta.get("cpu", "?"), meta.get("cores", "?")), "", "runs measured on ", "file written on")
     commit = per_run(lambda c: f"`{c}`", lambda r: r.git_commit, meta.get("git_commit", "?"), "git commit ",
                      "runs made by git commit ", "file written by")
+    walls = [(r.wall_s, r.threads) for r in runs if r.wall_s == r.wall_s]
+    if walls:
+        cpu_h = sum(w * max(1, t) for w, t in walls) / 3600
+        L += [f"- Cost: {cpu_h:.2f} CPU-hours (each run's wall time x its threads, summed over {len(walls)} "
+              f"run(s); the longest run {max(w for w, _ in walls) / 60:.1f} min). Wall times depend on what else "
+              "the machine ran."]
     L += [f"- Machine: {machine}, {joined(threads)} thread(s); "
           f"BLAS: {meta.get('blas', '?')}; compiler: {meta.get('compiler', '?')}.",
           f"- vlmlab {meta.get('vlmlab_version', '?')}, {commit}, results schema "

@@ -14,6 +14,8 @@ when the file holds what it needs.
 
 All numbers come from the file; the verdicts follow fixed rules stated on the page.
 """
+import tomllib
+
 import numpy as np
 
 from report_common import fmt_acc, fmt_flops, md_escape, md_table, mean_ci
@@ -57,6 +59,14 @@ def _excludes(m, h, value):
     if h is None:
         return None
     return m - h > value
+
+
+def _val_items(group):
+    """Validation items each curve point scored ([eval] val_samples of the run's config), or None."""
+    try:
+        return int(tomllib.loads(group.done[0].resolved_config)["eval"]["val_samples"])
+    except (AttributeError, KeyError, ValueError, TypeError, IndexError, tomllib.TOMLDecodeError):
+        return None
 
 
 def _final_val(run):
@@ -118,6 +128,26 @@ def selection_section(groups):
         rows.append(cells)
     L += md_table(header, rows, right=set(range(1, len(header))))
     L += ["", "Final validation accuracy (%) per variant and grid point; bold: the point picked.", ""]
+    # Does the pick stand out? A validation score on n items has a binomial 95% half-width of
+    # 1.96 sqrt(p (1 - p) / n); a pick within that of the variant's next best point is not separated.
+    unseparated = []
+    for v in variants:
+        if picked[v] is None:
+            continue
+        n = _val_items(picked[v][2])
+        others = sorted((mean_ci([_final_val(r) for r in by[(v, pt)].done])[0] for pt in points
+                         if (v, pt) in by and pt != picked[v][1]), reverse=True)
+        if n and others:
+            p = picked[v][0]
+            half = 1.96 * (p * (1 - p) / n) ** 0.5
+            if p - others[0] <= half:
+                unseparated.append((v, p - others[0], half, n))
+    if unseparated:
+        L += ["**Not separated:** " + "; ".join(
+            f"{md_escape(v)}'s pick is {100 * d:.1f} points above its next best point, within one validation "
+            f"score's binomial 95% half-width (±{100 * h:.1f} on {n} items)" for v, d, h, n in unseparated)
+            + ". For these variants the grid does not tell its points apart at this budget: the pick is noise, "
+            "not a tuned setting.", ""]
     L += ["Picked points, as a variant's `set` table (what the study's full-budget experiment writes):", "", "```toml"]
     for v in variants:
         if picked[v] is None:

@@ -253,6 +253,9 @@ def test_what_was_run():
         for rid in f["runs"]:
             assert s_(f[f"runs/{rid}"].attrs["cpu"]) == s_(attrs["cpu"]), rid
             assert int(f[f"runs/{rid}"].attrs["cores"]) == int(attrs["cores"]), rid
+        # the cost: wall time x threads summed over the runs, in CPU-hours
+        cpu_s = sum(float(f[f"runs/{rid}"].attrs["wall_s"]) * int(f[f"runs/{rid}"].attrs["threads"]) for rid in f["runs"])
+    assert f"- Cost: {cpu_s / 3600:.2f} CPU-hours" in sec and "summed over 4 run(s)" in sec, sec
 
 
 def test_runs_measured_elsewhere():
@@ -664,7 +667,8 @@ class FakeRun:
     """What the study sections read from a run: its eval rows, its validation curve, FLOPs per step."""
     complete = True
 
-    def __init__(self, eval_rows, curve=None, flops_per_step=1e9):
+    def __init__(self, eval_rows, curve=None, flops_per_step=1e9, val_samples=100):
+        self.resolved_config = f"[eval]\nval_samples = {val_samples}\n"
         self.eval = [dict(subtype=s, n=n, correct=c, accuracy=c / n if n else 0.0, majority=maj)
                      for s, n, c, maj in eval_rows]
         self.final_curve = curve or {}
@@ -731,12 +735,20 @@ def test_selection_picks_best_final_validation():
         fake_group(rp, "a", [run(0.70, 0.70, 0.10)], "fam", "train.lr=0.002"),
         fake_group(rp, "a-hf", [run(0.65, 0.65, 0.50)], "fam", "train.lr=0.001"),
         fake_group(rp, "a-hf", [run(0.55, 0.55, 0.50)], "fam", "train.lr=0.002"),
+        fake_group(rp, "b", [run(0.60, 0.60, 0.50)], "other", "train.lr=0.001"),
+        fake_group(rp, "b", [run(0.62, 0.62, 0.50)], "other", "train.lr=0.002"),
     ]
     md = "\n".join(st.selection_section(groups))
     rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
             for line in md.splitlines() if line.startswith("| lr=")}
-    assert rows["lr=0.001"] == ["60.0", "**65.0**"], rows
-    assert rows["lr=0.002"] == ["**70.0**", "55.0"], rows
+    assert rows["lr=0.001"] == ["60.0", "**65.0**", "60.0"], rows
+    assert rows["lr=0.002"] == ["**70.0**", "55.0", "**62.0**"], rows
+    # 10 points clear a's and a-hf's next best by more than a 100-item score's 95% half-width (about 9);
+    # b's 2 points do not: its pick is flagged as noise.
+    half = 100 * 1.96 * math.sqrt(0.62 * 0.38 / 100)
+    assert f"b's pick is 2.0 points above its next best point, within one validation score's binomial 95% " \
+           f"half-width (±{half:.1f} on 100 items)" in md, md
+    assert "a's pick" not in md and "a-hf's pick" not in md, md
     assert '# a: 70.0% on validation\nset = { "train.lr" = 0.002 }' in md, md
     assert '# a-hf: 65.0% on validation\nset = { "train.lr" = 0.001 }' in md, md
     assert "| fam | a-hf | 65.0 | -5.0 |" in md, md
