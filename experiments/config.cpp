@@ -624,7 +624,6 @@ Experiment parse(const toml::table& root, const std::string& file, int ranks) {
         if (error.empty() && !std::set<std::string>{"task", "train", "eval", "measure", "model"}.contains(parts[0]))
           error = "sets a key of [" + parts[0] + "]; a variant may set keys of [task], [train], [eval], [measure] and [model] (its own family keys go in the variant itself)";
         if (!error.empty()) fail(file, val.source(), path + ".set.\"" + shorten(key) + "\"", error);
-        v.settings.emplace_back(key, node_text(val));
       }
     }
     const FamilyEntry& fam = family_named(v.family);

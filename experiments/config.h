@@ -45,9 +45,6 @@ struct Variant {
   nlohmann::json family_keys = nlohmann::json::object();
   nlohmann::json processor = nlohmann::json::object();
   std::vector<std::pair<std::string, double>> init_std;  // `init_std = { "glob" = std }` (VlmSpec::init_std)
-  // `set = { "train.lr" = 1e-3 }`: experiment keys this variant's runs take instead ((key, value as
-  // written); load_experiment applies them before the runs' configs are parsed).
-  std::vector<std::pair<std::string, std::string>> settings;
 };
 
 // [[train.phase]]: a curriculum step. The first phase's `steps` training steps use the task with

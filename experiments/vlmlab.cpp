@@ -312,15 +312,6 @@ int cmd_check(const std::vector<std::string>& args) {
   return 0;
 }
 
-std::string join_words(const std::vector<std::string>& words) {
-  std::string out;
-  for (const std::string& w : words) {
-    if (!out.empty()) out += ' ';
-    out += w;
-  }
-  return out;
-}
-
 // Words wrapped into lines of at most `chars` characters (a longer word is cut).
 std::vector<std::string> wrap_words(const std::vector<std::string>& words, std::size_t chars) {
   std::vector<std::string> lines(1);
@@ -429,8 +420,8 @@ int cmd_sample(const std::vector<std::string>& args) {
     const vlm::data::Sample s = task->sample(which, static_cast<uint64_t>(i));
     const std::string path = (std::filesystem::path(out_dir) / (split + "_" + std::to_string(i) + ".png")).string();
     vlm::data::write_png(path, sample_picture(s, !no_caption));
-    std::printf("%lld\t%s\t%s\t%s\t%s\n", static_cast<long long>(i), s.subtype.c_str(), join_words(s.prompt).c_str(),
-                join_words(s.answer).c_str(), path.c_str());
+    std::printf("%lld\t%s\t%s\t%s\t%s\n", static_cast<long long>(i), s.subtype.c_str(), vlm::data::join_words(s.prompt).c_str(),
+                vlm::data::join_words(s.answer).c_str(), path.c_str());
   }
   return 0;
 }

@@ -35,7 +35,7 @@ from matplotlib.ticker import EngFormatter  # noqa: E402
 
 import report_study  # noqa: E402
 from report_common import (fmt_acc, fmt_bytes, fmt_flops, fmt_int, fmt_ms, fmt_pct, fmt_spread,  # noqa: E402
-                           md_escape, md_table, mean_ci, pct, save)
+                           md_escape, md_table, mean_ci, pct, save, short_sweep)
 
 PHASES = ["preprocess", "vision", "connector", "lm_prefill", "prefill", "decode"]
 PHASE_TITLES = {"preprocess": "preprocess", "vision": "vision encoder", "connector": "connector",
@@ -155,13 +155,6 @@ class Run:
             if r["metric"] == name and r["subtype"] == subtype:
                 return float(r[column])
         return float("nan")
-
-
-def short_sweep(sweep):
-    """"train.lr=0.001;task.image_size=75" -> "lr=0.001, image_size=75" (run ids use the last part too)."""
-    parts = [p for p in sweep.split(";") if p]
-    return ", ".join(p.split("=", 1)[0].rsplit(".", 1)[-1] + "=" + p.split("=", 1)[1] if "=" in p else p
-                     for p in parts)
 
 
 def natural_key(sweep):

@@ -99,12 +99,12 @@ def fmt_pct(x):
     return "–" if x is None or x != x else f"{100.0 * x:.1f}"
 
 
-def fmt_acc(mean, half, n):
-    if n == 0:
+def fmt_acc(mean, half, n, signed=False):
+    """A fraction as "mean ± half" in % (one decimal; "+x" when signed, for differences)."""
+    if n == 0 or mean != mean:
         return "–"
-    if half is None:
-        return f"{100.0 * mean:.1f}"
-    return f"{100.0 * mean:.1f} ± {100.0 * half:.1f}"
+    m = f"{100.0 * mean:+.1f}" if signed else f"{100.0 * mean:.1f}"
+    return m if half is None else f"{m} ± {100.0 * half:.1f}"
 
 
 def fmt_ms(v):
@@ -160,6 +160,13 @@ def md_table(header, rows, right=()):
     for r in rows:
         out.append("| " + " | ".join(str(c) for c in r) + " |")
     return out
+
+
+def short_sweep(sweep):
+    """"train.lr=0.001;task.image_size=75" -> "lr=0.001, image_size=75" (run ids use the last part too)."""
+    parts = [p for p in sweep.split(";") if p]
+    return ", ".join(p.split("=", 1)[0].rsplit(".", 1)[-1] + "=" + p.split("=", 1)[1] if "=" in p else p
+                     for p in parts)
 
 
 def save(fig, out_dir, name):

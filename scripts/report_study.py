@@ -18,7 +18,7 @@ import tomllib
 
 import numpy as np
 
-from report_common import fmt_acc, fmt_flops, md_escape, md_table, mean_ci
+from report_common import fmt_acc, fmt_flops, md_escape, md_table, mean_ci, short_sweep
 
 # Tasks whose question subtypes split into relational and non-relational ones, and what was
 # published about them (for the verdict section).
@@ -45,13 +45,6 @@ def _kind_accuracy(run, subtypes):
     correct = sum(int(e["correct"]) for e in rows)
     majority = sum(float(e["majority"]) * int(e["n"]) for e in rows) / n
     return correct / n, majority
-
-
-def _ci_text(m, h, scale=100.0, signed=False):
-    if m != m:
-        return "–"
-    f = "+.1f" if signed else ".1f"
-    return f"{scale * m:{f}}" + (f" ± {scale * h:.1f}" if h is not None else "")
 
 
 def _excludes(m, h, value):
@@ -101,29 +94,23 @@ def selection_section(groups):
         if g.sweep not in points:
             points.append(g.sweep)
     by = {(g.variant, g.sweep): g for g in swept}
+    score = {key: mean_ci([_final_val(r) for r in g.done]) for key, g in by.items()}  # (mean, half, n)
     picked = {}
-    rows = []
     for v in variants:
         best = None
         for pt in points:
-            g = by.get((v, pt))
-            if g is None:
-                continue
-            m = mean_ci([_final_val(r) for r in g.done])[0]
-            if m == m and (best is None or m > best[0]):
-                best = (m, pt, g)
+            if (v, pt) in by and score[(v, pt)][0] == score[(v, pt)][0] and (best is None or score[(v, pt)][0] > best[0]):
+                best = (score[(v, pt)][0], pt, by[(v, pt)])
         picked[v] = best
     header = ["point"] + [md_escape(v) for v in variants]
+    rows = []
     for pt in points:
-        cells = [md_escape(", ".join(p.split("=", 1)[0].rsplit(".", 1)[-1] + "=" + p.split("=", 1)[1]
-                                     for p in pt.split(";") if "=" in p))]
+        cells = [md_escape(short_sweep(pt))]
         for v in variants:
-            g = by.get((v, pt))
-            if g is None:
+            if (v, pt) not in by:
                 cells.append("–")
                 continue
-            m, h, n = mean_ci([_final_val(r) for r in g.done])
-            text = fmt_acc(m, h, n)
+            text = fmt_acc(*score[(v, pt)])
             cells.append(f"**{text}**" if picked[v] is not None and picked[v][1] == pt else text)
         rows.append(cells)
     L += md_table(header, rows, right=set(range(1, len(header))))
@@ -135,8 +122,7 @@ def selection_section(groups):
         if picked[v] is None:
             continue
         n = _val_items(picked[v][2])
-        others = sorted((mean_ci([_final_val(r) for r in by[(v, pt)].done])[0] for pt in points
-                         if (v, pt) in by and pt != picked[v][1]), reverse=True)
+        others = sorted((score[(v, pt)][0] for pt in points if (v, pt) in by and pt != picked[v][1]), reverse=True)
         if n and others:
             p = picked[v][0]
             half = 1.96 * (p * (1 - p) / n) ** 0.5
@@ -209,9 +195,9 @@ def relational_section(groups, task_name):
         nr, rl = mean_ci(acc["non-relational"]), mean_ci(acc["relational"])
         gap = mean_ci([a - b for a, b in zip(acc["non-relational"], acc["relational"])])
         cf = [mean_ci([r.accuracy(s) for r in g.done]) for s in ("closest", "furthest")]
-        rows.append([md_escape(g.label), str(nr[2]), _ci_text(*nr[:2]), f"{100 * maj['non-relational']:.1f}",
-                     _ci_text(*rl[:2]), f"{100 * maj['relational']:.1f}", _ci_text(*gap[:2], signed=True),
-                     " / ".join(_ci_text(*c[:2]) for c in cf)])
+        rows.append([md_escape(g.label), str(nr[2]), fmt_acc(*nr), f"{100 * maj['non-relational']:.1f}",
+                     fmt_acc(*rl), f"{100 * maj['relational']:.1f}", fmt_acc(*gap, signed=True),
+                     " / ".join(fmt_acc(*c) for c in cf)])
         above_nr = _excludes(nr[0], nr[1], maj["non-relational"])
         above_rl = _excludes(rl[0], rl[1], maj["relational"])
         gap_pos = None if gap[1] is None else gap[0] - gap[1] > 0
@@ -262,7 +248,7 @@ def finish_section(groups):
             state = "flat" if abs(m) < 0.01 else ("rising" if m > 0 else "falling")
         else:
             state = "rising" if m - h > 0 else ("falling" if m + h < 0 else "flat (interval includes 0)")
-        rows.append([md_escape(g.label), str(n), fmt_acc(*mean_ci(finals)), _ci_text(m, h, signed=True), state])
+        rows.append([md_escape(g.label), str(n), fmt_acc(*mean_ci(finals)), fmt_acc(m, h, n, signed=True), state])
     if not rows:
         return []
     L = ["## Did training finish?", ""]

@@ -5,19 +5,6 @@
 
 namespace vlm {
 
-namespace {
-
-std::string join(const std::vector<std::string>& words) {
-  std::string out;
-  for (const std::string& w : words) {
-    if (!out.empty()) out += ' ';
-    out += w;
-  }
-  return out;
-}
-
-}  // namespace
-
 EvalResult evaluate(Vlm& vlm, const data::Task& task, data::Split split, int64_t n, int batch_size) {
   VLM_CHECK(n > 0 && batch_size > 0, "evaluate: n " << n << ", batch " << batch_size);
   EvalResult r;
@@ -33,9 +20,9 @@ EvalResult evaluate(Vlm& vlm, const data::Task& task, data::Split split, int64_t
       const data::Sample& s = batch[k];
       EvalItem item{.index = start + static_cast<int64_t>(k),
                     .subtype = s.subtype,
-                    .question = join(s.prompt),
-                    .answer = join(s.answer),
-                    .prediction = join(answers[k]),
+                    .question = data::join_words(s.prompt),
+                    .answer = data::join_words(s.answer),
+                    .prediction = data::join_words(answers[k]),
                     .correct = answers[k] == s.answer};
       r.items.push_back(std::move(item));
       scored.push_back(data::ScoredItem{.subtype = s.subtype, .answer = s.answer, .prediction = answers[k]});

@@ -27,6 +27,9 @@ Split parse_split(const std::string& name, const std::string& what);
 // character).
 inline constexpr const char* kImageWord = "<image>";
 
+// Words joined by single spaces (a prompt or answer as text: evaluation's tables, `vlmlab sample`).
+std::string join_words(const std::vector<std::string>& words);
+
 struct Sample {
   std::vector<Image> images;
   std::vector<std::string> prompt;  // e.g. {"<image>", "what", "shape", "is", "the", "red", "object", "?"}

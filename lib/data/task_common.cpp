@@ -9,6 +9,15 @@
 
 namespace vlm::data {
 
+std::string join_words(const std::vector<std::string>& words) {
+  std::string out;
+  for (const std::string& w : words) {
+    if (!out.empty()) out += ' ';
+    out += w;
+  }
+  return out;
+}
+
 const char* split_name(Split split) {
   switch (split) {
     case Split::kTrain: return "train";

@@ -30,6 +30,7 @@ struct AttnProblem {
   const AttnMask* mask = nullptr;
   bool causal = false;
   T scale = T(1);
+  int64_t per_head = 0;  // elements of one head's score matrix: prob_size(mask->segments, Tq, Tk)
 
   // Causal queries never see a key past i + (Tk - Tq), so their rows are processed in tiles whose
   // GEMMs stop at the tile's last visible key: about half the work for a square mask.
@@ -286,7 +287,7 @@ void attention_forward(const AttnProblem<T>& p, T* out, T* probs) {
     return;
   }
   const AttnMask& mask = *p.mask;
-  const int64_t per_head = AttnProblem<T>::prob_size(mask.segments, p.Tq, p.Tk);
+  const int64_t per_head = p.per_head;
   parallel_for(p.B * p.Hq, p.head_grain(1), [&](int64_t begin, int64_t end) {
     std::unique_ptr<Buffer<T>> scratch;  // per-thread scores when probabilities are not kept (small)
     if (probs == nullptr) scratch = std::make_unique<Buffer<T>>(per_head, MemCat::kActivations, false);
@@ -359,6 +360,7 @@ TensorT<T> attention(const TensorT<T>& q, const TensorT<T>& k, const TensorT<T>&
   p.mask = &mask;
   p.causal = mask.causal;
   p.scale = static_cast<T>(scale);
+  p.per_head = AttnProblem<T>::prob_size(mask.segments, p.Tq, p.Tk);
 
   TensorT<T> out = TensorT<T>::empty({p.B, p.Tq, p.Hq, p.Dv});
   if (p.Tk == 0 || out.numel() == 0) {
@@ -370,7 +372,7 @@ TensorT<T> attention(const TensorT<T>& q, const TensorT<T>& k, const TensorT<T>&
   }
   const bool keep = grad_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad());
   TensorT<T> probs;  // [B, Hq, one head's scores as for_each_tile lays them out]
-  if (keep) probs = TensorT<T>::empty({p.B, p.Hq, AttnProblem<T>::prob_size(mask.segments, p.Tq, p.Tk)});
+  if (keep) probs = TensorT<T>::empty({p.B, p.Hq, p.per_head});
   attention_forward(p, out.data(), keep ? probs.data() : nullptr);
   if (!keep) return out;
 
@@ -402,7 +404,7 @@ TensorT<T> attention(const TensorT<T>& q, const TensorT<T>& k, const TensorT<T>&
     // heads of its group and their row tiles in a fixed order, so the result does not depend on
     // the thread count.
     const int64_t ldq = Hq * D, ldk = Hkv * D, ldv = Hkv * Dv, ldo = Hq * Dv;
-    const int64_t per_head = AttnProblem<T>::prob_size(segments, Tq, Tk);
+    const int64_t per_head = p.per_head;
     parallel_for(p.B * Hkv, p.head_grain(2 * rep), [&](int64_t begin, int64_t end) {
       std::unique_ptr<Buffer<T>> ds_buf;  // dS in the layout of P
       if (need_ds) ds_buf = std::make_unique<Buffer<T>>(per_head, MemCat::kActivations, false);
@@ -547,6 +549,7 @@ TensorT<T> KvCache<T>::attend(int layer, const TensorT<T>& q, const TensorT<T>& 
   p.mask = &mask;
   p.causal = mask.causal;
   p.scale = static_cast<T>(scale);
+  p.per_head = AttnProblem<T>::prob_size(mask.segments, p.Tq, p.Tk);
   TensorT<T> out = TensorT<T>::empty({p.B, p.Tq, p.Hq, p.Dv});
   if (p.Tk == 0 || out.numel() == 0) {
     out.vec().setZero();

@@ -357,8 +357,8 @@ void pack_b_bf16(bool trans_b, const float* B, int64_t ldb, int64_t p0, int64_t 
 // once, bit for bit as to_bf16 (nearest even on the bits, NaN kept quiet; no flush of subnormals),
 // so the panels hold exactly what the scalar packers above write. Before this, the scalar rounding
 // (a call per element) took longer than the products: 40% of a bf16 training step against 26% in
-// the VDPBF16PS tile (perf, llava large, 1 thread, Zen 5 kind), and the bf16 step ran slower than
-// the fp32 one. Rows of A and columns of B past the matrix, and an odd K's last pair's high half,
+// the VDPBF16PS tile (perf, the large bench model, 1 thread, Zen 5 kind), and the bf16 step ran
+// slower than the fp32 one. Rows of A and columns of B past the matrix, and an odd K's last pair's high half,
 // are zero, as there.
 #define VLM_AVX512 __attribute__((target("avx512f")))
 

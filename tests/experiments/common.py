@@ -125,9 +125,14 @@ def kill(p):
     p.wait()
 
 
-def run_tests(tests, tmp, only=()):
-    """Runs each test (or those named in `only`), prints PASS/FAIL and the Catch2-style summary line
-    scripts/count_tests.py counts, removes `tmp`, and exits non-zero if anything failed."""
+class Skip(Exception):
+    """Raised by a test that cannot run here (a missing privilege): reported, not counted."""
+
+
+def run_tests(tests, tmp=None, only=()):
+    """Runs each test (or those named in `only`), prints PASS/FAIL (SKIP for a test raising Skip, not
+    counted) and the Catch2-style summary line scripts/count_tests.py counts, removes `tmp` (a
+    folder, when given), and exits non-zero if anything failed."""
     passed = failed = 0
     for t in tests:
         if only and t.__name__ not in only:
@@ -136,10 +141,13 @@ def run_tests(tests, tmp, only=()):
             t()
             passed += 1
             print(f"PASS {t.__name__}")
+        except Skip as why:
+            print(f"SKIP {t.__name__}: {why}")
         except Exception:
             failed += 1
             print(f"FAIL {t.__name__}")
             traceback.print_exc(file=sys.stdout)
-    shutil.rmtree(tmp, ignore_errors=True)
+    if tmp:
+        shutil.rmtree(tmp, ignore_errors=True)
     print(f"test cases: {passed + failed} | {passed} passed | {failed} failed")
     sys.exit(1 if failed else 0)

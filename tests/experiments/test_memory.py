@@ -16,7 +16,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from common import TINY  # noqa: E402
+from common import TINY, run_tests  # noqa: E402
 
 VLMLAB = sys.argv[1]
 ASAN = len(sys.argv) > 2 and sys.argv[2] == "address"
@@ -157,16 +157,4 @@ TESTS = [test_max_memory_values_refused, test_max_memory_accepts_and_refuses,
          test_training_counts_gradients_and_moments, test_issue_sizes_refused_under_4gb]
 
 if __name__ == "__main__":
-    passed = failed = 0
-    for t in TESTS:
-        try:
-            t()
-            passed += 1
-            print(f"PASS {t.__name__}")
-        except Exception:
-            failed += 1
-            import traceback
-            traceback.print_exc()
-            print(f"FAIL {t.__name__}")
-    print(f"test cases: {passed + failed} | {passed} passed | {failed} failed")
-    sys.exit(1 if failed else 0)
+    run_tests(TESTS)

@@ -14,14 +14,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import traceback
 import uuid
 
 import h5py
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import TINY, numbers, same_numbers  # noqa: E402
+from common import TINY, Skip, numbers, run_tests, same_numbers  # noqa: E402
 
 VLMLAB = os.path.abspath(sys.argv[1])
 MPIRUN = sys.argv[2] if len(sys.argv) > 2 else "mpirun"
@@ -233,10 +232,6 @@ def test_kill_a_rank_then_resume():
                 assert f["/runs/" + rid].attrs["started_utc"] == t, rid
 
 
-class Skip(Exception):
-    pass
-
-
 def test_results_dir_not_shared():
     """Rank 1 sees its own private results directory (a host without the shared filesystem): its part
     reaches the root over MPI at the end, and the file is still complete."""
@@ -278,18 +273,4 @@ if __name__ == "__main__":
     if not MPI:
         print("vlmlab was built without MPI (-Dmpi=disabled or OpenMPI not found): skipped")
         sys.exit(77)
-    passed = failed = 0
-    for t in TESTS:
-        try:
-            t()
-            passed += 1
-            print(f"PASS {t.__name__}")
-        except Skip as why:  # not counted
-            print(f"SKIP {t.__name__}: {why}")
-        except Exception:
-            failed += 1
-            print(f"FAIL {t.__name__}")
-            traceback.print_exc(file=sys.stdout)
-    shutil.rmtree(TMP, ignore_errors=True)
-    print(f"test cases: {passed + failed} | {passed} passed | {failed} failed")
-    sys.exit(1 if failed else 0)
+    run_tests(TESTS, TMP)

@@ -35,15 +35,6 @@ int color_word(const std::string& w) {
   return it == kNames.end() ? -1 : static_cast<int>(it - kNames.begin());
 }
 
-std::string join(const std::vector<std::string>& words) {
-  std::string s;
-  for (const std::string& w : words) {
-    if (!s.empty()) s += ' ';
-    s += w;
-  }
-  return s;
-}
-
 // The bytes of a sample's images, as a key for "same scene".
 std::string scene_key(const Sample& s) {
   std::string key;
@@ -523,7 +514,7 @@ TEST_CASE("sort_of_clevr: every answer recomputed from the pixels (300 images x 
           const Sample s = task->sample(split, static_cast<uint64_t>(m * 20 + q));
           REQUIRE(s.images[0] == task->sample(split, static_cast<uint64_t>(m * 20)).images[0]);
           const Expected e = expected_sort_of_clevr(objects, s.prompt, size);
-          INFO(join(s.prompt) << " -> " << join(s.answer));
+          INFO(join_words(s.prompt) << " -> " << join_words(s.answer));
           REQUIRE(s.subtype == e.subtype);
           REQUIRE(s.prompt == e.prompt);
           REQUIRE(s.answer == e.answer);
@@ -571,7 +562,7 @@ TEST_CASE("sort_of_clevr: num_objects k draws k distinct colours, asks only abou
           if (color_word(w) >= 0) ref = color_word(w);
         REQUIRE(find_color(objects, ref) != nullptr);  // the question names an object in the scene
         const Expected e = expected_sort_of_clevr(objects, s.prompt, 75);
-        INFO(join(s.prompt) << " -> " << join(s.answer));
+        INFO(join_words(s.prompt) << " -> " << join_words(s.answer));
         REQUIRE(s.subtype == e.subtype);
         REQUIRE(s.answer == e.answer);
         subtypes.insert(s.subtype);
@@ -662,7 +653,7 @@ TEST_CASE("counting: answers recomputed from the pixels of well-separated object
       REQUIRE(n >= 1);
       REQUIRE(n <= 9);
       totals.insert(n);
-      INFO(join(s.prompt) << " -> " << join(s.answer));
+      INFO(join_words(s.prompt) << " -> " << join_words(s.answer));
       std::vector<std::string> prompt;
       std::string answer;
       if (s.subtype == "count_circles") {
@@ -725,7 +716,7 @@ TEST_CASE("ocr: the string read back from the pixels with the font matches the a
     REQUIRE(img.width <= 8 * img.height);
     widest = std::max(widest, static_cast<double>(img.width) / static_cast<double>(img.height));
     const std::vector<Decoded> d = decode_text(img);
-    INFO(join(s.prompt) << " -> " << join(s.answer));
+    INFO(join_words(s.prompt) << " -> " << join_words(s.answer));
     REQUIRE(d.size() == 1);
     const Decoded& t = d[0];
     // The text fits inside a 1-pixel blank border.
@@ -794,7 +785,7 @@ TEST_CASE("multi_image: answers recomputed from the pixels of every image", "[ta
       scenes.push_back(decode_scene(img));
       REQUIRE(scenes.back().size() == 3);  // num_objects, distinct colours
     }
-    INFO(join(s.prompt) << " -> " << join(s.answer));
+    INFO(join_words(s.prompt) << " -> " << join_words(s.answer));
     // All images come first.
     for (std::size_t j = 0; j < n; ++j) REQUIRE(s.prompt[j] == "<image>");
     const std::vector<std::string> q(s.prompt.begin() + static_cast<std::ptrdiff_t>(n), s.prompt.end());
