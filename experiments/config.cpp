@@ -621,8 +621,10 @@ Experiment parse(const toml::table& root, const std::string& file, int ranks) {
         std::string error;
         const std::vector<std::string> parts = key_parts(key, error);
         if (error.empty() && parts.size() < 2) error = "expected a dotted key path such as \"train.lr\"";
-        if (error.empty() && !std::set<std::string>{"task", "train", "eval", "measure", "model"}.contains(parts[0]))
-          error = "sets a key of [" + parts[0] + "]; a variant may set keys of [task], [train], [eval], [measure] and [model] (its own family keys go in the variant itself)";
+        if (error.empty() && !std::set<std::string>{"task", "train", "eval", "measure", "model", "stage"}.contains(parts[0]))
+          error = "sets a key of [" + parts[0] + "]; a variant may set keys of [task], [train], [eval], [measure], [model] and a [[stage]] (stage.NAME.key; its own family keys go in the variant itself)";
+        if (error.empty() && parts[0] == "stage" && parts.size() < 3)
+          error = "expected stage.NAME.key, NAME a [[stage]]'s name";
         if (!error.empty()) fail(file, val.source(), path + ".set.\"" + shorten(key) + "\"", error);
       }
     }
@@ -693,6 +695,25 @@ std::string set_path(toml::table& root, const std::string& key, const toml::node
     }
     return t;
   };
+  if (parts[0] == "stage") {  // stage.NAME.key: the [[stage]] of that name
+    toml::array* arr = root.get_as<toml::array>("stage");
+    if (parts.size() < 3) return "expected stage.NAME.key, NAME a [[stage]]'s name";
+    std::string names;
+    for (std::size_t si = 0; arr && si < arr->size(); ++si) {
+      toml::table* st = (*arr)[si].as_table();
+      const toml::value<std::string>* named = st ? st->get_as<std::string>("name") : nullptr;
+      const std::string name = named ? named->get() : "";
+      if (name != parts[1]) {
+        append_listed(names, "\"" + name + "\"");
+        continue;
+      }
+      st = through(st, 2, "stage[" + std::to_string(si) + "]");
+      if (!st) return error;
+      st->insert_or_assign(parts.back(), value);
+      return "";
+    }
+    return "no [[stage]] is named \"" + parts[1] + "\"" + (names.empty() ? std::string(" (the experiment has no [[stage]])") : " (the stages: " + names + ")");
+  }
   if (parts.size() >= 2 && parts[0] == "variant") {
     toml::array* arr = root.get_as<toml::array>("variant");
     if (!arr) return "";  // parse() reports the missing or malformed [[variant]]

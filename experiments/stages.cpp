@@ -1,5 +1,6 @@
 #include "experiments/stages.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <set>
 
@@ -13,6 +14,31 @@ namespace {
 std::string at(const Stage& stage, const std::string& key) {
   const auto it = stage.where.find(key);
   return it != stage.where.end() ? it->second : stage.where.at("stage");
+}
+
+// Token embeddings and output heads are indexed by the vocabulary: copied from a model whose words
+// sit at other ids they would read every token as another one, with shapes that still agree.
+bool indexed_by_token(const std::string& name) {
+  return name.find("embed_tokens") != std::string::npos || name.find("lm_head") != std::string::npos;
+}
+
+void check_vocabulary(const Vlm& vlm, const std::vector<std::string>& names, const std::string& dir) {
+  if (std::none_of(names.begin(), names.end(), indexed_by_token)) return;
+  // Not a model vlmlab kept (an HF folder): its words are not on record, only its shapes are checked.
+  if (!std::filesystem::is_regular_file(std::filesystem::path(dir) / "vlmlab.json")) return;
+  const std::vector<std::string> words = kept_vocabulary(dir);
+  const data::Vocab& ours = vlm.vocab();
+  const auto n = std::max(ours.size(), static_cast<int64_t>(words.size()));
+  for (int64_t i = 0; i < n; ++i) {
+    const auto k = static_cast<std::size_t>(i);
+    const std::string theirs = k < words.size() ? words[k] : std::string("(none)");
+    const std::string mine = i < ours.size() ? ours.word(i) : std::string("(none)");
+    if (theirs != mine)
+      throw ConfigError("the token embeddings of " + dir + " belong to another vocabulary: id " + std::to_string(i) +
+                        " is \"" + theirs.substr(0, 64) + "\" there and \"" + mine.substr(0, 64) + "\" in this run (" +
+                        std::to_string(words.size()) + " vs " + std::to_string(ours.size()) +
+                        " words; a run's vocabulary is its [task]'s words, then the words its stages' tasks add)");
+  }
 }
 
 }  // namespace
@@ -85,9 +111,10 @@ StagePlan plan_stage(Vlm& vlm, const Stage& stage) {
       plan.init_skipped.push_back(sel);
       continue;
     }
-    pick("init_from." + sel, sel);
+    const std::vector<std::string> names = pick("init_from." + sel, sel);
     try {
       plan.init_from.emplace_back(sel, resolve_model_source(source));
+      check_vocabulary(vlm, names, plan.init_from.back().second);
     } catch (const ConfigError& e) {
       throw ConfigError(at(stage, "init_from." + sel) + ": " + e.what());
     }

@@ -80,7 +80,10 @@ Vlm::Vlm(const VlmSpec& spec, const data::Task& task, const std::vector<const da
   processor_ = entry.make_processor(cfg, processor_options_, tokens_);
 }
 
-Vlm::Vlm(const std::string& model_dir, const data::Task& task) : vocab_(task_vocab(task)) {
+namespace {
+
+// DIR/vlmlab.json, checked to hold the vocabulary (a list of words).
+nlohmann::json read_kept_meta(const std::string& model_dir) {
   const std::string meta_path = model_dir + "/vlmlab.json";
   std::ifstream in(meta_path);
   if (!in) throw ConfigError(meta_path + ": cannot read it (a model folder vlmlab kept holds config.json, "
@@ -93,27 +96,34 @@ Vlm::Vlm(const std::string& model_dir, const data::Task& task) : vocab_(task_voc
   }
   if (!meta.is_object() || !meta.contains("vocabulary") || !meta["vocabulary"].is_array())
     throw ConfigError(meta_path + ": \"vocabulary\" (a list of words) is missing");
-  const nlohmann::json& words = meta["vocabulary"];
+  for (std::size_t i = 0; i < meta["vocabulary"].size(); ++i)
+    if (!meta["vocabulary"][i].is_string())
+      throw ConfigError(meta_path + ": vocabulary entry " + std::to_string(i) + " is not a string");
+  return meta;
+}
+
+}  // namespace
+
+std::vector<std::string> kept_vocabulary(const std::string& model_dir) {
+  return read_kept_meta(model_dir)["vocabulary"].get<std::vector<std::string>>();
+}
+
+Vlm::Vlm(const std::string& model_dir, const data::Task& task) : vocab_(task_vocab(task)) {
+  const std::string meta_path = model_dir + "/vlmlab.json";
+  const nlohmann::json meta = read_kept_meta(model_dir);
+  const auto words = meta["vocabulary"].get<std::vector<std::string>>();
   const auto n = static_cast<int64_t>(words.size());
   // The task's words at the model's ids; a model trained on more tasks (stages) has more words after.
   for (int64_t i = 0; i < vocab_.size(); ++i) {
-    const std::string theirs = i < n && words[static_cast<std::size_t>(i)].is_string()
-                                   ? words[static_cast<std::size_t>(i)].get<std::string>()
-                                   : std::string("(none)");
-    const std::string ours = i < vocab_.size() ? vocab_.word(i) : std::string("(none)");
+    const std::string theirs = i < n ? words[static_cast<std::size_t>(i)] : std::string("(none)");
+    const std::string ours = vocab_.word(i);
     if (theirs != ours)
       throw ConfigError(meta_path + ": the model's vocabulary differs from task " + task.name() + "'s at id " +
                         std::to_string(i) + ": \"" + theirs.substr(0, 64) + "\" vs \"" + ours.substr(0, 64) +
                         "\" (score it on the task it was trained on)");
   }
-  if (n > vocab_.size()) {
-    std::vector<std::string> rest;
-    for (int64_t i = SpecialTokens::kCount; i < n; ++i) {
-      VLM_CHECK(words[static_cast<std::size_t>(i)].is_string(), meta_path << ": vocabulary entry " << i << " is not a string");
-      rest.push_back(words[static_cast<std::size_t>(i)].get<std::string>());
-    }
-    vocab_ = data::Vocab(special_words(), rest);
-  }
+  if (n > vocab_.size())
+    vocab_ = data::Vocab(special_words(), std::vector<std::string>(words.begin() + SpecialTokens::kCount, words.end()));
   model_ = load_pretrained(model_dir);
   family_ = std::string(family_for_config(model_->config()).name);
   for (const std::string_view t : family_for_config(model_->config()).own_tokens)

@@ -30,6 +30,10 @@ data::Vocab task_vocab(const data::Task& task, const std::vector<const data::Tas
 data::Vocab family_vocab(const data::Task& task, const std::vector<const data::Task*>& more,
                          std::span<const std::string_view> own_tokens, SpecialTokens* tokens);
 
+// The words of a model save() kept, in id order (DIR/vlmlab.json's "vocabulary"); a ConfigError
+// when the file is missing, not JSON or has no such list.
+std::vector<std::string> kept_vocabulary(const std::string& model_dir);
+
 struct VlmSpec {
   std::string family;               // registry name: llava, flamingo, fuyu, qwen2vl
   ModelSizes sizes;                 // vocab_size and tokens are filled from the task

@@ -202,3 +202,41 @@ TEST_CASE("a variant's set table gives its runs their own experiment keys, and o
              Contains("variant[1].set") && Contains("train.lr"));
   CHECK_THAT(load(dir, experiment("set", "set = { \"train.lrr\" = 1.0 }\n")), Contains("did you mean \"lr\""));
 }
+
+TEST_CASE("a variant's set table reaches a [[stage]] by name: stage.NAME.key", "[experiments][config]") {
+  TempDir dir;
+  const std::string path = dir.file("exp.toml");
+  const std::string stages = "[[stage]]\nname = \"align\"\nsteps = 1\n[[stage]]\nname = \"tune\"\nsteps = 1\n";
+  // The shared experiment with its stages giving the steps ([train] steps is refused beside them).
+  const auto staged = [](const std::string& extra) {
+    std::string text = experiment("set", extra);
+    text.replace(text.find("[train]\nsteps = 2\n"), 17, "[train]\n");
+    return text;
+  };
+  // fuyu (the last variant) freezes its LM in the second stage only, at its own learning rate there.
+  std::ofstream(path, std::ios::binary)
+      << staged("set = { \"stage.tune.freeze\" = [\"lm\"], \"stage.tune.lr\" = 1e-4 }\n" + stages);
+  const auto runs = vlm::exp::load_experiment(path).runs;
+  REQUIRE(runs.size() == 2);
+  for (const auto& r : runs) {
+    const bool fuyu = r.variant.family == "fuyu";
+    REQUIRE(r.config.stages.size() == 2);
+    CHECK(r.config.stages[0].freezes.empty());
+    CHECK(r.config.stages[0].train.lr == 2e-3);
+    CHECK(r.config.stages[1].freezes == (fuyu ? std::vector<std::string>{"lm"} : std::vector<std::string>{}));
+    CHECK(r.config.stages[1].train.lr == (fuyu ? 1e-4 : 2e-3));
+    // The resolved TOML (what the results file records) loads to the same stages.
+    const auto again = vlm::exp::load_experiment_text(r.resolved_toml, "resolved.toml").runs;
+    REQUIRE(again.size() == 1);
+    CHECK(again[0].config.stages[1].freezes == r.config.stages[1].freezes);
+  }
+  CHECK_THAT(load(dir, staged("set = { \"stage.nosuch.lr\" = 1e-4 }\n" + stages)),
+             Contains("variant[1].set.\"stage.nosuch.lr\": no [[stage]] is named \"nosuch\" (the stages: \"align\", \"tune\")"));
+  CHECK_THAT(load(dir, staged("set = { \"stage.tune\" = 1 }\n" + stages)),
+             Contains("variant[1].set.\"stage.tune\": expected stage.NAME.key"));
+  CHECK_THAT(load(dir, staged("set = { \"stage.tune.lr\" = 1e-4 }\n")),
+             Contains("no [[stage]] is named \"tune\" (the experiment has no [[stage]])"));
+  // A value the stage does not take is refused as the stage itself would refuse it, for the run it concerns.
+  CHECK_THAT(load(dir, staged("set = { \"stage.tune.freeze\" = [\"*no_such*\"] }\n" + stages)),
+             Contains("stage[1]") && Contains("\"*no_such*\" matches no parameter of fuyu") && Contains("(run fuyu-s0)"));
+}

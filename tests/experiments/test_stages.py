@@ -9,6 +9,7 @@ Prints a Catch2-style summary line that scripts/count_tests.py counts.
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -250,6 +251,60 @@ init_from = {{ vision = "{pre_out}:llava-s3" }}
         assert np.array_equal(fl["model.vision_model." + k[len("vision_tower."):]], src[k]), k
 
 
+def test_init_from_checks_vocabulary():
+    """An LM's token embeddings are taken only from a model with this run's vocabulary: the same words
+    at the same ids. A describe-pretrained LM fits a run whose stages add the describe words; without
+    them, or with two of the model's words swapped (shapes that still agree), it is refused."""
+    pre = write("pre_vocab.toml", BASE.replace('name = "staged"', 'name = "pre_vocab"') + """
+[[stage]]
+name = "describe"
+steps = 2
+task = { mode = "describe" }
+""" + '\n[[variant]]\nfamily = "llava"\n')
+    pre_out = os.path.join(TMP, "pre_vocab.h5")
+    r = vlmlab("run", pre, "--out", pre_out, "--quiet")
+    assert r.returncode == 0, r.stderr
+    kept = os.path.join(TMP, "pre_vocab", "models", "llava-s3")
+
+    def use(source, stages):
+        path = write("use_vocab.toml", BASE + stages.replace("SOURCE", source) + '\n[[variant]]\nfamily = "llava"\n')
+        return vlmlab("check", path)
+
+    with_describe = """
+[[stage]]
+name = "align"
+steps = 2
+task = { mode = "describe" }
+train = ["connector"]
+init_from = { vision = "SOURCE", lm = "SOURCE" }
+
+[[stage]]
+name = "question"
+steps = 2
+"""
+    r = use(kept, with_describe)
+    assert r.returncode == 0, r.stderr
+    # Without the describe stage the run has the question words only.
+    r = use(kept, '\n[[stage]]\nname = "question"\nsteps = 2\ninit_from = { lm = "SOURCE" }\n')
+    assert r.returncode == 2 and "stage[0].init_from.lm" in r.stderr and "another vocabulary" in r.stderr, r.stderr
+    # The tower alone holds no token embedding: no vocabulary to agree on.
+    r = use(kept, '\n[[stage]]\nname = "question"\nsteps = 2\ninit_from = { vision = "SOURCE" }\n')
+    assert r.returncode == 0, r.stderr
+    # Two words swapped: every shape agrees, the ids do not.
+    swapped = os.path.join(TMP, "pre_vocab_swapped")
+    shutil.copytree(kept, swapped)
+    meta_path = os.path.join(swapped, "vlmlab.json")
+    with open(meta_path) as fh:
+        meta = json.load(fh)
+    words = meta["vocabulary"]
+    words[10], words[11] = words[11], words[10]
+    with open(meta_path, "w") as fh:
+        json.dump(meta, fh)
+    r = use(swapped, with_describe)
+    assert r.returncode == 2 and "stage[0].init_from.lm" in r.stderr and "another vocabulary" in r.stderr, r.stderr
+    assert f'id 10 is "{words[10]}" there' in r.stderr, r.stderr
+
+
 def test_broken_stage_configs_refused():
     """Each refused at its file:line and key (exit 2), before anything trains."""
     def refused(text, *needles):
@@ -285,7 +340,7 @@ def test_broken_stage_configs_refused():
 
 
 TESTS = [test_stages_recorded, test_stage_resume_after_sigkill, test_init_from_another_results_file,
-         test_broken_stage_configs_refused]
+         test_init_from_checks_vocabulary, test_broken_stage_configs_refused]
 
 if __name__ == "__main__":
     run_tests(TESTS, TMP, sys.argv[2:])
