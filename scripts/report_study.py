@@ -6,6 +6,9 @@ when the file holds what it needs.
   at their picked points (an ablation of a family-specific setting gets the same grid as the rest).
 - Relational and non-relational questions: for a task whose subtypes split that way (Sort-of-CLEVR),
   each variant's accuracy on both kinds and their gap, beside the published numbers, with a verdict.
+- Frozen and trained backbones: for a file whose llava and flamingo variants took the same pretrained
+  backbones and then trained only their connector (frozen) or everything (trained), the layouts'
+  difference in each arm beside Idefics2's, with a verdict.
 - Did training finish: the validation accuracy gained over the last quarter of training.
 - Equal steps and equal compute: training FLOPs per step, and each variant's validation accuracy at
   the compute the cheapest variant spent in all.
@@ -230,6 +233,100 @@ def relational_section(groups, task_name):
     return L
 
 
+# Idefics2 (Laurencon et al. 2024, Table 3): the same pretrained backbones under two layouts, frozen
+# and trained; average scores, cross-attention vs fully autoregressive.
+BACKBONES = {
+    "paper": "Idefics2 (Laurençon et al. 2024, \"What matters when building vision-language models?\", Table 3)",
+    "cross": "flamingo", "autoregressive": "llava",
+    "published": {"frozen": (66.7, 60.3), "trained": (67.3, 69.5)},  # (cross-attention, fully autoregressive)
+}
+
+
+def _arm(run):
+    """'frozen' when the run's last stage froze parameters, 'trained' when it trained them all; None
+    for a run without stages or with a single stage (no backbone was given to it first)."""
+    if len(run.stages) < 2:
+        return None
+    return "frozen" if int(run.stages[-1].get("frozen_params", 0)) > 0 else "trained"
+
+
+def _by_seed(group):
+    return {int(getattr(r, "seed", i)): r.accuracy() for i, r in enumerate(group.done)}
+
+
+def backbones_section(groups):
+    """Frozen vs trained backbones, cross-attention vs fully autoregressive, against Idefics2."""
+    spec = BACKBONES
+    arms = {}
+    for g in groups:
+        if not g.done or g.family not in (spec["cross"], spec["autoregressive"]):
+            continue
+        kinds = {_arm(r) for r in g.done}
+        if len(kinds) != 1 or None in kinds:
+            continue
+        arms.setdefault(kinds.pop(), {}).setdefault(g.family, []).append(g)
+    arms = {a: fams for a, fams in arms.items()
+            if all(len(fams.get(f, [])) == 1 for f in (spec["cross"], spec["autoregressive"]))}
+    if not arms:
+        return []
+    L = ["## Frozen and trained backbones", ""]
+    L += [f"Re-tests {spec['paper']}: with the same pretrained vision encoder and LM, the cross-attention layout "
+          "beat the fully autoregressive one with both backbones frozen, and lost to it with both trained. Here "
+          f"{spec['cross']} is the cross-attention layout and {spec['autoregressive']} the fully autoregressive one; "
+          "an arm is *frozen* when its last stage trains only the connector, *trained* when it trains everything.", ""]
+    rows, diffs = [], {}
+    for arm in ("frozen", "trained"):
+        if arm not in arms:
+            continue
+        cross, auto = arms[arm][spec["cross"]][0], arms[arm][spec["autoregressive"]][0]
+        c, a = _by_seed(cross), _by_seed(auto)
+        seeds = sorted(set(c) & set(a))
+        d = {s: c[s] - a[s] for s in seeds}
+        diffs[arm] = d
+        pc, pa = spec["published"][arm]
+        rows.append([arm, md_escape(cross.label), fmt_acc(*mean_ci(list(c.values()))), md_escape(auto.label),
+                     fmt_acc(*mean_ci(list(a.values()))), fmt_acc(*mean_ci(list(d.values())), signed=True),
+                     f"{pc:.1f} vs {pa:.1f} ({pc - pa:+.1f})"])
+    L += md_table(["arm", "cross-attention", "test accuracy", "fully autoregressive", "test accuracy",
+                   "difference (cross − autoregressive)", "Idefics2 (cross vs autoregressive)"], rows,
+                  right={2, 4, 5})
+    L += ["", "Test split, mean ± 95% interval over seeds; the difference is taken per seed (both layouts see the "
+          "same samples in the same order for a seed) and then averaged.", ""]
+
+    def verdict(arm):
+        m, h, n = mean_ci(list(diffs[arm].values()))
+        want = spec["published"][arm][0] - spec["published"][arm][1]
+        if h is None:
+            return "one seed: no verdict"
+        if m - h > 0:
+            sign = 1
+        elif m + h < 0:
+            sign = -1
+        else:
+            return (f"not separated: the interval ({100 * (m - h):+.1f} to {100 * (m + h):+.1f} points) includes 0, "
+                    "so this does not tell the layouts apart")
+        agrees = (sign > 0) == (want > 0)
+        return (("reproduces" if agrees else "reversed") + f": {'cross-attention' if sign > 0 else 'fully autoregressive'} "
+                f"ahead by {100 * abs(m):.1f} points (interval excludes 0); Idefics2 had "
+                f"{'cross-attention' if want > 0 else 'fully autoregressive'} ahead by {abs(want):.1f}")
+    L += ["**Verdict per arm** (rules: *reproduces* when the difference's interval excludes 0 on the paper's side, "
+          "*reversed* when it excludes 0 on the other side, *not separated* when it includes 0):", ""]
+    L += [f"- {arm}: {verdict(arm)}." for arm in ("frozen", "trained") if arm in diffs]
+    if len(diffs) == 2:
+        seeds = sorted(set(diffs["frozen"]) & set(diffs["trained"]))
+        m, h, n = mean_ci([diffs["frozen"][s] - diffs["trained"][s] for s in seeds])
+        want = (spec["published"]["frozen"][0] - spec["published"]["frozen"][1]
+                - spec["published"]["trained"][0] + spec["published"]["trained"][1])
+        flip = ("one seed: no verdict" if h is None else
+                "it does (interval excludes 0)" if m - h > 0 else
+                "the opposite (interval excludes 0 below)" if m + h < 0 else "not separated (interval includes 0)")
+        L += ["", f"**Does freezing favour cross-attention?** The paper's claim is the flip itself: cross-attention's "
+              f"lead with frozen backbones minus its lead with trained ones was {want:+.1f} points there; here "
+              f"{fmt_acc(m, h, n, signed=True)} points: {flip}."]
+    L += [""]
+    return L
+
+
 def finish_section(groups):
     rows = []
     for g in groups:
@@ -328,5 +425,5 @@ def majority_section(groups):
 
 def sections(groups, task_name):
     """The study sections this file supports, in page order."""
-    return (selection_section(groups) + relational_section(groups, task_name) + finish_section(groups)
-            + compute_section(groups) + majority_section(groups))
+    return (selection_section(groups) + relational_section(groups, task_name) + backbones_section(groups)
+            + finish_section(groups) + compute_section(groups) + majority_section(groups))

@@ -667,8 +667,10 @@ class FakeRun:
     """What the study sections read from a run: its eval rows, its validation curve, FLOPs per step."""
     complete = True
 
-    def __init__(self, eval_rows, curve=None, flops_per_step=1e9, val_samples=100):
+    def __init__(self, eval_rows, curve=None, flops_per_step=1e9, val_samples=100, seed=0, stages=()):
         self.resolved_config = f"[eval]\nval_samples = {val_samples}\n"
+        self.seed = seed
+        self.stages = list(stages)
         self.eval = [dict(subtype=s, n=n, correct=c, accuracy=c / n if n else 0.0, majority=maj)
                      for s, n, c, maj in eval_rows]
         self.final_curve = curve or {}
@@ -785,6 +787,41 @@ def test_finish_compute_and_majority_sections():
     assert "validation: 50.0 before training, 50.0 over the second half, best point 50.0" in md, md
 
 
+def test_backbones_verdicts():
+    """Frozen vs trained backbones: each arm's per-seed difference (cross-attention minus fully
+    autoregressive) and its verdict against Idefics2, and the flip between the arms."""
+    rp, st = study_modules()
+    frozen = [dict(stage=0, frozen_params=100), dict(stage=1, frozen_params=100)]
+    trained = [dict(stage=0, frozen_params=100), dict(stage=1, frozen_params=0)]
+
+    def arm(variant, family, stages, accs):
+        return fake_group(rp, variant, [FakeRun([("all", 1000, round(1000 * a), 0.3)], seed=s, stages=stages)
+                                        for s, a in enumerate(accs)], family=family)
+    # Frozen: flamingo 10, 11, 12 points ahead seed by seed (although the seeds' spread is larger);
+    # trained: the differences +2, -2, 0 (interval includes 0).
+    groups = [arm("llava_frozen", "llava", frozen, [0.40, 0.50, 0.60]),
+              arm("flamingo_frozen", "flamingo", frozen, [0.50, 0.61, 0.72]),
+              arm("llava_trained", "llava", trained, [0.70, 0.72, 0.74]),
+              arm("flamingo_trained", "flamingo", trained, [0.72, 0.70, 0.74])]
+    md = "\n".join(st.backbones_section(groups))
+    assert "## Frozen and trained backbones" in md, md
+    assert re.search(r"\| frozen \| flamingo_frozen \| 61\.0 ± [0-9.]+ \| llava_frozen \| 50\.0 ± [0-9.]+ \| "
+                     r"\+11\.0 ± 2\.5 \| 66\.7 vs 60\.3 \(\+6\.4\) \|", md), md
+    assert "- frozen: reproduces: cross-attention ahead by 11.0 points" in md, md
+    assert "- trained: not separated" in md, md
+    assert "67.3 vs 69.5 (-2.2)" in md, md
+    # The flip: frozen minus trained differences per seed, 8, 13, 12: above 0.
+    assert "was +8.6 points there; here +11.0 ± " in md and "it does (interval excludes 0)" in md, md
+    # The trained arm reversed: llava behind by 5 points on every seed.
+    groups[3] = arm("flamingo_trained", "flamingo", trained, [0.75, 0.77, 0.79])
+    md = "\n".join(st.backbones_section(groups))
+    assert "- trained: reversed: cross-attention ahead by 5.0 points (interval excludes 0); Idefics2 had fully " \
+           "autoregressive ahead by 2.2" in md, md
+    # Runs without stages (no backbone given first) make no section.
+    plain = [arm(g.variant, g.family, [], [0.5, 0.6, 0.7]) for g in groups]
+    assert st.backbones_section(plain) == []
+
+
 TESTS = [test_cli_errors_and_default_out, test_what_was_run, test_tables_match_the_file,
          test_figures_and_gallery_are_pngs, test_same_file_same_report, test_failed_run_and_single_seed,
          test_interval_on_known_numbers, test_learning_curves_and_steps_to_threshold,
@@ -792,7 +829,7 @@ TESTS = [test_cli_errors_and_default_out, test_what_was_run, test_tables_match_t
          test_runs_measured_elsewhere, test_runs_made_by_another_build,
          test_sample_draws_distinct_captioned_images, test_sweep_and_single_seed_figures, test_task_metrics_section,
          test_stage_boundaries_marked, test_relational_verdicts, test_selection_picks_best_final_validation,
-         test_finish_compute_and_majority_sections]
+         test_finish_compute_and_majority_sections, test_backbones_verdicts]
 
 if __name__ == "__main__":
-    run_tests(TESTS, TMP)
+    run_tests(TESTS, TMP, sys.argv[2:])
