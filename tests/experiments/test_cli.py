@@ -116,6 +116,15 @@ def test_check_and_list():
         if exp.endswith(".toml"):
             r = vlmlab("check", os.path.join(root, "experiments", exp))
             assert r.returncode == 0, (exp, r.stderr)
+    # So are the reference study's, except that one taking weights from another study experiment's
+    # kept models says which run to make first (from the repository root, as scripts/study.sh runs them).
+    for exp in sorted(os.listdir(os.path.join(root, "experiments", "study"))):
+        if exp.endswith(".toml"):
+            r = subprocess.run([VLMLAB, "check", os.path.join("experiments", "study", exp)], cwd=root,
+                               capture_output=True, text=True)
+            needs = re.search(r'no model kept for run "[^"]+" of (results/study/\w+\.h5)', r.stderr)
+            assert r.returncode == 0 or (r.returncode == 2 and needs and not os.path.exists(
+                os.path.join(root, needs.group(1)))), (exp, r.stderr)
     # The quickstart is the reference experiment's seed 0: the same task, training, sizes and
     # variants (so its runs train as the reference's seed-0 runs), only fewer seeds and threads.
     with open(os.path.join(root, "experiments", "quickstart.toml"), "rb") as fq, \
