@@ -9,6 +9,9 @@ when the file holds what it needs.
 - Frozen and trained backbones: for a file whose llava and flamingo variants took the same pretrained
   backbones and then trained only their connector (frozen) or everything (trained), the layouts'
   difference in each arm beside Idefics2's, with a verdict.
+- Visual tokens and connectors: for a file with variants of one family at different visual-token
+  counts, the token effect within each connector and the differences between connectors at about the
+  same count, against Idefics2's latents and MM1's claim, by stated rules.
 - Did training finish: the validation accuracy gained over the last quarter of training.
 - Equal steps and equal compute: training FLOPs per step, and each variant's validation accuracy at
   the compute the cheapest variant spent in all.
@@ -327,6 +330,92 @@ def backbones_section(groups):
     return L
 
 
+# What joins each family's vision to its LM (the connector), for the visual-tokens section.
+CONNECTORS = {"llava": "MLP projector", "flamingo": "Perceiver resampler + gated cross-attention",
+              "fuyu": "linear patch projection", "qwen2vl": "patch-merger MLP"}
+
+
+def _visual_tokens(group):
+    """Visual tokens of the first test sample at the first resolution the runs measured, or None."""
+    for r in group.done:
+        if r.cost:
+            return int(r.cost[0]["visual_tokens"])
+    return None
+
+
+def _paired(a, b):
+    """Per-seed differences a - b over the seeds both groups completed: (mean, half, n)."""
+    x, y = _by_seed(a), _by_seed(b)
+    return mean_ci([x[s] - y[s] for s in sorted(set(x) & set(y))])
+
+
+def _sign(m, h):
+    return None if h is None else (1 if m - h > 0 else -1 if m + h < 0 else 0)
+
+
+def tokens_section(groups):
+    """Visual tokens against the connector: within a family, its fewest- against its most-token variant;
+    across families, connectors at about the same token count (within 25%)."""
+    done = [(g, _visual_tokens(g)) for g in groups if g.done]
+    done = [(g, v) for g, v in done if v]
+    fams = {}
+    for g, v in done:
+        fams.setdefault(g.family, []).append((v, g))
+    within = {f: sorted(vs, key=lambda x: x[0]) for f, vs in fams.items() if len({v for v, _ in vs}) > 1}
+    if not within:
+        return []
+    L = ["## Visual tokens and connectors", ""]
+    L += ["Re-tests Idefics2 (Laurençon et al. 2024, Table 4: a Perceiver pooling to 64 latents matched 128, "
+          "71.7 vs 71.2) and MM1 (McKinzie et al. 2024: the number of visual tokens and the resolution matter "
+          "more than the connector type). Visual tokens: those of the first test sample at the run's measured "
+          "resolution (flamingo: its resampler's latents).", ""]
+    rows = [[md_escape(g.label), g.family, CONNECTORS.get(g.family, "–"), str(v), fmt_acc(*mean_ci([r.accuracy() for r in g.done]))]
+            for g, v in sorted(done, key=lambda x: (x[0].family, x[1]))]
+    L += md_table(["variant", "family", "connector", "visual tokens", "test accuracy"], rows, right={3, 4})
+    L += ["", "**Within a connector** (most tokens minus fewest, per seed, 95% interval):", ""]
+    token_effects = []
+    for f, vs in within.items():
+        (v0, g0), (v1, g1) = vs[0], vs[-1]
+        m, h, n = _paired(g1, g0)
+        s = _sign(m, h)
+        token_effects.append(s)
+        verdict = {None: "one seed: no verdict", 1: "more tokens help", -1: "fewer tokens do better",
+                   0: "not separated (the interval includes 0)"}[s]
+        L.append(f"- {f}: {md_escape(g1.label)} ({v1}) minus {md_escape(g0.label)} ({v0}): "
+                 f"{fmt_acc(m, h, n, signed=True)} points: {verdict}.")
+    pairs = []
+    for i, (ga, va) in enumerate(done):
+        for gb, vb in done[i + 1:]:
+            if ga.family != gb.family and max(va, vb) <= 1.25 * min(va, vb):
+                pairs.append((ga, va, gb, vb))
+    conn_effects = []
+    if pairs:
+        L += ["", "**Across connectors at about the same token count** (first minus second, per seed):", ""]
+        for ga, va, gb, vb in pairs:
+            m, h, n = _paired(ga, gb)
+            s = _sign(m, h)
+            conn_effects.append(s)
+            verdict = {None: "one seed", 1: "separated", -1: "separated", 0: "not separated"}[s]
+            L.append(f"- {md_escape(ga.label)} ({va}) minus {md_escape(gb.label)} ({vb}): "
+                     f"{fmt_acc(m, h, n, signed=True)} points: {verdict}.")
+    tokens_matter = any(s in (1, -1) for s in token_effects)
+    conn_matter = any(s in (1, -1) for s in conn_effects)
+    if None in token_effects or None in conn_effects:
+        text = "not decided: some comparison has one seed."
+    elif not pairs:
+        text = "no two connectors were run at about the same token count, so only the token effects can be read."
+    elif tokens_matter and not conn_matter:
+        text = "yes: a token count separates within a connector, and no two connectors separate at a matched count."
+    elif conn_matter and not tokens_matter:
+        text = "no, the opposite: connectors separate at a matched token count, token counts within a connector do not."
+    elif tokens_matter and conn_matter:
+        text = "both matter here: token counts separate within a connector and connectors at a matched count."
+    else:
+        text = "neither separates at this budget and number of seeds."
+    L += ["", f"**Do tokens matter more than the connector (MM1)?** {text}", ""]
+    return L
+
+
 def finish_section(groups):
     rows = []
     for g in groups:
@@ -426,4 +515,4 @@ def majority_section(groups):
 def sections(groups, task_name):
     """The study sections this file supports, in page order."""
     return (selection_section(groups) + relational_section(groups, task_name) + backbones_section(groups)
-            + finish_section(groups) + compute_section(groups) + majority_section(groups))
+            + tokens_section(groups) + finish_section(groups) + compute_section(groups) + majority_section(groups))

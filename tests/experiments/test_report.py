@@ -667,10 +667,11 @@ class FakeRun:
     """What the study sections read from a run: its eval rows, its validation curve, FLOPs per step."""
     complete = True
 
-    def __init__(self, eval_rows, curve=None, flops_per_step=1e9, val_samples=100, seed=0, stages=()):
+    def __init__(self, eval_rows, curve=None, flops_per_step=1e9, val_samples=100, seed=0, stages=(), tokens=None):
         self.resolved_config = f"[eval]\nval_samples = {val_samples}\n"
         self.seed = seed
         self.stages = list(stages)
+        self.cost = [] if tokens is None else [dict(resolution=90, visual_tokens=tokens)]
         self.eval = [dict(subtype=s, n=n, correct=c, accuracy=c / n if n else 0.0, majority=maj)
                      for s, n, c, maj in eval_rows]
         self.final_curve = curve or {}
@@ -822,6 +823,38 @@ def test_backbones_verdicts():
     assert st.backbones_section(plain) == []
 
 
+def test_tokens_verdicts():
+    """Visual tokens against the connector: the token effect within each family (paired by seed), the
+    differences between families at about the same token count, and the MM1 verdict by its rules."""
+    rp, st = study_modules()
+
+    def g(variant, family, tokens, accs):
+        return fake_group(rp, variant, [FakeRun([("all", 1000, round(1000 * a), 0.3)], seed=s, tokens=tokens)
+                                        for s, a in enumerate(accs)], family=family)
+    # llava: 64 tokens beat 16 by 10 points on every seed; flamingo: 32 vs 8 latents, +1, -1, 0.
+    # At 32-36 tokens llava, flamingo and qwen2vl differ by 0-2 points with seed noise.
+    groups = [g("llava_60px", "llava", 16, [0.60, 0.62, 0.64]), g("llava", "llava", 36, [0.66, 0.70, 0.68]),
+              g("llava_120px", "llava", 64, [0.70, 0.72, 0.74]),
+              g("flamingo_lat8", "flamingo", 8, [0.55, 0.57, 0.56]), g("flamingo_lat32", "flamingo", 32, [0.56, 0.56, 0.56]),
+              g("qwen2vl", "qwen2vl", 36, [0.70, 0.66, 0.69])]
+    md = "\n".join(st.tokens_section(groups))
+    assert "## Visual tokens and connectors" in md, md
+    assert "| llava_120px | llava | MLP projector | 64 | 72.0 ± " in md, md
+    assert "- llava: llava_120px (64) minus llava_60px (16): +10.0 ± 0.0 points: more tokens help." in md, md
+    assert re.search(r"- flamingo: flamingo_lat32 \(32\) minus flamingo_lat8 \(8\): \+0\.0 ± [0-9.]+ points: not "
+                     r"separated", md), md
+    # 36 and 32 are within 25% of each other; 64 and 36 are not.
+    assert "- llava (36) minus qwen2vl (36): -0.3 ± " in md and "- llava (36) minus flamingo_lat32 (32): +12.0 ± " in md, md
+    assert "llava_120px (64) minus qwen2vl" not in md, md
+    # llava vs flamingo at 36 / 32 separates (12 points on every seed, give or take 2): both matter.
+    assert "**Do tokens matter more than the connector (MM1)?** both matter here" in md, md
+    # Without flamingo, only llava vs qwen2vl at 36 remains, not separated: tokens matter more.
+    md = "\n".join(st.tokens_section([x for x in groups if x.family != "flamingo"]))
+    assert "yes: a token count separates within a connector, and no two connectors separate" in md, md
+    # One token count per family: no section.
+    assert st.tokens_section([groups[1], groups[5]]) == []
+
+
 TESTS = [test_cli_errors_and_default_out, test_what_was_run, test_tables_match_the_file,
          test_figures_and_gallery_are_pngs, test_same_file_same_report, test_failed_run_and_single_seed,
          test_interval_on_known_numbers, test_learning_curves_and_steps_to_threshold,
@@ -829,7 +862,8 @@ TESTS = [test_cli_errors_and_default_out, test_what_was_run, test_tables_match_t
          test_runs_measured_elsewhere, test_runs_made_by_another_build,
          test_sample_draws_distinct_captioned_images, test_sweep_and_single_seed_figures, test_task_metrics_section,
          test_stage_boundaries_marked, test_relational_verdicts, test_selection_picks_best_final_validation,
-         test_finish_compute_and_majority_sections, test_backbones_verdicts]
+         test_finish_compute_and_majority_sections, test_backbones_verdicts,
+         test_tokens_verdicts]
 
 if __name__ == "__main__":
     run_tests(TESTS, TMP, sys.argv[2:])
