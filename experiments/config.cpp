@@ -623,8 +623,6 @@ Experiment parse(const toml::table& root, const std::string& file, int ranks) {
         if (error.empty() && parts.size() < 2) error = "expected a dotted key path such as \"train.lr\"";
         if (error.empty() && !std::set<std::string>{"task", "train", "eval", "measure", "model", "stage"}.contains(parts[0]))
           error = "sets a key of [" + parts[0] + "]; a variant may set keys of [task], [train], [eval], [measure], [model] and a [[stage]] (stage.NAME.key; its own family keys go in the variant itself)";
-        if (error.empty() && parts[0] == "stage" && parts.size() < 3)
-          error = "expected stage.NAME.key, NAME a [[stage]]'s name";
         if (!error.empty()) fail(file, val.source(), path + ".set.\"" + shorten(key) + "\"", error);
       }
     }

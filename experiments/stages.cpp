@@ -27,18 +27,12 @@ void check_vocabulary(const Vlm& vlm, const std::vector<std::string>& names, con
   // Not a model vlmlab kept (an HF folder): its words are not on record, only its shapes are checked.
   if (!std::filesystem::is_regular_file(std::filesystem::path(dir) / "vlmlab.json")) return;
   const std::vector<std::string> words = kept_vocabulary(dir);
-  const data::Vocab& ours = vlm.vocab();
-  const auto n = std::max(ours.size(), static_cast<int64_t>(words.size()));
-  for (int64_t i = 0; i < n; ++i) {
-    const auto k = static_cast<std::size_t>(i);
-    const std::string theirs = k < words.size() ? words[k] : std::string("(none)");
-    const std::string mine = i < ours.size() ? ours.word(i) : std::string("(none)");
-    if (theirs != mine)
-      throw ConfigError("the token embeddings of " + dir + " belong to another vocabulary: id " + std::to_string(i) +
-                        " is \"" + theirs.substr(0, 64) + "\" there and \"" + mine.substr(0, 64) + "\" in this run (" +
-                        std::to_string(words.size()) + " vs " + std::to_string(ours.size()) +
-                        " words; a run's vocabulary is its [task]'s words, then the words its stages' tasks add)");
-  }
+  const std::string diff = vocabulary_difference(words, vlm.vocab(), false);
+  if (!diff.empty())
+    throw ConfigError("the token embeddings of " + dir + " belong to another vocabulary (" +
+                      std::to_string(words.size()) + " words there, " + std::to_string(vlm.vocab().size()) +
+                      " here; the first difference at " + diff +
+                      "; a run's vocabulary is its [task]'s words, then the words its stages' tasks add)");
 }
 
 }  // namespace

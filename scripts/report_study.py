@@ -253,6 +253,11 @@ def _arm(run):
     return "frozen" if int(run.stages[-1].get("frozen_params", 0)) > 0 else "trained"
 
 
+def _sign(m, h):
+    """Which side of 0 the 95% interval m ± h lies: 1 above, -1 below, 0 across it, None with one seed."""
+    return None if h is None else (1 if m - h > 0 else -1 if m + h < 0 else 0)
+
+
 def _by_seed(group):
     return {int(getattr(r, "seed", i)): r.accuracy() for i, r in enumerate(group.done)}
 
@@ -299,13 +304,10 @@ def backbones_section(groups):
     def verdict(arm):
         m, h, n = mean_ci(list(diffs[arm].values()))
         want = spec["published"][arm][0] - spec["published"][arm][1]
-        if h is None:
+        sign = _sign(m, h)
+        if sign is None:
             return "one seed: no verdict"
-        if m - h > 0:
-            sign = 1
-        elif m + h < 0:
-            sign = -1
-        else:
+        if sign == 0:
             return (f"not separated: the interval ({100 * (m - h):+.1f} to {100 * (m + h):+.1f} points) includes 0, "
                     "so this does not tell the layouts apart")
         agrees = (sign > 0) == (want > 0)
@@ -320,9 +322,8 @@ def backbones_section(groups):
         m, h, n = mean_ci([diffs["frozen"][s] - diffs["trained"][s] for s in seeds])
         want = (spec["published"]["frozen"][0] - spec["published"]["frozen"][1]
                 - spec["published"]["trained"][0] + spec["published"]["trained"][1])
-        flip = ("one seed: no verdict" if h is None else
-                "it does (interval excludes 0)" if m - h > 0 else
-                "the opposite (interval excludes 0 below)" if m + h < 0 else "not separated (interval includes 0)")
+        flip = {None: "one seed: no verdict", 1: "it does (interval excludes 0)",
+                -1: "the opposite (interval excludes 0 below)", 0: "not separated (interval includes 0)"}[_sign(m, h)]
         L += ["", f"**Does freezing favour cross-attention?** The paper's claim is the flip itself: cross-attention's "
               f"lead with frozen backbones minus its lead with trained ones was {want:+.1f} points there; here "
               f"{fmt_acc(m, h, n, signed=True)} points: {flip}."]
@@ -347,10 +348,6 @@ def _paired(a, b):
     """Per-seed differences a - b over the seeds both groups completed: (mean, half, n)."""
     x, y = _by_seed(a), _by_seed(b)
     return mean_ci([x[s] - y[s] for s in sorted(set(x) & set(y))])
-
-
-def _sign(m, h):
-    return None if h is None else (1 if m - h > 0 else -1 if m + h < 0 else 0)
 
 
 def tokens_section(groups):

@@ -108,20 +108,27 @@ std::vector<std::string> kept_vocabulary(const std::string& model_dir) {
   return read_kept_meta(model_dir)["vocabulary"].get<std::vector<std::string>>();
 }
 
+std::string vocabulary_difference(const std::vector<std::string>& theirs, const data::Vocab& ours, bool prefix) {
+  const auto n_theirs = static_cast<int64_t>(theirs.size());
+  const int64_t n = prefix ? ours.size() : std::max(ours.size(), n_theirs);
+  for (int64_t i = 0; i < n; ++i) {
+    const std::string a = i < n_theirs ? theirs[static_cast<std::size_t>(i)] : std::string("(none)");
+    const std::string b = i < ours.size() ? ours.word(i) : std::string("(none)");
+    if (a != b)
+      return "id " + std::to_string(i) + ": \"" + a.substr(0, 64) + "\" there, \"" + b.substr(0, 64) + "\" here";
+  }
+  return "";
+}
+
 Vlm::Vlm(const std::string& model_dir, const data::Task& task) : vocab_(task_vocab(task)) {
-  const std::string meta_path = model_dir + "/vlmlab.json";
   const nlohmann::json meta = read_kept_meta(model_dir);
   const auto words = meta["vocabulary"].get<std::vector<std::string>>();
   const auto n = static_cast<int64_t>(words.size());
   // The task's words at the model's ids; a model trained on more tasks (stages) has more words after.
-  for (int64_t i = 0; i < vocab_.size(); ++i) {
-    const std::string theirs = i < n ? words[static_cast<std::size_t>(i)] : std::string("(none)");
-    const std::string ours = vocab_.word(i);
-    if (theirs != ours)
-      throw ConfigError(meta_path + ": the model's vocabulary differs from task " + task.name() + "'s at id " +
-                        std::to_string(i) + ": \"" + theirs.substr(0, 64) + "\" vs \"" + ours.substr(0, 64) +
-                        "\" (score it on the task it was trained on)");
-  }
+  const std::string diff = vocabulary_difference(words, vocab_, true);
+  if (!diff.empty())
+    throw ConfigError(model_dir + "/vlmlab.json: the model's vocabulary differs from task " + task.name() + "'s at " +
+                      diff + " (score it on the task it was trained on)");
   if (n > vocab_.size())
     vocab_ = data::Vocab(special_words(), std::vector<std::string>(words.begin() + SpecialTokens::kCount, words.end()));
   model_ = load_pretrained(model_dir);

@@ -33,6 +33,10 @@ data::Vocab family_vocab(const data::Task& task, const std::vector<const data::T
 // The words of a model save() kept, in id order (DIR/vlmlab.json's "vocabulary"); a ConfigError
 // when the file is missing, not JSON or has no such list.
 std::vector<std::string> kept_vocabulary(const std::string& model_dir);
+// The first id at which `theirs` (a kept model's words) and `ours` differ, as "id I: "A" there, "B"
+// here" (a missing word reads "(none)"), or "" when they agree: on ours' ids only when `prefix` (a
+// model trained on more tasks holds more words after them), on both whole lists otherwise.
+std::string vocabulary_difference(const std::vector<std::string>& theirs, const data::Vocab& ours, bool prefix);
 
 struct VlmSpec {
   std::string family;               // registry name: llava, flamingo, fuyu, qwen2vl

@@ -212,17 +212,24 @@ def test_stage_resume_after_sigkill():
             assert same(nk[k], nf[k]), (point, k, nk[k], nf[k])
 
 
-def test_init_from_another_results_file():
-    """A tower trained in one experiment, given to llava and flamingo in another: both start from it."""
-    pre = write("pre.toml", BASE.replace('name = "staged"', 'name = "pre"') + """
+def pretrain_llava(name, steps):
+    """Runs experiment NAME: llava trained `steps` steps in describe mode (seed 3); returns its results
+    file, whose model llava-s3 is kept in TMP/NAME/models/llava-s3."""
+    path = write(name + ".toml", BASE.replace('name = "staged"', f'name = "{name}"') + f"""
 [[stage]]
 name = "describe"
-steps = 3
-task = { mode = "describe" }
+steps = {steps}
+task = {{ mode = "describe" }}
 """ + '\n[[variant]]\nfamily = "llava"\n')
-    pre_out = os.path.join(TMP, "pre.h5")
-    r = vlmlab("run", pre, "--out", pre_out, "--quiet")
+    out = os.path.join(TMP, name + ".h5")
+    r = vlmlab("run", path, "--out", out, "--quiet")
     assert r.returncode == 0, r.stderr
+    return out
+
+
+def test_init_from_another_results_file():
+    """A tower trained in one experiment, given to llava and flamingo in another: both start from it."""
+    pre_out = pretrain_llava("pre", steps=3)
     use = write("use.toml", BASE + f"""
 [[stage]]
 name = "align"
@@ -255,15 +262,7 @@ def test_init_from_checks_vocabulary():
     """An LM's token embeddings are taken only from a model with this run's vocabulary: the same words
     at the same ids. A describe-pretrained LM fits a run whose stages add the describe words; without
     them, or with two of the model's words swapped (shapes that still agree), it is refused."""
-    pre = write("pre_vocab.toml", BASE.replace('name = "staged"', 'name = "pre_vocab"') + """
-[[stage]]
-name = "describe"
-steps = 2
-task = { mode = "describe" }
-""" + '\n[[variant]]\nfamily = "llava"\n')
-    pre_out = os.path.join(TMP, "pre_vocab.h5")
-    r = vlmlab("run", pre, "--out", pre_out, "--quiet")
-    assert r.returncode == 0, r.stderr
+    pretrain_llava("pre_vocab", steps=2)
     kept = os.path.join(TMP, "pre_vocab", "models", "llava-s3")
 
     def use(source, stages):
@@ -302,7 +301,7 @@ steps = 2
         json.dump(meta, fh)
     r = use(swapped, with_describe)
     assert r.returncode == 2 and "stage[0].init_from.lm" in r.stderr and "another vocabulary" in r.stderr, r.stderr
-    assert f'id 10 is "{words[10]}" there' in r.stderr, r.stderr
+    assert f'id 10: "{words[10]}" there' in r.stderr, r.stderr
 
 
 def test_broken_stage_configs_refused():
